@@ -1,0 +1,91 @@
+"""MLflow tracking set-up for a workspace: tracking URI, experiment, runs.
+
+Owns where runs and artifacts go: the workspace's ``mlflow.db`` (or the configured tracking
+server) and ``artifacts/`` in the workspace, never ``./mlruns`` of the current folder.
+mlflow is imported lazily: it costs seconds and the edge must never import it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from facefleet.errors import ConfigError, FacefleetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import ActiveRun
+    from mlflow.tracking import MlflowClient
+
+    from facefleet.workspace import Workspace
+
+
+def _mlflow():
+    """Import mlflow with telemetry off, or raise a clear error when it isn't installed."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise FacefleetError(
+            f"mlflow is not installed (pip install 'facefleet[server]'): {exc}"
+        ) from None
+    return mlflow
+
+
+def configure(ws: Workspace) -> MlflowClient:
+    """Point mlflow at the workspace's tracking store and return a client for it."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    mlflow = _mlflow()
+    from mlflow.tracking import MlflowClient
+
+    uri = ws.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_name(ws: Workspace, name: str | None = None) -> str:
+    """The experiment name: ``name`` or the config's ``mlflow.experiment``."""
+    name = name or (ws.config.get("mlflow") or {}).get("experiment") or "facefleet"
+    if not isinstance(name, str):
+        raise ConfigError(f"mlflow.experiment must be a string, got {name!r}")
+    return name
+
+
+def ensure_experiment(ws: Workspace, name: str | None = None) -> str:
+    """Create the experiment if needed (artifacts in the workspace) and return its id."""
+    client = configure(ws)
+    name = experiment_name(ws, name)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    ws.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    location = (ws.artifacts_dir / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # noqa: BLE001 - another process may have created it meanwhile
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@contextmanager
+def start_run(
+    ws: Workspace,
+    run_name: str,
+    tags: dict[str, Any] | None = None,
+    experiment: str | None = None,
+) -> Iterator[ActiveRun]:
+    """``mlflow.start_run`` on the workspace's experiment; yields the active run."""
+    exp_id = ensure_experiment(ws, experiment)
+    mlflow = _mlflow()
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=run_name,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+    ) as run:
+        yield run
