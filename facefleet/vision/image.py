@@ -1,0 +1,101 @@
+"""Image loading: any photo a user may have, as an RGB uint8 array, or a clear ImageError.
+
+Handles EXIF rotation, greyscale, RGBA / LA (composited on white), 16-bit and palette PNG,
+CMYK; refuses truncated, corrupt, non-image and absurdly large files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from facefleet.errors import ImageError
+
+MAX_FILE_BYTES = 100 * 1024 * 1024
+MAX_PIXELS = 60_000_000  # ~ 9500 x 6300: larger is a decompression bomb or a mistake
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".gif", ".tif",
+                  ".tiff", ".webp"}
+
+
+def is_image_name(path: Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_rgb_array(img) -> np.ndarray:  # img: PIL.Image.Image
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        grey = ((arr - lo) * (255.0 / max(hi - lo, 1e-9))).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def load_image(path: Path | str) -> np.ndarray:
+    """Read ``path`` as an upright RGB uint8 array (H x W x 3)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(f"{path}: empty file")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: file too large ({size / 1e6:.0f} MB > {MAX_FILE_BYTES / 1e6:.0f} MB)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(f"{path}: image too large ({width}x{height} pixels)")
+                img.load()  # raises on truncated data
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb_array(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def iter_image_files(paths, *, recursive: bool = True):
+    """Expand files and folders into image paths (sorted); non-image names in folders are skipped."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for child in sorted(path.glob(pattern)):
+                if child.is_file() and is_image_name(child):
+                    yield child
+        else:
+            yield path

@@ -1,0 +1,91 @@
+"""Face quality: size, sharpness, frontal-ness and brightness, and the usable/unusable verdict.
+
+Pure functions of the aligned chip, the box and the 5 landmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Quality:
+    size_px: int  # shorter side of the face box in the original image
+    sharpness: float  # variance of the Laplacian of the grey aligned chip
+    frontalness: float  # 1 = nose centred between the eyes, 0 = full profile
+    brightness: float  # mean grey level of the chip, 0..255
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 3) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Quality:
+        return cls(
+            size_px=int(data.get("size_px", 0)),
+            sharpness=float(data.get("sharpness", 0.0)),
+            frontalness=float(data.get("frontalness", 0.0)),
+            brightness=float(data.get("brightness", 0.0)),
+        )
+
+    def score(self) -> float:
+        """One number in 0..1 for ranking faces of the same person (bigger, sharper, frontal)."""
+        size = min(self.size_px / 120.0, 1.0)
+        sharp = min(self.sharpness / 200.0, 1.0)
+        light = 1.0 - min(abs(self.brightness - 128.0) / 128.0, 1.0)
+        return float(0.35 * size + 0.3 * sharp + 0.25 * self.frontalness + 0.1 * light)
+
+
+def sharpness(chip: np.ndarray) -> float:
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY) if chip.ndim == 3 else chip
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def frontalness(landmarks: np.ndarray) -> float:
+    """From dlib's 5 points (eye corners 0-1 and 2-3, nose base 4): how centred the nose is."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    eye_a = pts[0:2].mean(axis=0)
+    eye_b = pts[2:4].mean(axis=0)
+    nose = pts[4]
+    d_a = float(np.linalg.norm(nose - eye_a))
+    d_b = float(np.linalg.norm(nose - eye_b))
+    if d_a + d_b <= 1e-9:
+        return 0.0
+    return float(1.0 - abs(d_a - d_b) / (d_a + d_b))
+
+
+def brightness(chip: np.ndarray) -> float:
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY) if chip.ndim == 3 else chip
+    return float(grey.mean())
+
+
+def measure_quality(chip: np.ndarray, box: tuple[int, int, int, int], landmarks: np.ndarray) -> Quality:
+    left, top, right, bottom = box
+    return Quality(
+        size_px=int(min(right - left, bottom - top)),
+        sharpness=sharpness(chip),
+        frontalness=frontalness(landmarks),
+        brightness=brightness(chip),
+    )
+
+
+def unusable_reason(q: Quality, cfg: dict[str, Any]) -> str | None:
+    """Why a face is unusable for enrolment under the thresholds in ``cfg``, or None."""
+    min_px = int(cfg.get("min_face_px", 40))
+    if q.size_px < min_px:
+        return f"face too small ({q.size_px} px < {min_px} px)"
+    min_sharp = float(cfg.get("min_sharpness", 15.0))
+    if q.sharpness < min_sharp:
+        return f"too blurred (sharpness {q.sharpness:.1f} < {min_sharp:g})"
+    min_front = float(cfg.get("min_frontalness", 0.0))
+    if q.frontalness < min_front:
+        return f"not frontal enough ({q.frontalness:.2f} < {min_front:g})"
+    lo, hi = float(cfg.get("min_brightness", 20.0)), float(cfg.get("max_brightness", 240.0))
+    if q.brightness < lo:
+        return f"too dark (brightness {q.brightness:.0f} < {lo:g})"
+    if q.brightness > hi:
+        return f"too bright (brightness {q.brightness:.0f} > {hi:g})"
+    return None
