@@ -27,7 +27,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "workers": 0,  # processes for batch work; 0 = one per core
     },
     "quality": {
-        "min_face_px": 40,  # shorter side of the face box, in pixels
+        "min_face_px": 30,  # shorter side of the face box, in pixels
         "min_sharpness": 15.0,  # variance of the Laplacian on the aligned chip
         "min_frontalness": 0.0,
         "min_brightness": 20.0,

@@ -15,6 +15,7 @@ from facefleet.errors import FacefleetError
 # One module per command group; each defines register(subparsers).
 COMMAND_MODULES = [
     "facefleet.cli.core_cmds",
+    "facefleet.cli.models_cmds",
 ]
 
 
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facefleet {__version__}")
     parser.add_argument(
-        "--workspace", "-w", help="workspace folder (default: $FACEFLEET_HOME or the current folder)"
+        "--workspace",
+        "-w",
+        help="workspace folder (default: $FACEFLEET_HOME or the current folder)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

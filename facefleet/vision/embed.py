@@ -65,8 +65,6 @@ def make_embedder(name: str = "auto", cache_dir=None) -> Embedder:
             try:
                 return OnnxEmbedder.create(cache_dir=cache_dir)
             except Exception as exc:  # any failure: fall back, one line, never a crash
-                if name == "onnx":
-                    log.warning("ONNX embedder unavailable (%s); using dlib", exc)
-                else:
-                    log.info("ONNX embedder unavailable (%s); using dlib", exc)
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                log.warning("ONNX embedder unavailable (%s); using dlib", reason)
     return DlibEmbedder()

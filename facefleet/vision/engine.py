@@ -132,7 +132,12 @@ class FaceEngine:
         )
 
     def analyse(
-        self, rgb: np.ndarray, *, fallback: bool = True, embed: bool = True, upsample: int | None = None
+        self,
+        rgb: np.ndarray,
+        *,
+        fallback: bool = True,
+        embed: bool = True,
+        upsample: int | None = None,
     ) -> list[Face]:
         """Every face in ``rgb``: detect (accurate retry when none and ``fallback``), describe, embed."""
         found = self.detect(rgb, upsample=upsample)

@@ -16,8 +16,19 @@ from facefleet.errors import ImageError
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 60_000_000  # ~ 9500 x 6300: larger is a decompression bomb or a mistake
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".gif", ".tif",
-                  ".tiff", ".webp"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+}
 
 
 def is_image_name(path: Path) -> bool:

@@ -7,7 +7,7 @@ that becomes part of the embedder id.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from facefleet.errors import ModelError
@@ -19,7 +19,7 @@ _FILES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_path(kind: str) -> Path:
     """Path of one of dlib's model files: ``resnet``, ``landmarks5`` or ``mmod``."""
     try:
@@ -36,7 +36,7 @@ def model_path(kind: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

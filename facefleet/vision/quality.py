@@ -74,7 +74,7 @@ def measure_quality(chip: np.ndarray, box: tuple[int, int, int, int], landmarks:
 
 def unusable_reason(q: Quality, cfg: dict[str, Any]) -> str | None:
     """Why a face is unusable for enrolment under the thresholds in ``cfg``, or None."""
-    min_px = int(cfg.get("min_face_px", 40))
+    min_px = int(cfg.get("min_face_px", 30))
     if q.size_px < min_px:
         return f"face too small ({q.size_px} px < {min_px} px)"
     min_sharp = float(cfg.get("min_sharpness", 15.0))

@@ -1,0 +1,189 @@
+"""Commands of the foundation: init, enroll, people, identify, export-database, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from facefleet.errors import FacefleetError
+from facefleet.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create a workspace (config, store, folders)")
+    p.add_argument("dir", nargs="?", default=".", help="workspace folder (default: here)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("enroll", aliases=["enrol"], help="enrol people from a few photos each")
+    p.add_argument("name", nargs="?", help="the person's name (with IMG...)")
+    p.add_argument("images", nargs="*", help="photos of that person")
+    p.add_argument("--folder", help="a folder with one sub-folder of photos per person")
+    p.add_argument("--flat", help="a folder of files named <name>_<n>.jpg")
+    p.add_argument("--largest", action="store_true", help="take the largest face of a group photo")
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    p.add_argument("--json", action="store_true", help="print the outcome of every photo as JSON")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("people", help="list, show, rename or remove enrolled people")
+    psub = p.add_subparsers(dest="people_cmd", metavar="ACTION", required=True)
+    q = psub.add_parser("list", help="everyone enrolled, with photo counts")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_people_list)
+    q = psub.add_parser("show", help="one person's faces")
+    q.add_argument("person", help="id or name")
+    q.set_defaults(func=cmd_people_show)
+    q = psub.add_parser("rename", help="give a person a new name")
+    q.add_argument("person")
+    q.add_argument("new_name")
+    q.set_defaults(func=cmd_people_rename)
+    q = psub.add_parser("remove", help="delete a person and their faces")
+    q.add_argument("person")
+    q.set_defaults(func=cmd_people_remove)
+
+    p = sub.add_parser("identify", help="name every face in images or folders")
+    p.add_argument("paths", nargs="+")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    p.add_argument("--model", help="model version, @alias or name (default: the newest trained model)")
+    p.add_argument("--threshold", type=float, help="use the gallery with this distance threshold")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("export-database", help="write face_database.json for the old edge scripts")
+    p.add_argument("--out", default="face_database.json")
+    p.set_defaults(func=cmd_export_database)
+
+    p = sub.add_parser("demo", help="enrol a sample set in a fresh workspace and identify a test set")
+    p.add_argument("--data", help="folder with five_celebrity/{train,val} (default: ../shared/data/faces)")
+    p.add_argument("--dir", help="workspace to create (default: a new temporary folder)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    ws = Workspace.init(args.dir)
+    print(f"workspace ready: {ws.root}")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from facefleet.enrol import enroll, plan_flat, plan_folder
+
+    ws = Workspace.find(args.workspace)
+    if args.folder:
+        items = plan_folder(args.folder)
+    elif args.flat:
+        items = plan_flat(args.flat)
+    elif args.name and args.images:
+        items = [(args.name, Path(img)) for img in args.images]
+    else:
+        raise FacefleetError("give NAME IMG [IMG...], --folder DIR or --flat DIR")
+    report = enroll(ws, items, largest=args.largest, workers=args.workers)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for o in report.outcomes:
+            mark = "ok " if o.accepted else "REJECTED"
+            extra = " (cached)" if o.cached else ""
+            print(f"{mark:8} {o.person:20} {o.path}{extra}" + (f": {o.reason}" if o.reason else ""))
+        for name, person_id in report.person_ids().items():
+            print(f"{person_id}\t{name}")
+        print(f"{len(report.accepted)} accepted, {len(report.rejected)} rejected", file=sys.stderr)
+    return 0 if report.accepted else 1
+
+
+def cmd_people_list(args: argparse.Namespace) -> int:
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        counts = store.face_counts()
+        rows = [
+            {
+                "id": p.id,
+                "name": p.name,
+                "photos": counts.get(p.id, {}).get("in_use", 0),
+                "created": p.created,
+            }
+            for p in store.people()
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'id':10} {'name':24} {'photos':>6}  created")
+        for r in rows:
+            print(f"{r['id']:10} {r['name']:24} {r['photos']:>6}  {r['created']}")
+    return 0
+
+
+def cmd_people_show(args: argparse.Namespace) -> int:
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        person = store.person(args.person)
+        faces = store.faces(person=person.id)
+    print(f"{person.id}  {person.name}  (created {person.created})")
+    for f in faces:
+        q = f.quality
+        print(
+            f"  face {f.id:5} {f.status:9} {f.image_path}  size {q.get('size_px')}px "
+            f"sharp {q.get('sharpness')} frontal {q.get('frontalness')}"
+        )
+    return 0
+
+
+def cmd_people_rename(args: argparse.Namespace) -> int:
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        person = store.rename_person(args.person, args.new_name)
+    print(f"{person.id}\t{person.name}")
+    return 0
+
+
+def cmd_people_remove(args: argparse.Namespace) -> int:
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        person = store.person(args.person)
+        count = store.remove_person(person.id)
+    print(f"removed {person.name} ({person.id}) and {count} faces")
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    from facefleet.identify import identify, results_to_csv
+
+    ws = Workspace.find(args.workspace)
+    results = identify(ws, args.paths, model=args.model, threshold=args.threshold, workers=args.workers)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.csv:
+        sys.stdout.write(results_to_csv(results))
+    else:
+        for res in results:
+            if res["error"]:
+                print(f"{res['path']}: error: {res['error']}")
+            elif not res["faces"]:
+                print(f"{res['path']}: no face")
+            for face in res["faces"]:
+                name = face["name"] or f"unknown (nearest {face['candidate']})"
+                print(f"{res['path']}: {name}  distance {face['distance']:.3f}  box {face['box']}")
+    return 0
+
+
+def cmd_export_database(args: argparse.Namespace) -> int:
+    from facefleet.store.export import write_face_database
+
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        path = write_face_database(store, args.out)
+    print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from facefleet.demo import run_demo
+
+    target = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facefleet-demo-"))
+    report = run_demo(target, args.data)
+    print("\n".join(report.lines()))
+    return 0 if report.accuracy >= 0.9 else 1

@@ -1,0 +1,252 @@
+"""Enrolment: a few photos per person in, accepted faces in the store (or a reason per photo).
+
+Photos come as explicit lists, a folder per person, or flat ``name_1.jpg`` files. A photo
+already in the store (same sha256) is never analysed or embedded again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from facefleet.errors import FacefleetError
+from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
+from facefleet.vision.engine import VisionConfig
+from facefleet.vision.image import is_image_name, sha256_file
+from facefleet.vision.quality import Quality, unusable_reason
+from facefleet.workspace import Workspace
+
+_FLAT_NAME = re.compile(r"^(?P<name>.+?)[_\- ]?(?P<index>\d+)$")
+
+
+@dataclass
+class PhotoOutcome:
+    path: str
+    person: str
+    accepted: bool
+    reason: str | None = None
+    face_id: int | None = None
+    person_id: str | None = None
+    cached: bool = False
+    quality: dict | None = None
+
+
+@dataclass
+class EnrolReport:
+    outcomes: list[PhotoOutcome] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> list[PhotoOutcome]:
+        return [o for o in self.outcomes if o.accepted]
+
+    @property
+    def rejected(self) -> list[PhotoOutcome]:
+        return [o for o in self.outcomes if not o.accepted]
+
+    def person_ids(self) -> dict[str, str]:
+        return {o.person: o.person_id for o in self.outcomes if o.person_id}
+
+    def rejection_reasons(self) -> Counter:
+        return Counter(_reason_kind(o.reason or "") for o in self.rejected)
+
+    def as_dict(self) -> dict:
+        return {
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "people": self.person_ids(),
+            "photos": [asdict(o) for o in self.outcomes],
+        }
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (")[0].split(":")[0]
+
+
+# -- planning: which photo belongs to whom -------------------------------------------------
+def plan_folder(folder: Path | str) -> list[tuple[str, Path]]:
+    """One sub-folder per person: ``folder/<name>/*.jpg``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FacefleetError(f"{folder}: not a folder")
+    items = [
+        (person.name, photo)
+        for person in sorted(p for p in folder.iterdir() if p.is_dir())
+        for photo in sorted(person.iterdir())
+        if photo.is_file() and is_image_name(photo)
+    ]
+    if not items:
+        raise FacefleetError(f"{folder}: no photos in sub-folders (expected {folder}/<name>/*.jpg)")
+    return items
+
+
+def name_from_flat_file(path: Path) -> str:
+    """``john_doe_3.jpg`` -> ``john_doe``; ``madonna.jpg`` -> ``madonna``."""
+    match = _FLAT_NAME.match(Path(path).stem)
+    name = match.group("name") if match else Path(path).stem
+    return name.rstrip("_- ") or Path(path).stem
+
+
+def plan_flat(folder: Path | str) -> list[tuple[str, Path]]:
+    """Files named ``<name>_<n>.jpg`` in one folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FacefleetError(f"{folder}: not a folder")
+    items = [
+        (name_from_flat_file(p), p) for p in sorted(folder.iterdir()) if p.is_file() and is_image_name(p)
+    ]
+    if not items:
+        raise FacefleetError(f"{folder}: no photos named like <name>_1.jpg")
+    return items
+
+
+# -- choosing the face ------------------------------------------------------------------------
+def choose_face(
+    analysis: ImageAnalysis, quality_cfg: dict, *, largest: bool
+) -> tuple[FoundFace | None, str | None]:
+    """The one usable face of an enrolment photo, or why there is none."""
+    if analysis.error:
+        return None, f"unreadable: {analysis.error}"
+    faces = analysis.faces
+    if not faces:
+        return None, "no face found"
+    if len(faces) > 1:
+        if not largest:
+            return None, f"several faces ({len(faces)}): pass --largest to take the largest"
+        faces = [max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))]
+    face = faces[0]
+    if face.embedding is None:
+        return None, "no embedding"
+    reason = unusable_reason(Quality.from_dict(face.quality), quality_cfg)
+    return (None, reason) if reason else (face, None)
+
+
+def _settings_key(ws: Workspace, embedder_id: str, largest: bool) -> str:
+    """What a cached rejection depends on: detector, quality thresholds, embedder."""
+    data = {
+        "vision": ws.section("vision"),
+        "quality": ws.section("quality"),
+        "emb": embedder_id,
+        "largest": largest,
+    }
+    data["vision"].pop("workers", None)
+    return json.dumps(data, sort_keys=True)
+
+
+# -- enrolment ------------------------------------------------------------------------------
+def enroll(
+    ws: Workspace,
+    items: list[tuple[str, Path]],
+    *,
+    largest: bool = False,
+    workers: int | None = None,
+    source: str = "enrol",
+) -> EnrolReport:
+    """Enrol ``(name, photo)`` pairs; returns an outcome per photo. Nothing already known is redone."""
+    store = ws.open_store()
+    config = VisionConfig.from_workspace(ws)
+    quality_cfg = ws.section("quality")
+    engine = ws.engine()
+    embedder_id = engine.embedder.id  # converts/loads the embedder once, before any worker starts
+    settings = _settings_key(ws, embedder_id, largest)
+    report = EnrolReport()
+    pending: list[tuple[str, Path, str]] = []
+    try:
+        for name, path in items:
+            path = Path(path)
+            try:
+                sha = sha256_file(path)
+            except OSError as exc:
+                report.outcomes.append(PhotoOutcome(str(path), name, False, f"unreadable: {exc}"))
+                continue
+            cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
+            if cached is not None:
+                report.outcomes.append(cached)
+            else:
+                pending.append((name, path, sha))
+        # the same photo listed twice in one batch is analysed once
+        unique = list(dict.fromkeys(p for _, p, _ in pending))
+        analyses = {
+            a.path: a
+            for a in analyse_files(
+                unique,
+                config,
+                workers=workers or ws.section("vision").get("workers"),
+                engine=engine,
+                desc="enrol",
+            )
+        }
+        for name, path, sha in pending:
+            cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
+            if cached is not None:
+                report.outcomes.append(cached)
+                continue
+            analysis = analyses[str(path)]
+            face, reason = choose_face(analysis, quality_cfg, largest=largest)
+            if face is None:
+                if not (analysis.error and "no such file" in analysis.error):
+                    store.record_rejection(sha, settings, reason or "rejected")
+                report.outcomes.append(PhotoOutcome(str(path), name, False, reason))
+                continue
+            report.outcomes.append(_accept(ws, store, name, path, sha, face, embedder_id, source))
+    finally:
+        store.close()
+    return report
+
+
+def _cached_outcome(store, name, path, sha, embedder_id, settings) -> PhotoOutcome | None:
+    row = store.image_by_sha(sha)
+    if row is not None:
+        for face in store.faces(image_id=int(row["id"])):
+            if face.person_id is None or store.embedding(face.id, embedder_id) is None:
+                continue
+            if face.person_name != name:
+                return PhotoOutcome(
+                    str(path),
+                    name,
+                    False,
+                    f"already enrolled as {face.person_name!r}",
+                    face_id=face.id,
+                    cached=True,
+                )
+            return PhotoOutcome(
+                str(path),
+                name,
+                True,
+                None,
+                face_id=face.id,
+                person_id=face.person_id,
+                cached=True,
+                quality=face.quality,
+            )
+    reason = store.rejection(sha, settings)
+    if reason is not None:
+        return PhotoOutcome(str(path), name, False, reason, cached=True)
+    return None
+
+
+def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, source) -> PhotoOutcome:
+    with store.transaction():
+        person_id = store.add_person(name)
+        folder = ws.few_shot_dir / person_id
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / f"{sha[:16]}{path.suffix.lower()}"
+        if not copy.exists():
+            tmp = copy.with_name(copy.name + ".tmp")
+            shutil.copyfile(path, tmp)
+            tmp.replace(copy)
+        image_id, _ = store.add_image(copy, source=f"{source}:{path}", sha256=sha)
+        face_id = store.add_face(
+            image_id,
+            person_id=person_id,
+            box=face.box,
+            landmarks=face.landmarks,
+            quality=face.quality,
+            status="in_use",
+            detector=face.detector,
+        )
+        store.add_embedding(face_id, embedder_id, face.embedding)
+    return PhotoOutcome(str(path), name, True, None, face_id, person_id, False, face.quality)
