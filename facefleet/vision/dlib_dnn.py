@@ -16,8 +16,9 @@ Format notes (written from reading dlib's sources, no code copied):
 - a network is written outermost first: ``add_loss_layer`` (version, loss details,
   subnet); ``add_layer`` (version 2, subnet, layer details, three bools, three tensors);
   ``add_tag_layer``/``add_skip_layer`` (version 1, subnet); the ``add_layer`` right on the
-  input layer is version 2 or 3 (3 appends the sample expansion factor). The stream therefore holds every
-  layer's version on the way down, the input layer, then each layer's details on the way up.
+  input layer is version 2 or 3 (3 appends the sample expansion factor). The stream
+  therefore holds every layer's version on the way down, the input layer, then each
+  layer's details on the way up.
 - ``con_4``: params (filters then biases), num_filters, nr, nc, stride y/x, padding y/x,
   filter and bias alias tensors, four doubles. ``affine_``: params (gamma then beta), gamma
   and beta alias tensors, mode. ``fc_2``: num_outputs, num_inputs, params (a
