@@ -89,3 +89,66 @@ def start_run(
         tags={k: str(v) for k, v in (tags or {}).items()},
     ) as run:
         yield run
+
+
+# -- the MLflow UI ---------------------------------------------------------------------------
+
+
+def ui_command(ws: Workspace, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The ``mlflow ui`` command line on the workspace's store: one worker, artifacts in place."""
+    import sys
+
+    artifacts = ws.artifacts_dir.resolve().as_uri()
+    return [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", ws.tracking_uri,
+        "--default-artifact-root", artifacts,
+        "--artifacts-destination", artifacts,
+        "--host", host,
+        "--port", str(int(port)),
+        "--workers", "1",
+    ]  # fmt: skip
+
+
+def ui_env() -> dict[str, str]:
+    """Environment for the UI: no telemetry, no job-execution workers (they outlive SIGTERM)."""
+    env = dict(os.environ)
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env
+
+
+def run_ui(ws: Workspace, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run the MLflow UI until interrupted; SIGTERM/SIGINT are passed on and waited for."""
+    import signal
+    import subprocess
+
+    ws.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(ui_command(ws, host, port), env=ui_env(), cwd=ws.root)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(2):  # a second wait after forwarding an interrupt
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:
+                forward(signal.SIGINT, None)
+        else:  # pragma: no cover
+            code = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # Stopped by a signal we forwarded: a normal way for a server to end.
+    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
