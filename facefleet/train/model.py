@@ -1,0 +1,126 @@
+"""From labelled embeddings to a bundle's contents: ranker, thresholds, temperature, metrics.
+
+No I/O here: ``build_model`` takes arrays and returns the arrays, labels, thresholds and
+figures a bundle and an MLflow run need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facefleet.train.classifier import Fitted, SearchSpace, cv_predictions, fit_classifier, svm_arrays
+from facefleet.train.thresholds import (
+    OpenSetParams,
+    OperatingPoint,
+    class_distances,
+    fit_temperature,
+    fit_thresholds,
+    loo_class_distances,
+    operating_point,
+)
+
+
+@dataclass
+class TrainedModel:
+    labels: list[str]
+    arrays: dict[str, np.ndarray]
+    thresholds: dict[str, float]
+    fitted: Fitted
+    op: OperatingPoint
+    temperature: float
+    metrics: dict[str, float]
+    cv_pred: np.ndarray  # cross-validated label index per training face
+    y: np.ndarray  # label index per training face
+    loo: np.ndarray  # N x K leave-one-out class distances
+    strangers: np.ndarray  # Ns x K class distances of reviewed strangers
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def encode(names: list[str]) -> tuple[list[str], np.ndarray]:
+    labels = sorted(set(names))
+    index = {n: i for i, n in enumerate(labels)}
+    return labels, np.array([index[n] for n in names], dtype=np.int64)
+
+
+def build_model(
+    X: np.ndarray,
+    names: list[str],
+    space: SearchSpace,
+    open_set: OpenSetParams,
+    negatives: tuple[np.ndarray, list[str]] | None = None,
+    strangers: np.ndarray | None = None,
+) -> TrainedModel:
+    """Fit the ranker, the per-person thresholds and the score temperature."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) != len(names) or len(X) == 0:
+        raise ValueError(f"need N x D embeddings and N names, got {X.shape} and {len(names)}")
+    labels, y = encode(names)
+    k = len(labels)
+    fitted = fit_classifier(X, y, space)
+    loo = loo_class_distances(X, y, k)
+    neg = None
+    if negatives is not None and len(negatives[0]):
+        index = {n: i for i, n in enumerate(labels)}
+        keep = [i for i, n in enumerate(negatives[1]) if n in index]
+        if keep:
+            nx = np.asarray(negatives[0], np.float32)[keep]
+            ny = np.array([index[negatives[1][i]] for i in keep])
+            neg = (class_distances(nx, X, y, k), ny)
+    sdist = (
+        class_distances(np.asarray(strangers, np.float32), X, y, k)
+        if strangers is not None and len(strangers)
+        else np.zeros((0, k))
+    )
+    thr = fit_thresholds(loo, y, open_set, negatives=neg, strangers=sdist)
+    op = operating_point(loo, y, thr, sdist)
+    temperature = fit_temperature(loo, y)
+    cents = np.stack([X[y == c].mean(0) for c in range(k)]).astype(np.float32)
+    arrays: dict[str, np.ndarray] = {
+        "gallery": X,
+        "gallery_labels": y.astype(np.int32),
+        "centroids": cents,
+        "temperature": np.asarray(temperature, dtype=np.float64),
+    }
+    if fitted.method == "svm":
+        arrays.update(svm_arrays(fitted.estimator))
+    cv_pred = cv_predictions(X, y, fitted, seed=space.seed)
+    metrics: dict[str, float] = {
+        "cv_accuracy": float((cv_pred == y).mean()),
+        "far": op.far,
+        "frr": op.frr,
+        "threshold_mean": float(thr.mean()),
+        "threshold_min": float(thr.min()),
+        "threshold_max": float(thr.max()),
+        "temperature": temperature,
+        "n_faces": float(len(X)),
+        "n_people": float(k),
+        "search_seconds": fitted.seconds,
+        "candidates": float(fitted.candidates),
+        "candidates_pruned": float(fitted.pruned),
+    }
+    if op.stranger_far is not None:
+        metrics["stranger_far"] = op.stranger_far
+    for fam, score in fitted.scores.items():
+        metrics[f"cv_score_{fam}"] = score
+    return TrainedModel(
+        labels=labels,
+        arrays=arrays,
+        thresholds={lab: float(t) for lab, t in zip(labels, thr, strict=True)},
+        fitted=fitted,
+        op=op,
+        temperature=temperature,
+        metrics=metrics,
+        cv_pred=cv_pred,
+        y=y,
+        loo=loo,
+        strangers=sdist,
+        counts={
+            "faces": len(X),
+            "people": k,
+            "negatives": 0 if neg is None else len(neg[1]),
+            "strangers": len(sdist),
+        },
+    )
