@@ -1,0 +1,1 @@
+"""Edge: the device side — sources, tracking, real-time recognition, hot reload, sync."""

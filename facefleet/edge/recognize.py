@@ -1,0 +1,365 @@
+"""``facefleet recognize``: the loop a camera device runs all day. Reads a source, runs the
+pipeline, draws the overlay, shows/saves/screenshots, writes events and unknown captures,
+reloads the model when a new one is installed, and reports benchmark figures.
+
+Imports nothing from the server side (no scikit-learn, MLflow or pandas): a device only needs
+numpy, OpenCV, dlib and the bundle reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facefleet.edge import overlay
+from facefleet.edge.events import EventLog, event_record
+from facefleet.edge.model import ModelWatcher
+from facefleet.edge.pipeline import FrameResult, Pipeline, PipelineConfig
+from facefleet.edge.sources import (
+    CameraOptions,
+    Frame,
+    Source,
+    open_source,
+    opencv_has_gui,
+)
+from facefleet.edge.stats import RunStats
+from facefleet.edge.unknowns import UnknownCollector, UnknownConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecognizeOptions:
+    source: str
+    model: Path  # bundle folder, .tar.gz, or <models_dir>/<model>
+    public_key: Path
+    output_dir: Path
+    unknown_dir: Path | None = None  # None: do not keep unknown faces
+    save: bool = False  # annotated video output_<timestamp>.mp4
+    display: bool = True  # a window, when this OpenCV and machine can show one
+    screenshot_every: int = 0  # frames; 0 = only on 's' or SIGUSR1
+    anonymize: str = "none"  # none | unknown | all
+    duration: float | None = None  # seconds, then stop
+    max_frames: int | None = None
+    events: bool = True
+    device: str = field(default_factory=socket.gethostname)
+    embedder: str = "auto"
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    unknowns: UnknownConfig = field(default_factory=UnknownConfig)
+    reload_interval: float = 1.0
+    cache_dir: Path | None = None
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    face_frames: int  # frames with at least one face on screen
+    name_frames: dict[str | None, int]  # frames on which each name (None = unknown) was shown
+    events: int
+    unknown_saved: int
+    model_versions: list[Any]  # in the order they were used
+    reloads: int
+    refused: int
+    video: Path | None
+    screenshots: list[Path]
+    stats: dict[str, Any]
+    display: bool
+
+
+def display_problem(build_info: str, env: dict[str, str] | None = None) -> str | None:
+    """Why no window can be shown (None when one can)."""
+    env = os.environ if env is None else env
+    if not opencv_has_gui(build_info):
+        return "this OpenCV has no GUI support (opencv-python-headless)"
+    if os.name == "posix" and not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        return "no display (DISPLAY is not set)"
+    return None
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d_%H%M%S")
+
+
+def model_label(bundle) -> str:
+    return f"v{bundle.version}" + (f" {bundle.name}" if bundle.name else "")
+
+
+class _Screenshots:
+    """Screenshot requests from the keyboard, SIGUSR1 or a frame interval."""
+
+    def __init__(self, folder: Path, every: int) -> None:
+        self.folder = folder
+        self.every = every
+        self.requested = threading.Event()
+        self.saved: list[Path] = []
+
+    def due(self, n: int) -> bool:
+        if self.every and n % self.every == 0:
+            return True
+        if self.requested.is_set():
+            self.requested.clear()
+            return True
+        return False
+
+    def save(self, bgr) -> Path:
+        import cv2
+
+        from facefleet.workspace import atomic_write_bytes
+
+        name = f"screenshot_{timestamp()}"
+        path = self.folder / f"{name}.jpg"
+        i = 1
+        while path.exists() or path in self.saved:
+            path = self.folder / f"{name}_{i}.jpg"
+            i += 1
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if ok:
+            atomic_write_bytes(path, jpeg.tobytes())
+            self.saved.append(path)
+            log.warning("screenshot saved: %s", path)
+        return path
+
+
+def make_engine(opts: RecognizeOptions):
+    from facefleet.vision.engine import FaceEngine, VisionConfig
+
+    return FaceEngine(
+        VisionConfig(
+            detector="hog",
+            upsample=opts.pipeline.upsample,
+            max_side=opts.pipeline.detect_width,
+            fallback_detector=None,
+            embedder=opts.embedder,
+            cache_dir=opts.cache_dir,
+        )
+    )
+
+
+def recognize(
+    opts: RecognizeOptions,
+    *,
+    engine=None,
+    source: Source | None = None,
+    on_frame: Callable[[Frame, FrameResult], None] | None = None,
+) -> RunSummary:
+    """Run recognition on ``opts.source`` until it ends, ``duration`` passes, the window is
+    closed with ``q``, or SIGINT/SIGTERM; returns what happened."""
+    from facefleet.registry.keys import load_public_key
+
+    public_key = load_public_key(Path(opts.public_key))
+    engine = engine or make_engine(opts)
+    watcher = ModelWatcher(opts.model, public_key, expected_embedder_id=engine.embedder.id,
+                           interval=opts.reload_interval)
+    bundle = watcher.load()
+    log.info("model %s from %s", model_label(bundle), opts.model)
+    pipeline = Pipeline(engine, bundle, opts.pipeline)
+
+    display = opts.display
+    if display:
+        import cv2
+
+        problem = display_problem(cv2.getBuildInformation())
+        if problem:
+            log.warning("%s: running headless", problem)
+            display = False
+
+    opts.output_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(opts.output_dir) if opts.events else None
+    collector = None
+    if opts.unknown_dir is not None:
+        if opts.anonymize in ("unknown", "all"):
+            log.warning("--anonymize %s: unknown faces are not kept", opts.anonymize)
+        else:
+            collector = UnknownCollector(opts.unknown_dir, opts.unknowns, device=opts.device)
+    shots = _Screenshots(opts.output_dir, opts.screenshot_every)
+    run_id = uuid.uuid4().hex[:8]
+    stats = RunStats()
+    stop = threading.Event()
+    restore = _install_signals(shots, stop)
+    src = source or open_source(opts.source, opts.camera)
+    writer = None
+    video_path: Path | None = None
+    face_frames = 0
+    name_frames: Counter = Counter()
+    versions = [bundle.version]
+    fps_avg = None
+    last_t = time.perf_counter()
+    deadline = None if opts.duration is None else time.monotonic() + opts.duration
+
+    def emit(track, frame_index: int, ts: float) -> None:
+        crop = None
+        if track.name is None and collector is not None:
+            crop = _offer_unknown(collector, run_id, track, str(src.spec))
+        if events is not None:
+            thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
+            events.write(event_record(
+                ts=ts, device=opts.device, source=str(src.spec), run=run_id, frame=frame_index,
+                track=track, view=track.view, model_version=pipeline.model.version,
+                threshold=thr, crop_path=None if crop is None else str(crop),
+            ))
+
+    try:
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if opts.max_frames is not None and stats.frames >= opts.max_frames:
+                break
+            t0 = time.perf_counter()
+            frame = src.read()
+            if frame is None:
+                break
+            stats.add("decode", time.perf_counter() - t0)
+
+            new_bundle = watcher.poll()
+            if new_bundle is not None:
+                pipeline.set_model(new_bundle)
+                versions.append(new_bundle.version)
+
+            result = pipeline.process(frame.bgr, frame.index)
+            for stage, secs in result.timings.items():
+                stats.add(stage, secs)
+            stats.embeddings += result.embedded
+            for track in result.decisions:
+                emit(track, frame.index, frame.ts)
+            for track in result.ended:
+                if track.name is None and track.decided and collector is not None:
+                    _offer_unknown(collector, run_id, track, str(src.spec))
+            if result.tracks:
+                face_frames += 1
+                for name in {t.name for t in result.tracks if t.decided}:
+                    name_frames[name] += 1
+
+            now = time.perf_counter()
+            inst = 1.0 / max(now - last_t, 1e-6)
+            fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
+            last_t = now
+
+            want_shot = shots.due(stats.frames + 1)
+            if display or opts.save or want_shot:
+                t1 = time.perf_counter()
+                out = overlay.draw(frame.bgr, result.tracks, fps=fps_avg,
+                                   model_version=model_label(pipeline.model),
+                                   anonymize=opts.anonymize)
+                stats.add("draw", time.perf_counter() - t1)
+                if opts.save:
+                    t2 = time.perf_counter()
+                    if writer is None:
+                        writer, video_path = _open_writer(opts.output_dir, out, src.fps)
+                    writer.write(out)
+                    stats.add("write", time.perf_counter() - t2)
+                if display:
+                    want_shot = _show(out, stop) or want_shot
+                if want_shot:
+                    shots.save(out)
+            stats.frames += 1
+            if on_frame is not None:
+                on_frame(frame, result)
+        for track in pipeline.finish():
+            if track.name is None and track.decided and collector is not None:
+                _offer_unknown(collector, run_id, track, str(src.spec))
+    finally:
+        stats.dropped = getattr(src, "dropped", 0)
+        stats.stop()
+        if source is None:
+            src.close()
+        if writer is not None:
+            writer.release()
+        if events is not None:
+            events.close()
+        restore()
+        if display:
+            import cv2
+
+            cv2.destroyAllWindows()
+    return RunSummary(
+        frames=stats.frames,
+        face_frames=face_frames,
+        name_frames=dict(name_frames),
+        events=0 if events is None else events.count,
+        unknown_saved=0 if collector is None else collector.saved,
+        model_versions=versions,
+        reloads=watcher.reloads,
+        refused=watcher.refused,
+        video=video_path,
+        screenshots=shots.saved,
+        stats=stats.summary(),
+        display=display,
+    )
+
+
+def _offer_unknown(collector: UnknownCollector, run_id: str, track, source: str):
+    view = track.best_view
+    if view is None or view.embedding is None or view.crop is None:
+        return None
+    return collector.offer(
+        run=run_id,
+        track_id=track.id,
+        crop=view.crop,
+        embedding=view.embedding,
+        quality=view.score,
+        info={
+            "source": source,
+            "run": run_id,
+            "track_id": track.id,
+            "frame": view.frame,
+            "box": [int(v) for v in view.box],
+            "quality": view.quality.as_dict(),
+            "distance": None if track.distance != track.distance else round(track.distance, 4),
+            "candidate": track.candidate,
+        },
+    )
+
+
+def _open_writer(folder: Path, first, fps: float):
+    import cv2
+
+    from facefleet.errors import FacefleetError
+
+    path = folder / f"output_{timestamp()}.mp4"
+    h, w = first.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
+                             fps if fps and fps > 0 else 25.0, (w, h))
+    if not writer.isOpened():
+        raise FacefleetError(f"{path}: cannot write video (mp4v codec unavailable?)")
+    log.info("saving annotated video to %s", path)
+    return writer, path
+
+
+def _show(bgr, stop: threading.Event) -> bool:
+    """Show a frame; returns True when 's' asks for a screenshot (sets ``stop`` on q/Esc)."""
+    import cv2
+
+    cv2.imshow("facefleet", bgr)
+    key = cv2.waitKey(1) & 0xFF
+    if key in (ord("q"), 27):
+        stop.set()
+    return key == ord("s")
+
+
+def _install_signals(shots: _Screenshots, stop: threading.Event) -> Callable[[], None]:
+    """SIGUSR1 takes a screenshot, SIGTERM stops cleanly; only from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+    handlers = {signal.SIGTERM: lambda *_: stop.set()}
+    if hasattr(signal, "SIGUSR1"):
+        handlers[signal.SIGUSR1] = lambda *_: shots.requested.set()
+    for sig, handler in handlers.items():
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
