@@ -16,6 +16,7 @@ from facefleet.errors import FacefleetError
 COMMAND_MODULES = [
     "facefleet.cli.core_cmds",
     "facefleet.cli.models_cmds",
+    "facefleet.cli.train_cmds",
     "facefleet.cli.edge_cmds",
 ]
 

@@ -187,7 +187,7 @@ def unpack_bundle(tar_path: Path, dest_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
     try:
         try:
-            tar = tarfile.open(tar_path, "r:*")
+            tar = tarfile.open(tar_path, "r:*")  # noqa: SIM115 - closed by the with below
         except (OSError, tarfile.TarError) as exc:
             raise BundleError(f"{tar_path}: not a readable bundle archive ({exc})") from None
         with tar:

@@ -7,7 +7,6 @@ figures a bundle and an MLflow run need.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 

@@ -1,0 +1,348 @@
+"""A training run end to end: store -> model -> signed bundle -> MLflow run + model version.
+
+Owns ``train`` (the library call behind ``facefleet train``) and ``latest_bundle`` (how
+identify, deploy and the edge find a trained bundle: by version number, ``@alias`` or human
+name). Heavy imports (scikit-learn, mlflow, matplotlib) happen inside the functions that need
+them, so ``latest_bundle`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facefleet.errors import FacefleetError, ModelError
+from facefleet.registry.bundle import MANIFEST, pack_bundle, write_bundle
+from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facefleet.train.config import TrainConfig
+    from facefleet.train.model import TrainedModel
+    from facefleet.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+EXPERIMENTAL = "experimental"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model: str
+    version: int
+    name: str
+    method: str
+    reason: str
+    bundle_dir: Path
+    tar_path: Path
+    metrics: dict[str, float]
+    thresholds: dict[str, float]
+
+
+def model_name(ws: Workspace, override: str | None = None) -> str:
+    return str(override or (ws.config.get("registry") or {}).get("model_name") or "face_model")
+
+
+def current_embedder_id(ws: Workspace) -> str:
+    """The id of the embedder this workspace computes vectors with."""
+    try:
+        return ws.engine().embedder.id
+    except ImportError:  # pragma: no cover - engine not installed
+        from facefleet.vision.embed import dlib_embedder_id
+
+        return dlib_embedder_id()
+
+
+def signing_key(ws: Workspace):
+    """The workspace's private signing key; a pair is created on first use when there is none
+    at all (an existing key is never replaced)."""
+    path = private_key_path(ws.keys_dir)
+    if not path.exists() and not (ws.keys_dir / "signing_key.pub.pem").exists():
+        generate_keypair(ws.keys_dir)
+        log.warning("created a signing key pair in %s (devices need signing_key.pub.pem)",
+                    ws.keys_dir)
+    return load_private_key(path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- training -------------------------------------------------------------------------------
+def train(ws: Workspace, config: TrainConfig | None = None, *, report: bool = False,
+          embedder_id: str | None = None) -> TrainResult:
+    """Train on the store's faces (statuses from the config) and publish a signed bundle."""
+    from facefleet.train.config import load_config
+
+    config = config or load_config(workspace_train=ws.section("train") or None)
+    embedder_id = embedder_id or current_embedder_id(ws)
+    store = ws.open_store()
+    try:
+        ts = store.training_set(embedder_id, config.statuses)
+        negatives = store.negative_set(embedder_id) if config.use_negatives else None
+        strangers = store.stranger_set(embedder_id) if config.use_strangers else None
+    finally:
+        store.close()
+    if len(ts.names) == 0:
+        raise ModelError(
+            f"no faces to train on (statuses {', '.join(config.statuses)}, embedder "
+            f"{embedder_id}): enrol photos first with 'facefleet enrol'"
+        )
+    return train_arrays(ws, ts.X, list(ts.names), embedder_id=embedder_id, config=config,
+                        negatives=negatives, strangers=strangers, report=report)
+
+
+def train_arrays(
+    ws: Workspace,
+    X: np.ndarray,
+    names: list[str],
+    *,
+    embedder_id: str,
+    config: TrainConfig,
+    negatives: tuple[np.ndarray, list[str]] | None = None,
+    strangers: np.ndarray | None = None,
+    report: bool = False,
+) -> TrainResult:
+    """Train on given embeddings and publish: MLflow run, model version, signed bundle."""
+    from facefleet.progress import progress
+    from facefleet.registry import tracking
+    from facefleet.train.model import build_model
+
+    key = signing_key(ws)  # fail before minutes of work, not after
+    model = model_name(ws, config.model_name)
+    steps = iter(progress(["fit", "publish"], total=2, desc="train"))
+    next(steps)
+    trained = build_model(X, names, config.search, config.open_set,
+                          negatives=negatives, strangers=strangers)
+    next(steps, None)
+    human = config.name or f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    client = tracking.configure(ws)
+    import mlflow
+
+    tags = {"facefleet.kind": "train", "facefleet.embedder_id": embedder_id,
+            "facefleet.name": human, "facefleet.method": trained.fitted.method}
+    with tracking.start_run(ws, run_name=human, tags=tags) as run:
+        run_id = run.info.run_id
+        _log_training(mlflow, config, trained)
+        version = _new_version(client, model, run.info.artifact_uri, run_id, human)
+        try:
+            manifest = {
+                "format": 1,
+                "model": model,
+                "version": version,
+                "name": human,
+                "embedder_id": embedder_id,
+                "labels": trained.labels,
+                "thresholds": trained.thresholds,
+                "method": trained.fitted.method,
+                "metrics": {k: round(float(v), 6) for k, v in trained.metrics.items()},
+                "created": _now(),
+                "run_id": run_id,
+            }
+            bundle_dir = write_bundle(
+                ws.models_dir / model / str(version),
+                manifest=manifest,
+                arrays=trained.arrays,
+                private_key=key,
+                extra_files={"config.yaml": (config.source or config.to_yaml()).encode()},
+            )
+            tar_path = pack_bundle(bundle_dir, ws.models_dir / f"{model}.tar.gz")
+            mlflow.log_artifacts(str(bundle_dir), "bundle")
+            with tempfile.TemporaryDirectory() as tmp:
+                named = Path(tmp) / f"{model}-{version}.tar.gz"
+                shutil.copyfile(tar_path, named)
+                mlflow.log_artifact(str(named), "packed")
+            client.set_model_version_tag(model, str(version), "name", human)
+            client.set_registered_model_alias(model, EXPERIMENTAL, str(version))
+            mlflow.set_tags({"model_name": model, "model_version": str(version)})
+        except BaseException:
+            # no registry entry may point at a bundle that was never completed
+            try:
+                client.delete_model_version(model, str(version))
+            except Exception:  # noqa: BLE001 - report the original failure
+                log.warning("could not delete incomplete model version %s/%s", model, version)
+            raise
+    result = TrainResult(run_id, model, version, human, trained.fitted.method,
+                         trained.fitted.reason, bundle_dir, tar_path, trained.metrics,
+                         trained.thresholds)
+    if report:
+        run_training_report(ws, result, config)
+    return result
+
+
+def run_training_report(ws: Workspace, result: TrainResult, config: TrainConfig) -> Path | None:
+    """The registry engineer's papermill report, when that module is installed."""
+    try:
+        from facefleet.train.report import run_report
+    except ImportError:
+        log.warning("the training report is not available in this installation")
+        return None
+    return run_report(ws, result.run_id, {**config.params(), "model": result.model,
+                                          "version": result.version, "name": result.name})
+
+
+def _new_version(client, model: str, artifact_uri: str, run_id: str, human: str) -> int:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model)
+    except MlflowException:
+        try:
+            client.create_registered_model(model, description="facefleet face recogniser")
+        except MlflowException:  # created meanwhile by another run
+            client.get_registered_model(model)
+    mv = client.create_model_version(model, source=f"{artifact_uri}/bundle", run_id=run_id,
+                                     tags={"name": human})
+    return int(mv.version)
+
+
+def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
+    from sklearn.metrics import classification_report
+
+    from facefleet.train.plots import distance_hist_png, far_frr_png
+    from facefleet.train.thresholds import far_frr_curve
+
+    f = trained.fitted
+    params = {**config.params(), "chosen_method": f.method, "cv_folds_used": f.cv_folds,
+              **{f"best_{k}": v for k, v in f.params.items()},
+              "n_faces": trained.counts["faces"], "n_people": trained.counts["people"],
+              "n_negatives": trained.counts["negatives"],
+              "n_strangers": trained.counts["strangers"]}
+    mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+    mlflow.log_metrics({k: float(v) for k, v in trained.metrics.items()})
+    mlflow.set_tag("facefleet.method_reason", f.reason[:5000])
+    mlflow.log_text(config.source or config.to_yaml(), "config/version.yaml")
+    labels = trained.labels
+    rep_kw = dict(labels=list(range(len(labels))), target_names=labels, zero_division=0)
+    mlflow.log_text(classification_report(trained.y, trained.cv_pred, digits=4, **rep_kw),
+                    "classification_report.txt")
+    mlflow.log_dict(classification_report(trained.y, trained.cv_pred, output_dict=True, **rep_kw),
+                    "classification_report.json")
+    mlflow.log_dict({"thresholds": trained.thresholds, "method": f.method, "reason": f.reason,
+                     "params": f.params}, "thresholds.json")
+    n, k = trained.loo.shape
+    genuine = trained.loo[np.arange(n), trained.y]
+    mask = np.ones_like(trained.loo, dtype=bool)
+    mask[np.arange(n), trained.y] = False
+    impostor = trained.loo[mask]
+    thr = np.array([trained.thresholds[lab] for lab in labels])
+    grid = np.linspace(0.0, 1.2, 121)
+    far, frr = far_frr_curve(genuine, impostor, grid)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fname, data in (
+            ("far_frr_train.png", far_frr_png(grid, far, frr, (trained.op.far, trained.op.frr),
+                                              "Training (leave-one-out): FAR / FRR")),
+            ("distances_train.png", distance_hist_png(
+                genuine, impostor, thr,
+                trained.strangers.min(axis=1) if len(trained.strangers) else None)),
+        ):
+            (Path(tmp) / fname).write_bytes(data)
+            mlflow.log_artifact(str(Path(tmp) / fname), "plots")
+
+
+# -- finding bundles ---------------------------------------------------------------------------
+def _local_versions(ws: Workspace, model: str) -> list[int]:
+    folder = ws.models_dir / model
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in folder.iterdir()
+        if p.name.isdigit() and p.is_dir() and (p / MANIFEST).is_file()
+    )
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _mlflow_client(ws: Workspace):
+    from facefleet.registry import tracking
+
+    return tracking.configure(ws)
+
+
+def _fetch_version(ws: Workspace, model: str, version: int) -> Path:
+    """The local bundle directory of ``version``, downloaded from the run's artifacts when
+    this machine does not hold it yet."""
+    dest = ws.models_dir / model / str(version)
+    if (dest / MANIFEST).is_file():
+        return dest
+    from mlflow.exceptions import MlflowException
+
+    client = _mlflow_client(ws)
+    try:
+        mv = client.get_model_version(model, str(version))
+    except MlflowException:
+        raise ModelError(f"model {model!r} has no version {version}") from None
+    if not mv.run_id:
+        raise ModelError(f"model {model} version {version} has no training run to fetch from")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=dest.parent))
+    try:
+        got = Path(client.download_artifacts(mv.run_id, "bundle", str(tmp)))
+        if not (got / MANIFEST).is_file():
+            raise ModelError(f"model {model} version {version}: its run holds no bundle")
+        if not dest.exists():  # else another process fetched it meanwhile
+            os.replace(got, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def latest_bundle(ws: Workspace, ref: str | int | None = None) -> Path:
+    """The bundle directory for ``ref``: None = newest version, a number (``3`` or ``v3``),
+    ``@alias`` (read from MLflow), or a human name (newest version with that name)."""
+    model = model_name(ws)
+    if ref is None:
+        local = _local_versions(ws, model)
+        if local:
+            return ws.models_dir / model / str(local[-1])
+        try:
+            from mlflow.exceptions import MlflowException
+
+            versions = _mlflow_client(ws).search_model_versions(f"name='{model}'")
+        except (ImportError, FacefleetError, MlflowException):
+            versions = []
+        if not versions:
+            raise ModelError(f"no trained model {model!r} yet: run 'facefleet train'")
+        return _fetch_version(ws, model, max(int(v.version) for v in versions))
+    text = str(ref).strip()
+    if not text:
+        raise ModelError("empty model reference")
+    digits = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
+    if digits.isdigit():
+        return _fetch_version(ws, model, int(digits))
+    if text.startswith("@"):
+        from mlflow.exceptions import MlflowException
+
+        alias = text[1:]
+        try:
+            mv = _mlflow_client(ws).get_model_version_by_alias(model, alias)
+        except MlflowException:
+            raise ModelError(f"model {model!r} has no version with alias @{alias}") from None
+        return _fetch_version(ws, model, int(mv.version))
+    for v in reversed(_local_versions(ws, model)):
+        if _read_manifest(ws.models_dir / model / str(v)).get("name") == text:
+            return ws.models_dir / model / str(v)
+    try:
+        from mlflow.exceptions import MlflowException
+
+        found = _mlflow_client(ws).search_model_versions(f"name='{model}'")
+    except (ImportError, FacefleetError, MlflowException):
+        found = []
+    named = [int(v.version) for v in found if (v.tags or {}).get("name") == text]
+    if not named:
+        raise ModelError(f"no version of model {model!r} is named {text!r}")
+    return _fetch_version(ws, model, max(named))
