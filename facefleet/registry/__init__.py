@@ -1,0 +1,1 @@
+"""Registry: signed model bundles, signing keys, MLflow tracking, versions and aliases."""

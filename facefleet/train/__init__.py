@@ -1,0 +1,1 @@
+"""Training: model search, open-set thresholds, evaluation, version YAML, the training run."""
