@@ -1,0 +1,534 @@
+"""Legacy formats for people moving from SentinelCam and the old edge scripts.
+
+Exports (written atomically): SentinelCam's ``facedata.hdf5`` (a group per person, a dataset
+per face keyed ``date|event|timestamp|(x1,y1,x2,y2)|sink``), ``baselines.hdf5`` (one vector
+per person with a ``threshold`` attribute), ``facemodel.pickle`` (``{'svm', 'labels'}`` built
+here from the store; we write this pickle for the old tools, we never load one that came over
+the network) and the edge scripts' ``face_database.json``.
+Imports: SentinelCam's ``facelist.csv`` (faces with their review status, embedded from the
+event frames) and ``facedata.hdf5`` (people, faces, embeddings) into the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facefleet.errors import FacefleetError, StoreError
+from facefleet.workspace import atomic_write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facefleet.store import Store
+    from facefleet.workspace import Workspace
+
+FACELIST_COLUMNS = [
+    "date", "event", "timestamp", "objid", "source", "status", "name", "proba", "dist",
+    "margin", "x1", "y1", "x2", "y2", "rx", "ry", "lx", "ly", "dx", "dy", "angle", "focus",
+]  # fmt: skip
+# SentinelCam's numeric face statuses; 4 ("remove") rows are not imported.
+STATUS_CODES = {"0": "candidate", "1": "selected", "2": "in_use", "3": "revoked"}
+UNKNOWN_NAMES = {"", "unknown", "none", "nan", "stranger"}
+REFKEY = re.compile(
+    r"^(?P<date>[^|]*)\|(?P<event>[^|]*)\|(?P<timestamp>[^|]*)\|"
+    r"\((?P<x1>-?\d+),\s*(?P<y1>-?\d+),\s*(?P<x2>-?\d+),\s*(?P<y2>-?\d+)\)\|(?P<sink>[^|]*)$"
+)
+SINK = "facefleet"
+DIM = 128
+
+
+class LegacyError(FacefleetError):
+    """A legacy file could not be read or written."""
+
+
+@dataclass
+class ImportReport:
+    """What an import did: faces added, people created, rows skipped with the reason."""
+
+    source: Path
+    faces_added: int = 0
+    people_added: list[str] = field(default_factory=list)
+    already_present: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (row or key, reason)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source}: {self.faces_added} faces added, {len(self.people_added)} new people, "
+            f"{self.already_present} already in the store, {len(self.skipped)} skipped"
+        ]
+        lines += [f"  skipped {where}: {why}" for where, why in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more")
+        return "\n".join(lines)
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+
+def format_refkey(date: str, event: str, timestamp: str, box: tuple[int, ...], sink: str) -> str:
+    """SentinelCam's face key: ``date|event|timestamp|(x1,y1,x2,y2)|sink``."""
+    rect = ",".join(str(int(v)) for v in box)
+    return "|".join([date, event, timestamp, f"({rect})", sink])
+
+
+def parse_refkey(key: str) -> dict[str, Any]:
+    """The fields of a face key; raises ValueError for a malformed one."""
+    m = REFKEY.match(key)
+    if not m:
+        raise ValueError(f"not a SentinelCam face key: {key!r}")
+    d = m.groupdict()
+    box = tuple(int(d.pop(k)) for k in ("x1", "y1", "x2", "y2"))
+    return {**d, "box": box}
+
+
+def normalise_timestamp(text: str) -> str:
+    """ISO 8601 (``T`` separator), as SentinelCam writes into face keys."""
+    try:
+        return datetime.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"not a timestamp: {text!r}") from None
+
+
+def parse_status(value: str) -> str | None:
+    """A facefleet status from SentinelCam's code or name; None for "remove" (4)."""
+    value = value.strip().lower()
+    if value.endswith(".0"):
+        value = value[:-2]
+    if value in STATUS_CODES:
+        return STATUS_CODES[value]
+    if value in STATUS_CODES.values():
+        return value
+    if value in ("4", "remove"):
+        return None
+    raise ValueError(f"unknown face status {value!r}")
+
+
+def person_name(value: str) -> str | None:
+    value = value.strip()
+    return None if value.lower() in UNKNOWN_NAMES else value
+
+
+def check_vector(vec: Any) -> np.ndarray:
+    arr = np.asarray(vec, dtype=np.float32).reshape(-1)
+    if arr.shape != (DIM,):
+        raise ValueError(f"expected a {DIM}-vector, got shape {np.shape(vec)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("vector holds NaN or infinity")
+    return arr
+
+
+def centroids(X: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Per-name mean vectors, names sorted."""
+    labels = sorted(set(names))
+    arr = np.asarray(names)
+    return labels, np.stack([X[arr == n].mean(axis=0) for n in labels]).astype(np.float32)
+
+
+def frame_key(text: str) -> str:
+    """Digits of a timestamp or file name: ``2024-01-02 03:04:05.6`` -> ``2024010203040506``."""
+    return re.sub(r"\D", "", text)
+
+
+def find_frame(images_dir: Path, date: str, event: str, timestamp: str) -> Path | None:
+    """The event frame SentinelCam saved for a face row, or None.
+
+    camwatcher keeps frames as ``<images>/<date>/<event>_<timestamp>.jpg``; the timestamp's
+    punctuation varies between versions, so names are compared by their digits.
+    """
+    folder = images_dir / date
+    if not folder.is_dir():
+        folder = images_dir
+    if not folder.is_dir():
+        return None
+    want = frame_key(timestamp)
+    near = []
+    for path in folder.glob(f"{glob_escape(event)}*"):
+        if not path.is_file():
+            continue
+        have = frame_key(path.stem[len(event):])
+        if have == want:
+            return path
+        # fractional seconds trimmed or padded differently
+        if len(have) >= 14 and len(want) >= 14 and (have.startswith(want) or want.startswith(have)):
+            near.append(path)
+    return near[0] if len(near) == 1 else None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _atomic_h5(path: Path) -> Iterator[Any]:
+    """An HDF5 file written beside ``path`` and renamed over it only when complete."""
+    h5py = _h5py()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as exc:
+        raise LegacyError(f"h5py is not installed (pip install 'facefleet[server]'): {exc}") from None
+    return h5py
+
+
+def current_embedder_id(ws: Workspace) -> str:
+    """The id of the embedder this workspace embeds with."""
+    from facefleet.vision.embed import make_embedder
+
+    return make_embedder(ws.section("vision").get("embedder", "auto"), cache_dir=ws.cache_dir).id
+
+
+def _face_refkey(face: Any) -> str:
+    sc = (face.meta or {}).get("sentinelcam") or {}
+    if sc.get("date") and sc.get("event") and sc.get("timestamp"):
+        return format_refkey(sc["date"], sc["event"], sc["timestamp"], face.box, sc.get("sink", SINK))
+    created = face.created or "1970-01-01T00:00:00"
+    event = f"img{face.image_id}"
+    return format_refkey(created[:10], event, created, face.box, SINK)
+
+
+def export_facedata(
+    ws: Workspace,
+    path: Path | str,
+    *,
+    statuses: list[str] | tuple[str, ...] = ("in_use",),
+    embedder_id: str | None = None,
+) -> int:
+    """Write SentinelCam's ``facedata.hdf5`` from the store's labelled faces; returns the count."""
+    embedder_id = embedder_id or current_embedder_id(ws)
+    store = ws.open_store()
+    try:
+        written = 0
+        with _atomic_h5(Path(path)) as fh:
+            fh.attrs["embedder_id"] = embedder_id
+            for face in store.faces():
+                if face.status not in statuses or not face.person_name:
+                    continue
+                vec = store.embedding(face.id, embedder_id)
+                if vec is None:
+                    continue
+                group = fh.require_group(face.person_name)
+                key = _face_refkey(face)
+                if key in group:
+                    continue
+                group.create_dataset(key, data=np.asarray(vec, dtype=np.float32))
+                written += 1
+    finally:
+        store.close()
+    return written
+
+
+def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarray, list[float]]:
+    from facefleet.registry.bundle import MODEL_FILE, unpack_bundle, verify_bundle
+    from facefleet.registry.keys import load_public_key, public_key_path
+
+    key = load_public_key(public_key_path(ws.keys_dir))
+    with tempfile.TemporaryDirectory(prefix="facefleet-bundle-") as tmp:
+        folder = bundle if bundle.is_dir() else unpack_bundle(bundle, Path(tmp) / "bundle")
+        manifest = verify_bundle(folder, key)
+        with np.load(folder / MODEL_FILE, allow_pickle=False) as arrays:
+            cents = np.asarray(arrays["centroids"], dtype=np.float32)
+    labels = list(manifest["labels"])
+    thresholds = [float(manifest["thresholds"][name]) for name in labels]
+    return labels, cents, thresholds
+
+
+def export_baselines(
+    ws: Workspace,
+    path: Path | str,
+    *,
+    bundle: Path | str | None = None,
+    embedder_id: str | None = None,
+) -> int:
+    """Write SentinelCam's ``baselines.hdf5``: one vector per person, attribute ``threshold``.
+
+    From a signed bundle (verified with the workspace key): its centroids and per-person
+    thresholds. Without one: centroids of the store's in-use faces and the workspace's
+    ``identify.distance_threshold`` for everyone.
+    """
+    if bundle:
+        labels, cents, thresholds = _bundle_baselines(ws, Path(bundle))
+    else:
+        store = ws.open_store()
+        try:
+            ts = store.training_set(embedder_id or current_embedder_id(ws))
+        finally:
+            store.close()
+        if len(ts.names) == 0:
+            raise LegacyError("no labelled faces with embeddings in the store: enrol people first")
+        labels, cents = centroids(ts.X, ts.names)
+        default = float(ws.section("identify").get("distance_threshold", 0.6))
+        thresholds = [default] * len(labels)
+    with _atomic_h5(Path(path)) as fh:
+        for name, vec, thr in zip(labels, cents, thresholds):
+            ds = fh.create_dataset(name, data=np.asarray(vec, dtype=np.float32))
+            ds.attrs["threshold"] = float(thr)
+    return len(labels)
+
+
+def build_facemodel(X: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """``{'svm': classifier with predict_proba, 'labels': LabelEncoder}`` as SentinelCam reads.
+
+    Logistic regression rather than ``SVC(probability=True)`` (deprecated in scikit-learn 1.9):
+    same accuracy on face embeddings, same ``predict_proba`` interface for the old tools.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import LabelEncoder
+
+    if len(set(names)) < 2:
+        raise LegacyError("facemodel.pickle needs at least two people with embedded faces")
+    labels = LabelEncoder().fit(names)
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(X, labels.transform(names))
+    return {"svm": clf, "labels": labels}
+
+
+def export_facemodel(ws: Workspace, path: Path | str, *, embedder_id: str | None = None) -> int:
+    """Write SentinelCam's ``facemodel.pickle`` trained on the store's in-use faces."""
+    store = ws.open_store()
+    try:
+        ts = store.training_set(embedder_id or current_embedder_id(ws))
+    finally:
+        store.close()
+    model = build_facemodel(ts.X, list(ts.names))
+    atomic_write_bytes(Path(path), pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return len(model["labels"].classes_)
+
+
+def export_face_database(ws: Workspace, path: Path | str) -> int:
+    """Write the edge scripts' ``face_database.json`` (the store's own export)."""
+    from facefleet.store.export import face_database, write_face_database
+
+    store = ws.open_store()
+    try:
+        write_face_database(store, Path(path))
+        return int(face_database(store)["total_people"])
+    finally:
+        store.close()
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _existing_faces(store: Store) -> set[tuple[int, tuple[int, ...]]]:
+    return {(f.image_id, tuple(f.box)) for f in store.faces()}
+
+
+def _person_id(store: Store, name: str, report: ImportReport) -> str:
+    found = store.find_person(name)
+    if found is not None:
+        return found.id
+    report.people_added.append(name)
+    return store.add_person(name)
+
+
+def import_facedata(
+    ws: Workspace, path: Path | str, *, embedder_id: str | None = None
+) -> ImportReport:
+    """Read SentinelCam's ``facedata.hdf5`` into the store as in-use faces with embeddings.
+
+    The frames themselves are not in the file: each face hangs off a placeholder image
+    (source ``sentinelcam``) identified by its event frame. One transaction: all or nothing;
+    malformed keys or vectors are skipped and reported; faces already present are not doubled.
+    """
+    h5py = _h5py()
+    path = Path(path)
+    report = ImportReport(source=path)
+    embedder_id = embedder_id or current_embedder_id(ws)
+    try:
+        fh = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise LegacyError(f"{path}: not a readable HDF5 file ({exc})") from None
+    store = ws.open_store()
+    try:
+        existing = _existing_faces(store)
+        with store.transaction():
+            for name in sorted(fh.keys()):
+                group = fh[name]
+                if not isinstance(group, h5py.Group) or not person_name(name):
+                    report.skipped.append((name, "not a person group"))
+                    continue
+                for key in sorted(group.keys()):
+                    try:
+                        ref = parse_refkey(key)
+                        vec = check_vector(group[key][()])
+                    except (ValueError, TypeError) as exc:
+                        report.skipped.append((f"{name}/{key}", str(exc)))
+                        continue
+                    frame = f"{ref['date']}|{ref['event']}|{ref['timestamp']}|{ref['sink']}"
+                    sha = hashlib.sha256(f"sentinelcam-frame:{frame}".encode()).hexdigest()
+                    image_id, _ = store.add_image(
+                        f"sentinelcam:{frame}", source="sentinelcam", sha256=sha
+                    )
+                    if (image_id, ref["box"]) in existing:
+                        report.already_present += 1
+                        continue
+                    face_id = store.add_face(
+                        image_id,
+                        person_id=_person_id(store, name, report),
+                        box=ref["box"],
+                        status="in_use",
+                        detector="sentinelcam",
+                        meta={"sentinelcam": {k: ref[k] for k in ("date", "event", "timestamp", "sink")}},
+                    )
+                    store.add_embedding(face_id, embedder_id, vec)
+                    existing.add((image_id, ref["box"]))
+                    report.faces_added += 1
+    finally:
+        fh.close()
+        store.close()
+    return report
+
+
+def read_facelist(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``facelist.csv``; a clear error when it is not one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in FACELIST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise LegacyError(
+                    f"{path}: not a SentinelCam facelist.csv (missing columns: {', '.join(missing)})"
+                )
+            return list(reader)
+    except FileNotFoundError:
+        raise LegacyError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LegacyError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _parse_row(row: dict[str, str]) -> dict[str, Any] | None:
+    """One facelist row as typed fields; None for a "remove" row; ValueError when malformed."""
+    status = parse_status(row["status"] or "")
+    if status is None:
+        return None
+    box = tuple(int(float(row[k])) for k in ("x1", "y1", "x2", "y2"))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"empty face box {box}")
+    extra = {}
+    for key in ("proba", "dist", "margin", "angle", "focus"):
+        with contextlib.suppress(ValueError, TypeError):
+            extra[key] = float(row[key])
+    return {
+        "date": row["date"].strip(),
+        "event": row["event"].strip(),
+        "timestamp": normalise_timestamp(row["timestamp"]),
+        "objid": row["objid"],
+        "source": row["source"],
+        "status": status,
+        "name": person_name(row["name"] or ""),
+        "box": box,
+        "extra": extra,
+    }
+
+
+def import_facelist(
+    ws: Workspace,
+    path: Path | str,
+    *,
+    images_dir: Path | str | None = None,
+    embed: bool = True,
+    sink: str = "data1",
+) -> ImportReport:
+    """Read SentinelCam's ``facelist.csv``: each face with its review status and name.
+
+    Frames are looked up under ``images_dir`` (default: ``images/`` beside the CSV) as
+    camwatcher saved them; rows whose frame is missing are skipped and reported. With
+    ``embed`` each face is embedded from its frame (landmarks inside the recorded box).
+    All faces are written in one transaction, after every frame has been read. ``sink`` is
+    the SentinelCam data sink the rows came from (it is part of their ``facedata`` keys).
+    """
+    from facefleet.vision.image import load_image, sha256_file
+
+    path = Path(path)
+    rows = read_facelist(path)
+    images_dir = Path(images_dir) if images_dir else path.parent / "images"
+    report = ImportReport(source=path)
+    pending: list[tuple[dict[str, Any], Path, str, np.ndarray | None]] = []
+    engine = ws.engine() if embed else None
+    from facefleet.progress import progress
+
+    for n, row in enumerate(progress(rows, total=len(rows), desc="facelist"), start=2):
+        where = f"line {n}"
+        try:
+            rec = _parse_row(row)
+        except (ValueError, TypeError, KeyError) as exc:
+            report.skipped.append((where, str(exc)))
+            continue
+        if rec is None:
+            report.skipped.append((where, "marked for removal (status 4)"))
+            continue
+        frame = find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
+        if frame is None:
+            report.skipped.append((where, f"frame not found under {images_dir}"))
+            continue
+        vec = None
+        if engine is not None:
+            try:
+                rgb = load_image(frame)
+                points = engine.landmarks(rgb, rec["box"])
+                vec = engine.embed_chips([engine.chip(rgb, points, rec["box"])])[0]
+            except FacefleetError as exc:
+                report.skipped.append((where, str(exc)))
+                continue
+        pending.append((rec, frame, sha256_file(frame), vec))
+
+    embedder_id = engine.embedder.id if engine is not None else None
+    store = ws.open_store()
+    try:
+        existing = _existing_faces(store)
+        with store.transaction():
+            for rec, frame, sha, vec in pending:
+                image_id, _ = store.add_image(frame, source="sentinelcam", sha256=sha)
+                if (image_id, rec["box"]) in existing:
+                    report.already_present += 1
+                    continue
+                pid = _person_id(store, rec["name"], report) if rec["name"] else None
+                face_id = store.add_face(
+                    image_id,
+                    person_id=pid,
+                    box=rec["box"],
+                    quality=rec["extra"],
+                    status=rec["status"],
+                    detector="sentinelcam",
+                    meta={
+                        "sentinelcam": {
+                            k: rec[k] for k in ("date", "event", "timestamp", "objid", "source")
+                        }
+                        | {"sink": sink}
+                    },
+                )
+                if vec is not None and embedder_id:
+                    store.add_embedding(face_id, embedder_id, vec)
+                existing.add((image_id, rec["box"]))
+                report.faces_added += 1
+    except StoreError as exc:
+        raise LegacyError(f"{path}: {exc}") from None
+    finally:
+        store.close()
+    return report
