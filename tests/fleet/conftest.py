@@ -11,16 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fleet_helpers import make_bundle
+from fleet_helpers import free_port, make_bundle
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
