@@ -272,9 +272,9 @@ def _dlib_vectors(dat_path: Path, chips: np.ndarray) -> np.ndarray:
     import dlib
 
     net = dlib.face_recognition_model_v1(str(dat_path))
-    return np.stack(
-        [np.asarray(net.compute_face_descriptor(np.ascontiguousarray(c))) for c in chips]
-    ).astype(np.float32)
+    return np.stack([np.asarray(net.compute_face_descriptor(np.ascontiguousarray(c))) for c in chips]).astype(
+        np.float32
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,6 +322,7 @@ class OnnxEmbedder:
         providers: list[str] | None = None,
         batch_size: int = 32,
         verify: bool = True,
+        spin: bool = False,
     ) -> OnnxEmbedder:
         """Convert (or load the cached conversion), check once against dlib, and open it.
 
@@ -347,7 +348,7 @@ class OnnxEmbedder:
             log.info("converted %s to ONNX in %.1f s", src.name, time.perf_counter() - t0)
 
         same_id = _dlib_id_for(src, sha)
-        emb = cls(data, same_id, threads=threads, providers=providers, batch_size=batch_size)
+        emb = cls(data, same_id, threads=threads, providers=providers, batch_size=batch_size, spin=spin)
         if verify:
             result = _cached_verification(verify_path, data, emb.providers)
             if result is None:
