@@ -33,6 +33,7 @@ class PipelineConfig:
     upsample: int = 0  # HOG upsampling on that copy
     embed_every: int = 30  # re-embed a track after this many frames
     quality_gain: float = 0.08  # ... or when its quality score rises this much over the best
+    unknown_looks: int = 4  # an unnamed track is embedded on every detection until this many
     min_face_px: int = 30  # smaller faces are tracked and drawn but never embedded
     max_missed: int = 2  # detection passes a track survives without a match
     crop_margin: float = 0.25  # context around the box kept in crops
@@ -73,10 +74,13 @@ def vote(votes: dict[str | None, float]) -> str | None:
 
 
 def should_embed(track: Track, view_score: float, frame: int, cfg: PipelineConfig) -> bool:
-    """Embed a track when it has no embedding yet, when ``embed_every`` frames passed since its
+    """Embed a track when it has no embedding yet, on each of its first looks while it is
+    still unnamed, when ``embed_every`` frames passed since its
     last one, or when this view is clearly better than the best one embedded so far."""
     if track.embeddings == 0:
         return True
+    if track.name is None and track.embeddings < cfg.unknown_looks:
+        return True  # not recognised yet: a few more looks before settling on unknown
     if frame - track.last_embed_frame >= cfg.embed_every:
         return True
     return view_score >= track.best_quality + cfg.quality_gain
