@@ -18,9 +18,9 @@ one-time check against dlib, and :class:`OnnxEmbedder` (the ``onnx`` embedder of
 - Providers: TensorRT, then CUDA, then CPU, whichever this onnxruntime build offers (a GPU
   build such as ``onnxruntime-gpu`` is needed for the first two; untested here). The check
   against dlib runs with the providers in use and is redone when they change.
-- Threads: ``threads`` argument, else ``FACEFLEET_ONNX_THREADS``, else the cores this process
-  may use, at most 4. Use ``threads=1`` when running one embedder per core in several
-  processes.
+- Threads: ``threads`` argument, else ``FACEFLEET_ONNX_THREADS``, else 1 inside a
+  multiprocessing worker (the pool already spreads work over the cores), else the cores this
+  process may use, at most 4. Threads do not busy-wait between runs unless ``spin=True``.
 """
 
 from __future__ import annotations
@@ -65,12 +65,17 @@ def source_path() -> Path:
 
 
 def default_threads() -> int:
+    """``FACEFLEET_ONNX_THREADS``; else 1 in a worker process; else usable cores, at most 4."""
     env = os.environ.get("FACEFLEET_ONNX_THREADS")
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             log.warning("FACEFLEET_ONNX_THREADS=%r is not a number; ignored", env)
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:  # a pool worker: one core each already
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
