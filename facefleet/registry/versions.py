@@ -246,10 +246,8 @@ def resolve_version(ws: Workspace, ref: str | int) -> ModelVersionInfo:
         matches = [mv for mv in _all_model_versions(client, model) if mv.tags.get("name") == value]
         if not matches:
             raise VersionError(f"{model!r} has no version named {value!r}")
-        if len(matches) > 1:
-            nums = ", ".join(sorted((f"v{m.version}" for m in matches), key=len))
-            raise VersionError(f"{value!r} names several versions ({nums}): use the number")
-        mv = matches[0]
+        # Retraining under the same name: the newest version wins (as train's lookup does).
+        mv = max(matches, key=lambda m: int(m.version))
     return _info(client, mv, aliases)
 
 

@@ -245,3 +245,29 @@ def test_facelist_wrong_columns_is_a_clear_error(ws, tmp_path):
         legacy.import_facelist(ws, path, embed=False)
     with pytest.raises(LegacyError, match="no such file"):
         legacy.import_facelist(ws, tmp_path / "nope.csv", embed=False)
+
+
+def test_cli_export_and_import(ws, tmp_path):
+    import subprocess
+    import sys
+
+    cli = (
+        "import sys; from facefleet.cli import main as m; "
+        "m.COMMAND_MODULES[:] = ['facefleet.cli.models_cmds']; sys.exit(m.main(sys.argv[1:]))"
+    )
+
+    def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", cli, "-w", str(root), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    out = run(ws.root, "export", "facedata", str(tmp_path / "fd.hdf5"))
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"wrote 1[0-9] faces", out.stdout)
+    out = run(ws.root, "export", "face-database", str(tmp_path / "db.json"))
+    assert out.returncode == 0 and "wrote 3 people" in out.stdout
+    other = Workspace.init(tmp_path / "o", DLIB)
+    out = run(other.root, "import", "facedata", str(tmp_path / "fd.hdf5"))
+    assert out.returncode == 0, out.stderr
+    assert "faces added, 3 new people" in out.stdout
+    out = run(other.root, "import", "facelist", str(tmp_path / "missing.csv"))
+    assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr
