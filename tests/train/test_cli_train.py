@@ -1,0 +1,73 @@
+"""`facefleet keys init`, `train` and `evaluate` on a workspace enrolled through the store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from facefleet.cli.main import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "gamma4.yaml"
+
+
+def test_keys_init_refuses_to_replace(tmp_path, capsys):
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws")
+    assert main(["-w", str(ws.root), "keys", "init"]) == 0
+    assert oct((ws.keys_dir / "signing_key.pem").stat().st_mode & 0o777) == "0o600"
+    assert main(["-w", str(ws.root), "keys", "init"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, faces_dir,
+                                           tmp_path, capsys):
+    ws = copy_workspace(celebrity_workspace)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters:\n  C: [1, oops]\n")
+    assert main(["-w", str(ws.root), "train", "--config", str(bad)]) == 2
+    assert "parameters.C" in capsys.readouterr().err
+    assert main(["-w", str(ws.root), "keys", "init"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws.root), "train", "--config", str(EXAMPLE), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == 1 and out["name"] == "gamma4"
+    assert set(out["thresholds"]) == {p.name for p in (faces_dir / "five_celebrity" / "train").iterdir()}
+
+    strangers = tmp_path / "strangers"
+    strangers.mkdir()
+    for name in ("obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png"):
+        os.symlink(faces_dir / "examples" / name, strangers / name)
+    code = main(["-w", str(ws.root), "evaluate", "--model", "@experimental", "--test",
+                 str(faces_dir / "five_celebrity" / "val"), "--unknown", str(strangers),
+                 "--no-fallback", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    m = res["metrics"]
+    assert m["known_faces"] >= 20 and m["unknown_faces"] == 4
+    assert m["closed_set_accuracy"] >= 0.95
+    assert m["unknown_false_accept_rate"] == 0.0
+    assert m["known_false_reject_rate"] <= 0.2
+    assert res["model"]["version"] == 1 and res["run_id"]
+
+
+def test_train_with_nothing_enrolled(tmp_path, capsys):
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "empty")
+    assert main(["-w", str(ws.root), "train"]) == 2
+    assert "enrol" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ref", ["7", "@production"])
+def test_evaluate_unknown_model(tmp_path, faces_dir, capsys, ref):
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "w")
+    code = main(["-w", str(ws.root), "evaluate", "--model", ref, "--test",
+                 str(faces_dir / "five_celebrity" / "val")])
+    assert code == 2
+    assert "face_model" in capsys.readouterr().err
