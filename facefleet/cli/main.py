@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "facefleet.cli.models_cmds",
     "facefleet.cli.train_cmds",
     "facefleet.cli.edge_cmds",
+    "facefleet.cli.fleet_cmds",
 ]
 
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import tempfile
 import time
 import urllib.error
@@ -164,7 +163,7 @@ def _download(url: str, token: str, etag: str | None, models_dir: Path
     return tmp, new_etag, version
 
 
-def send_heartbeat(server: str, token: str, device_id: str, model: str,
+def send_heartbeat(server: str, token: str, device_id: str | None, model: str,
                    version: int | None, fps: float | None) -> None:
     body = json.dumps({"device": device_id, "model": model, "version": version, "fps": fps})
     resp = _request(f"{server.rstrip('/')}/v1/heartbeat", token, data=body.encode("utf-8"),
@@ -216,8 +215,7 @@ def sync_once(server: str, *, token: str, public_key: Any, models_dir: Path,
         result = SyncResult("installed", installed.version, new_etag)
         log.info("installed %s v%s (was %s)", model, installed.version, installed.old_version)
     with contextlib.suppress(SyncError):  # a lost heartbeat is not worth failing the round
-        with_retries(lambda: send_heartbeat(server, token, device_id or socket.gethostname(),
-                                            model, result.version, fps),
+        with_retries(lambda: send_heartbeat(server, token, device_id, model, result.version, fps),
                      attempts=2, base=base_delay, sleep=sleep)
     return result
 

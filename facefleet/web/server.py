@@ -7,7 +7,8 @@ Endpoints (OpenAPI docs at ``/docs``; every ``/v1`` endpoint needs ``Authorizati
   or alias ``ref`` (``production``, ``@production``).
 - ``GET /v1/models/{model}/{ref}/bundle.tar.gz``: the packed bundle; ``ETag`` is its sha256
   and ``If-None-Match`` with that value gives ``304 Not Modified``.
-- ``POST /v1/heartbeat``: ``{device, model, version, fps}``; shown by ``facefleet fleet status``.
+- ``POST /v1/heartbeat``: ``{device, model, version, fps}`` (device defaults to
+  the token's); shown by ``facefleet fleet status``.
 - ``GET /health``: liveness, no token.
 
 Bundles come from the workspace's ``models/`` folder; aliases from the MLflow registry when
@@ -33,7 +34,7 @@ API_PREFIX = "/v1"
 class Heartbeat(BaseModel):
     """What a device reports."""
 
-    device: str = Field(min_length=1, max_length=200)
+    device: str | None = Field(default=None, min_length=1, max_length=200)
     model: str = Field(default="face_model", min_length=1, max_length=200)
     version: int | None = None
     fps: float | None = Field(default=None, ge=0)
@@ -126,7 +127,7 @@ def create_app(ws: Any) -> FastAPI:
     def heartbeat(beat: Heartbeat, request: Request,
                   name: Annotated[str, Depends(device)]) -> dict[str, str]:
         """Record a device's running version and FPS (the token names the device)."""
-        if beat.device != name:
+        if beat.device is not None and beat.device != name:
             raise HTTPException(403, f"this token belongs to {name!r}, not {beat.device!r}")
         remote = request.client.host if request.client else None
         st = records.open_store(ws)
