@@ -227,9 +227,9 @@ Opener = Callable[[], "object"]  # returns an opened cv2.VideoCapture-like objec
 class LiveSource(Source):
     """A camera or stream read on its own thread, keeping only the newest frame.
 
-    A stream that drops is reopened with doubling waits (``reconnect_attempts`` tries between
-    successes); after that the source ends. Frames replaced before the consumer took them are
-    counted in ``dropped``.
+    A stream that drops is reopened with doubling waits, at most ``reconnect_attempts`` times
+    in a row without a frame in between; after that the source ends. Frames replaced before
+    the consumer took them are counted in ``dropped``.
     """
 
     live = True
@@ -261,14 +261,21 @@ class LiveSource(Source):
         self._thread.start()
 
     def _run(self) -> None:
+        failures = 0  # consecutive reconnections without a frame since
         try:
             while not self._stop.is_set():
                 ok, bgr = self._cap.read()
                 if ok and bgr is not None:
                     self._publish(bgr)
+                    failures = 0
                     continue
-                if not self._reconnect or not self._reopen():
+                if not self._reconnect or failures >= len(self._delays):
+                    if self._reconnect:
+                        log.error("%s: gave up after %d reconnection attempts", self.spec,
+                                  failures)
                     break
+                failures += 1
+                self._reopen(failures)
         finally:
             with self._cond:
                 self._ended = True
@@ -282,23 +289,23 @@ class LiveSource(Source):
             self._count += 1
             self._cond.notify_all()
 
-    def _reopen(self) -> bool:
+    def _reopen(self, attempt: int) -> None:
+        """One reconnection try after the ``attempt``-th wait; on failure the next read fails
+        and the caller tries again until the attempts are used up."""
         _release(self._cap)
-        for attempt, delay in enumerate(self._delays, 1):
-            log.warning("%s: stream lost; reconnecting in %.1f s (try %d/%d)",
-                        self.spec, delay, attempt, len(self._delays))
-            if self._stop.wait(delay):
-                return False
-            try:
-                self._cap = self._opener()
-            except SourceError as exc:
-                log.warning("%s", exc)
-                continue
-            self.reconnects += 1
-            log.warning("%s: reconnected", self.spec)
-            return True
-        log.error("%s: gave up after %d reconnection attempts", self.spec, len(self._delays))
-        return False
+        delay = self._delays[attempt - 1]
+        log.warning("%s: stream lost; reconnecting in %.1f s (try %d/%d)",
+                    self.spec, delay, attempt, len(self._delays))
+        if self._stop.wait(delay):
+            return
+        try:
+            self._cap = self._opener()
+        except SourceError as exc:
+            log.warning("%s", exc)
+            self._cap = _Closed()
+            return
+        self.reconnects += 1
+        log.warning("%s: reconnected", self.spec)
 
     def read(self, timeout: float = 5.0) -> Frame | None:
         """The newest frame not yet returned; None once the source ended or nothing arrived
@@ -318,6 +325,16 @@ class LiveSource(Source):
         self._stop.set()
         self._thread.join(timeout=5.0)
         _release(self._cap)
+
+
+class _Closed:
+    """Stands in for a capture that could not be reopened: every read fails."""
+
+    def read(self):
+        return False, None
+
+    def release(self) -> None:
+        pass
 
 
 def _cap_fps(cap) -> float:
