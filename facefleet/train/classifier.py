@@ -82,13 +82,16 @@ def plan_candidates(
     linear_C: set[float] = set()
     rbf_gammas: list[float] = []
     pruned = 0
+    # below the grid's smallest C every dual variable sits at its bound and the decision
+    # function only scales with C: such twins collapse onto the smallest C
+    c_min = float(min(space.C))
     if "linear" in space.kernels:
         linear_C.update(float(c) for c in space.C)
     if "rbf" in space.kernels:
         for g in space.gamma:
             if g * extent < LINEAR_REGIME:
                 # RBF(g, C) ~ linear(2 g C): score the linear twin instead
-                linear_C.update(float(2.0 * g * c) for c in space.C)
+                linear_C.update(max(float(2.0 * g * c), c_min) for c in space.C)
                 pruned += len(space.C)
             else:
                 rbf_gammas.append(float(g))

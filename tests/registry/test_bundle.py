@@ -80,7 +80,8 @@ def test_keypair_private_is_owner_only_and_not_overwritten(tmp_path):
 def test_roundtrip_dir_and_tar(tmp_path, keys):
     private, public = keys
     d = make_bundle(tmp_path / "b", private)
-    assert sorted(p.name for p in d.iterdir()) == ["config.yaml", "manifest.json", "manifest.sig", "model.npz"]
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["config.yaml", "manifest.json", "manifest.sig", "model.npz"]
     manifest = verify_bundle(d, public)
     assert set(manifest["files"]) == {"model.npz", "config.yaml"}
     assert len((d / "manifest.sig").read_bytes()) == 64
