@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,9 +105,28 @@ def analyse_files(
         for path, fb, keep in progress(jobs, total=len(jobs), desc=desc):
             yield analyse_file(engine, path, fallback=fb, keep_chips=keep)
         return
-    # fork where there is one (no re-import of the caller's script); each worker then builds
-    # its own engine, so no model or inference session is shared across the fork.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(count, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
+    # spawn, not fork: forking after onnxruntime or dlib started threads can deadlock the child.
+    ctx = mp.get_context("spawn")
+    with _main_script_hidden(), ProcessPoolExecutor(
+        count, mp_context=ctx, initializer=_init_worker, initargs=(config,)
+    ) as pool:
         results = pool.map(_worker_task, jobs, chunksize=1)
         yield from progress(results, total=len(jobs), desc=desc)
+
+
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Keep spawned workers from re-running the caller's script (one without a ``__main__``
+    guard would enrol again in every worker); the workers only need facefleet's functions."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    try:
+        for key in saved:
+            if key == "__file__":
+                delattr(main, key)
+            else:
+                setattr(main, key, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)

@@ -1,0 +1,89 @@
+"""The SQLite identity store: people, faces, embeddings, transactions, training sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facefleet.errors import StoreError
+from facefleet.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        yield s
+
+
+def _vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _face(store: Store, name: str | None, seed: int, status: str = "in_use") -> int:
+    image_id, _ = store.add_image(f"/x/{seed}.jpg", sha256=f"{seed:064x}")
+    person_id = store.add_person(name) if name else None
+    face_id = store.add_face(image_id, person_id=person_id, box=(0, 0, 50, 50), status=status)
+    store.add_embedding(face_id, "emb-a", _vec(seed))
+    return face_id
+
+
+def test_people_crud(store):
+    pid = store.add_person("Ada Lovelace")
+    assert pid.startswith("p") and store.add_person("Ada Lovelace") == pid
+    assert store.person("Ada Lovelace").id == pid and store.person(pid).name == "Ada Lovelace"
+    store.rename_person(pid, "Ada")
+    assert [p.name for p in store.people()] == ["Ada"]
+    store.add_person("Bob")
+    with pytest.raises(StoreError, match="already exists"):
+        store.rename_person("Ada", "Bob")
+    with pytest.raises(StoreError, match="no person"):
+        store.person("nobody")
+    with pytest.raises(StoreError, match="non-empty"):
+        store.add_person("  ")
+
+
+def test_training_set_filters_status_and_embedder(store):
+    a1, _a2, b1 = _face(store, "a", 1), _face(store, "a", 2), _face(store, "b", 3)
+    _face(store, "b", 4, status="candidate")
+    _face(store, None, 5, status="selected")  # a reviewed stranger
+    ts = store.training_set("emb-a")
+    assert ts.names == ["a", "a", "b"] and ts.X.shape == (3, 128)
+    assert ts.face_ids[0] == a1 and ts.face_ids[2] == b1
+    assert np.allclose(ts.X[0], _vec(1))
+    assert len(store.training_set("emb-other")) == 0
+    assert store.stranger_set("emb-a").shape == (1, 128)
+    store.add_negative(b1, store.person("a").id)
+    X, names = store.negative_set("emb-a")
+    assert names == ["a"] and np.allclose(X[0], _vec(3))
+
+
+def test_transaction_rolls_back_everything(store):
+    with pytest.raises(RuntimeError), store.transaction():
+        store.add_person("ghost")
+        _face(store, "ghost2", 9)
+        raise RuntimeError("boom")
+    assert store.people() == [] and store.faces() == []
+
+
+def test_bad_embedding_and_status_are_refused(store):
+    face_id = _face(store, "a", 1)
+    with pytest.raises(StoreError, match="128 finite"):
+        store.add_embedding(face_id, "e", np.zeros(64))
+    with pytest.raises(StoreError, match="128 finite"):
+        store.add_embedding(face_id, "e", np.full(128, np.nan))
+    with pytest.raises(StoreError, match="unknown face status"):
+        store.set_status([face_id], "maybe")
+
+
+def test_same_image_hash_is_one_row(store):
+    first = store.add_image("/a.jpg", sha256="f" * 64)
+    again = store.add_image("/b.jpg", sha256="f" * 64)
+    assert first == (first[0], True) and again == (first[0], False)
+
+
+def test_remove_person_deletes_their_faces(store):
+    _face(store, "a", 1)
+    _face(store, "b", 2)
+    assert store.remove_person("a") == 1
+    assert [f.person_name for f in store.faces()] == ["b"]
