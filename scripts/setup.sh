@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install facefleet for development on a fresh Debian/Ubuntu machine: system packages the
+# tests use (OpenSSH server for the deployment tests), a virtualenv in .venv, and the package
+# with its server, report and dev extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "installing openssh-server (used by the deployment tests)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server e2fsprogs >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[server,report,dev]"
+# papermill runs report notebooks on the "python3" kernel: make it this virtualenv's Python.
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+echo "facefleet installed in .venv ($(.venv/bin/facefleet --version))"
