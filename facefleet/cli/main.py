@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "facefleet.cli.train_cmds",
     "facefleet.cli.edge_cmds",
     "facefleet.cli.fleet_cmds",
+    "facefleet.cli.curate_cmds",
 ]
 
 
