@@ -102,9 +102,19 @@ def sidecar_meta(side: dict[str, Any], mtime: float) -> dict[str, Any]:
     }
 
 
+def track_key(run: Any, track_id: Any) -> str:
+    return f"{run}/t{track_id}"
+
+
 def events_by_crop(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last event naming each crop file (by file name: device paths differ from ours)."""
-    return {Path(e["crop"]).name: e for e in events if e.get("crop")}
+    """The last event of each crop file (by file name: device paths differ from ours) and of
+    each track (a capture kept when its track ended has no event naming its file)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        out[track_key(e.get("run"), e.get("track_id"))] = e
+        if e.get("crop"):
+            out[Path(e["crop"]).name] = e
+    return out
 
 
 def largest(faces: list) -> Any:
@@ -214,7 +224,8 @@ class Collector:
                     side = json.loads(side_path.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     self.report.skipped.append((str(side_path), "unreadable sidecar"))
-            event = events.get(jpg.name)
+            event = events.get(jpg.name) or events.get(track_key(side.get("run"),
+                                                                 side.get("track_id")))
             meta = (event_meta(event, "events") if event
                     else sidecar_meta(side, jpg.stat().st_mtime) if side
                     else {"origin": "crops", "source": str(jpg)})
