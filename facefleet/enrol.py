@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facefleet.errors import FacefleetError
+from facefleet.fileio import sha256_file
 from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
 from facefleet.vision.engine import VisionConfig
-from facefleet.vision.image import is_image_name, sha256_file
+from facefleet.vision.image import is_image_name
 from facefleet.vision.quality import Quality, unusable_reason
 from facefleet.workspace import Workspace
 

@@ -44,8 +44,8 @@ def _curate(args: argparse.Namespace) -> int:
     ws, store, emb = _store_and_embedder(args)
     try:
         if args.facelist:
+            from facefleet.fileio import atomic_write_text
             from facefleet.fleet.facelist import facelist_csv
-            from facefleet.workspace import atomic_write_text
 
             faces = [f for s in ("selected", "in_use") for f in store.faces(status=s)
                      if f.person_name]

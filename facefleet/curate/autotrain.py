@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from facefleet.curate import labels
-from facefleet.workspace import Workspace, atomic_write_text
+from facefleet.fileio import atomic_write_text
+from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

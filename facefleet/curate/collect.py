@@ -171,7 +171,8 @@ class Collector:
     def add(self, path: Path, meta: dict[str, Any], *, box: tuple[int, int, int, int] | None = None,
             ) -> int | None:
         """Analyse one image file and add its face as a candidate (None when skipped)."""
-        from facefleet.vision.image import load_image, sha256_file
+        from facefleet.fileio import sha256_file
+        from facefleet.vision.image import load_image
 
         try:
             sha = sha256_file(path)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from facefleet.errors import FacefleetError, ImageError
+from facefleet.fileio import atomic_write_bytes
 from facefleet.store import FaceRow, Store
-from facefleet.workspace import atomic_write_bytes
 
 TILE = 128
 MAX_COLS = 8

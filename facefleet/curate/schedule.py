@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facefleet.errors import FacefleetError
-from facefleet.workspace import Workspace, atomic_write_text
+from facefleet.fileio import atomic_write_text
+from facefleet.workspace import Workspace
 
 UNIT = "facefleet-autotrain"
 DEFAULT_DIR = Path("~/.config/systemd/user")

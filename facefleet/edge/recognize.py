@@ -115,7 +115,7 @@ class _Screenshots:
     def save(self, bgr) -> Path:
         import cv2
 
-        from facefleet.workspace import atomic_write_bytes
+        from facefleet.fileio import atomic_write_bytes
 
         name = f"screenshot_{timestamp()}"
         path = self.folder / f"{name}.jpg"

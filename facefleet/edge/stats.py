@@ -96,6 +96,6 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def write_json(summary: dict[str, Any], path: Path) -> None:
-    from facefleet.workspace import atomic_write_text
+    from facefleet.fileio import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(summary, indent=1) + "\n")

@@ -92,7 +92,7 @@ def _read_state(models_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(models_dir: Path, state: dict[str, Any]) -> None:
-    from facefleet.workspace import atomic_write_text
+    from facefleet.fileio import atomic_write_text
 
     atomic_write_text(models_dir / STATE_FILE, json.dumps(state, sort_keys=True))
 

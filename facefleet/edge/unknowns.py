@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from facefleet.workspace import atomic_write_bytes, atomic_write_text
+from facefleet.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

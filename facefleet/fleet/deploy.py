@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import shlex
 import sys
@@ -89,10 +88,6 @@ class Payload:
 
 def q(value: Any) -> str:
     return shlex.quote(str(value))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def format_version(version: int | None) -> str:

@@ -17,7 +17,6 @@ locally. Never imports sklearn, mlflow or pandas.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facefleet.errors import BundleError, DeployError, FacefleetError
+from facefleet.fileio import sha256_file
 
 CURRENT = "current"
 PREVIOUS = "previous"
@@ -53,14 +53,6 @@ class InstallResult:
 
 
 # -- small pure helpers -------------------------------------------------------------------
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def version_dirs(names: Sequence[str]) -> list[int]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from facefleet.workspace import atomic_write_text
+from facefleet.fileio import atomic_write_text
 
 COLUMNS = [
     "date", "event", "timestamp", "objid", "source", "status", "name", "proba", "dist",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from facefleet.errors import FacefleetError
+from facefleet.fileio import atomic_write_bytes, atomic_write_text
 from facefleet.fleet import device
-from facefleet.workspace import atomic_write_bytes, atomic_write_text
 
 
 def render_install_sh(model: str, version: int, name: str, archive: str) -> str:

@@ -21,7 +21,6 @@ mlflow or pandas), and never loads a pickle.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import BundleError
+from facefleet.fileio import sha256_bytes as _sha256_bytes
+from facefleet.fileio import sha256_file as _sha256_file
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -57,17 +58,6 @@ class Decision:
 
 
 # -- files -------------------------------------------------------------------------------------
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _check_name(name: str) -> None:
     if (

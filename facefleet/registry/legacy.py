@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facefleet.errors import FacefleetError, StoreError
-from facefleet.workspace import atomic_write_bytes
+from facefleet.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
@@ -463,7 +463,8 @@ def import_facelist(
     All faces are written in one transaction, after every frame has been read. ``sink`` is
     the SentinelCam data sink the rows came from (it is part of their ``facedata`` keys).
     """
-    from facefleet.vision.image import load_image, sha256_file
+    from facefleet.fileio import sha256_file
+    from facefleet.vision.image import load_image
 
     path = Path(path)
     rows = read_facelist(path)

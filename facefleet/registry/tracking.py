@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facefleet.errors import ConfigError, FacefleetError
@@ -43,6 +44,15 @@ def configure(ws: Workspace) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def has_tracking_store(ws: Workspace) -> bool:
+    """Whether there can be runs to read: a tracking server, or an SQLite file that exists.
+    Asking MLflow about a missing SQLite file would create it (and take seconds)."""
+    uri = ws.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return True
+    return Path(uri[len("sqlite:///"):]).is_file()
 
 
 def experiment_name(ws: Workspace, name: str | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from facefleet.errors import ModelError
-from facefleet.workspace import atomic_write_text
+from facefleet.fileio import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient

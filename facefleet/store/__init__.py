@@ -240,7 +240,7 @@ class Store:
     ) -> tuple[int, bool]:
         """The image id for this content, and whether it is new to the store."""
         if sha256 is None:
-            from facefleet.vision.image import sha256_file
+            from facefleet.fileio import sha256_file
 
             sha256 = sha256_file(Path(path))
         with self.transaction() as conn:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from facefleet.fileio import atomic_write_text
 from facefleet.store import Store, now_iso
-from facefleet.workspace import atomic_write_text
 
 
 def face_database(store: Store) -> dict[str, Any]:

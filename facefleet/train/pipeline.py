@@ -309,6 +309,10 @@ def latest_bundle(ws: Workspace, ref: str | int | None = None) -> Path:
         local = _local_versions(ws, model)
         if local:
             return ws.models_dir / model / str(local[-1])
+        from facefleet.registry.tracking import has_tracking_store
+
+        if not has_tracking_store(ws):
+            raise ModelError(f"no trained model {model!r} yet: run 'facefleet train'")
         try:
             from mlflow.exceptions import MlflowException
 

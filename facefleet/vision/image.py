@@ -6,7 +6,6 @@ CMYK; refuses truncated, corrupt, non-image and absurdly large files.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -33,14 +32,6 @@ IMAGE_SUFFIXES = {
 
 def is_image_name(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _to_rgb_array(img) -> np.ndarray:  # img: PIL.Image.Image

@@ -6,11 +6,11 @@ that becomes part of the embedder id.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
 
 from facefleet.errors import ModelError
+from facefleet.fileio import sha256_file
 
 _FILES = {
     "resnet": "dlib_face_recognition_resnet_model_v1.dat",
@@ -38,8 +38,5 @@ def model_path(kind: str) -> Path:
 
 @cache
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a model file, computed once per process."""
+    return sha256_file(path)

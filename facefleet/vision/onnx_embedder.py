@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import ModelError
+from facefleet.fileio import atomic_write_bytes, atomic_write_text
 from facefleet.vision.dlib_dnn import DlibNet, check_face_resnet, read_dlib_net
 from facefleet.vision.embed import CHIP_SIZE
 from facefleet.vision.models import file_sha256, model_path
-from facefleet.workspace import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

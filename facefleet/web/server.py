@@ -17,7 +17,6 @@ The server only serves files; devices verify signatures themselves.
 """
 
 # No "from __future__ import annotations": FastAPI must see the closures in Annotated[...].
-import hashlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from facefleet.errors import FacefleetError
+from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records
 
 API_PREFIX = "/v1"
@@ -38,14 +38,6 @@ class Heartbeat(BaseModel):
     model: str = Field(default="face_model", min_length=1, max_length=200)
     version: int | None = None
     fps: float | None = Field(default=None, ge=0)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -7,15 +7,14 @@ only embed photos they have not seen.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-FACES = SHARED / "faces"
+from facefleet.fileio import sha256_file
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp"}
 
 
@@ -33,10 +32,6 @@ class Faces:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class _Embedder:
@@ -77,7 +72,7 @@ class EmbeddingCache:
         self.dirty = False
 
     def get(self, path: Path) -> np.ndarray | None:
-        key = _sha256(path)
+        key = sha256_file(path)
         if key not in self.vectors:
             if self._embed is None:
                 self._embed = _Embedder()
@@ -131,10 +126,8 @@ class RealData:
 
 
 @pytest.fixture(scope="session")
-def shared_faces() -> Path:
-    if not FACES.is_dir():
-        pytest.skip(f"shared test data not found at {FACES}")
-    return FACES
+def shared_faces(faces_dir: Path) -> Path:
+    return faces_dir
 
 
 @pytest.fixture(scope="session")

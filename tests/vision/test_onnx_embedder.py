@@ -33,7 +33,7 @@ def embedder(cache_dir) -> OnnxEmbedder:
 
 
 @pytest.fixture(scope="module")
-def real_chips() -> np.ndarray:
+def real_chips(shared_data) -> np.ndarray:
     """Every face HOG finds in the shared photos, as dlib's aligned 150x150 chips."""
     import cv2
     import dlib
@@ -41,7 +41,7 @@ def real_chips() -> np.ndarray:
     suffixes = {".jpg", ".jpeg", ".png"}
     photos = sorted(p for d in PHOTO_DIRS for p in d.rglob("*") if p.suffix.lower() in suffixes)
     if not photos:
-        pytest.skip(f"shared test photos not found under {SHARED}")
+        pytest.fail(f"shared test photos not found under {SHARED}")
     detector = dlib.get_frontal_face_detector()
     shaper = dlib.shape_predictor(str(model_path("landmarks5")))
     chips = []
