@@ -109,9 +109,9 @@ def embed_folder(ws: Workspace, folder: Path, *, labelled: bool,
     ``labelled``: one sub-folder per person, the largest face of each photo is that person;
     otherwise every face of every photo is a stranger (name ""). Returns X, names, counts.
     """
-    from facefleet.errors import ImageError
-    from facefleet.progress import progress
-    from facefleet.vision.image import iter_image_files, load_image
+    from facefleet.vision.batch import analyse_files
+    from facefleet.vision.engine import VisionConfig
+    from facefleet.vision.image import iter_image_files
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -123,18 +123,19 @@ def embed_folder(ws: Workspace, folder: Path, *, labelled: bool,
         items = [(p.name, f) for p in people for f in iter_image_files([p])]
     else:
         items = [("", f) for f in iter_image_files([folder])]
-    engine = ws.engine()
     X: list[np.ndarray] = []
     names: list[str] = []
     counts = {"photos": len(items), "no_face": 0, "unreadable": 0}
-    for name, path in progress(items, total=len(items), desc=f"embed {folder.name}"):
-        try:
-            rgb = load_image(path)
-        except ImageError as exc:
-            log.warning("%s", exc)
+    analyses = analyse_files(
+        [path for _, path in items], VisionConfig.from_workspace(ws), fallback=fallback,
+        engine=ws.engine(), desc=f"embed {folder.name}",
+    )
+    for (name, _), analysis in zip(items, analyses):
+        if analysis.error:
+            log.warning("%s", analysis.error)
             counts["unreadable"] += 1
             continue
-        faces = [f for f in engine.analyse(rgb, fallback=fallback) if f.embedding is not None]
+        faces = [f for f in analysis.faces if f.embedding is not None]
         if not faces:
             counts["no_face"] += 1
             continue
