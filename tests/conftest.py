@@ -7,10 +7,11 @@ session; a test that changes one works on a copy (``copy_workspace``).
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from testkit import SSH_KEYGEN, SSHD, Device, clone_workspace, keygen, start_sshd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
@@ -79,19 +80,34 @@ def knn_workspace(tmp_path_factory, faces_dir):
 @pytest.fixture
 def copy_workspace(tmp_path):
     """Copy a session workspace so a test may change it."""
-    from facefleet.workspace import Workspace
+    return lambda ws: clone_workspace(ws, tmp_path / "ws")
 
-    def _copy(ws) -> Workspace:
-        target = tmp_path / "ws"
-        shutil.copytree(ws.root, target, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm"))
-        # the WAL holds committed pages: checkpoint through sqlite by copying the database properly
-        import sqlite3
 
-        src = sqlite3.connect(ws.store_path)
-        dst = sqlite3.connect(target / "facefleet.db")
-        src.backup(dst)
-        src.close()
-        dst.close()
-        return Workspace.open(target)
+@pytest.fixture(scope="session")
+def ssh_env(tmp_path_factory):
+    """A client key pair for the SSH tests; skips without OpenSSH's sshd (scripts/setup.sh
+    installs it)."""
+    if not SSHD.exists() or SSH_KEYGEN is None:
+        pytest.skip("OpenSSH server not installed (/usr/sbin/sshd): apt-get install openssh-server")
+    base = tmp_path_factory.mktemp("ssh")
+    return base, keygen(base / "client_key")
 
-    return _copy
+
+@pytest.fixture
+def start_device(ssh_env, tmp_path):
+    """Factory: start a real sshd for a named device; all stopped at teardown."""
+    _, client_key = ssh_env
+    started: list[Device] = []
+
+    def start(name: str) -> Device:
+        device = start_sshd(name, tmp_path / "devices" / name, client_key)
+        started.append(device)
+        return device
+
+    yield start
+    for device in started:
+        device.stop()
+        # undo chattr +i (the read-only device test) so pytest can remove the temp folder
+        if device.models_dir.exists():
+            for path in [device.models_dir, *device.models_dir.rglob("*")]:
+                subprocess.run(["chattr", "-i", str(path)], capture_output=True)

@@ -1,42 +1,13 @@
 """Curation fixtures: a workspace with the knn_examples people enrolled and a production model
 (v1), and the pbs news clip run through ``recognize`` on two "cameras" (the expensive part,
-done once per session). The SSH fixtures come from tests/fleet/conftest.py (imported, not
-copied)."""
+done once per session). The SSH fixtures come from tests/conftest.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-FLEET_TESTS = Path(__file__).resolve().parents[1] / "fleet"
-sys.path.insert(0, str(FLEET_TESTS))
-_spec = importlib.util.spec_from_file_location("facefleet_fleet_conftest", FLEET_TESTS / "conftest.py")
-_fleet = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _fleet
-_spec.loader.exec_module(_fleet)
-ssh_env = _fleet.ssh_env
-start_device = _fleet.start_device
-
-
-def copy_ws(ws, target: Path):
-    """A consistent copy of a workspace (store through sqlite's backup, MLflow db too)."""
-    import sqlite3
-
-    from facefleet.workspace import Workspace
-
-    shutil.copytree(ws.root, target, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm",
-                                                                   "*.lock"))
-    for name in ("facefleet.db", "mlflow.db"):
-        if (ws.root / name).exists():
-            src, dst = sqlite3.connect(ws.root / name), sqlite3.connect(target / name)
-            src.backup(dst)
-            src.close()
-            dst.close()
-    return Workspace.open(target)
 
 
 @pytest.fixture(scope="session")

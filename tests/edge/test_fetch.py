@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,67 +14,21 @@ from facefleet.edge.model import install_version, resolve_model
 from facefleet.errors import BundleError, DeployError
 from facefleet.registry.keys import load_public_key
 
-SSHD = Path("/usr/sbin/sshd")
-SSH_KEYGEN = shutil.which("ssh-keygen")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"sshd not listening on 127.0.0.1:{port}")
-
 
 @pytest.fixture
-def server(tmp_path, edge_ws):
-    """A training server: sshd on loopback whose models folder holds version 1 as current."""
-    if not SSHD.exists() or SSH_KEYGEN is None:
-        pytest.skip("OpenSSH server not installed (/usr/sbin/sshd)")
+def server(start_device, ssh_env, tmp_path, edge_ws):
+    """A training server: a real sshd on loopback whose models folder holds version 1 as
+    current."""
     ws, first = edge_ws
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    client_key = tmp_path / "client_key"
-    host_key = etc / "host_ed25519"
-    for key in (client_key, host_key):
-        subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    shutil.copy(f"{client_key}.pub", etc / "authorized_keys")
-    port = _free_port()
-    cfg = etc / "sshd_config"
-    cfg.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"AuthorizedKeysFile {etc / 'authorized_keys'}", f"PidFile {etc / 'sshd.pid'}",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes", "UsePAM no", "StrictModes no", "PermitRootLogin yes",
-        "Subsystem sftp internal-sftp", "LogLevel ERROR", "",
-    ]))
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    remote = tmp_path / "server_models"
-    model_dir = remote / first.model
+    device = start_device("server")
+    model_dir = device.models_dir / first.model
     model_dir.mkdir(parents=True)
     shutil.copytree(first.bundle_dir, model_dir / str(first.version))
     install_version(model_dir, str(first.version))
     known = tmp_path / "known_hosts"
-    pub = Path(f"{host_key}.pub").read_text().split()[:2]
-    known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port)
-        yield {"port": port, "key": client_key, "known": known, "remote": remote,
-               "model_dir": model_dir, "ws": ws, "first": first}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    known.write_text(device.host_key_line)
+    yield {"port": device.port, "key": ssh_env[1], "known": known, "remote": device.models_dir,
+           "model_dir": model_dir, "ws": ws, "first": first}
 
 
 def _fetch(server, local: Path, **kw):

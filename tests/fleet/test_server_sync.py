@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 import uvicorn
-from fleet_helpers import free_port
+from testkit import free_port
 
 from facefleet.edge import sync
 from facefleet.errors import BundleError

@@ -1,0 +1,107 @@
+"""Helpers the test folders share: free loopback ports, real OpenSSH servers standing for
+devices, and consistent copies of workspaces. (Fixtures built on them live in conftest.py.)"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = Path("/usr/sbin/sshd")
+SSH_KEYGEN = shutil.which("ssh-keygen")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class Device:
+    """One real sshd on 127.0.0.1 (key auth for one client key) with its own models dir."""
+
+    name: str
+    root: Path
+    port: int
+    proc: subprocess.Popen | None
+    host_key_line: str  # its line for a known_hosts file
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def restarts(self) -> Path:
+        return self.root / "restarts.log"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def start_sshd(name: str, root: Path, client_key: Path) -> Device:
+    """Start sshd for a device rooted at ``root``; returns once it listens."""
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    (root / "models").mkdir()
+    host_key = keygen(etc / "host_ed25519")
+    shutil.copy(f"{client_key}.pub", etc / "authorized_keys")
+    port = free_port()
+    cfg = etc / "sshd_config"
+    cfg.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+        f"AuthorizedKeysFile {etc / 'authorized_keys'}", f"PidFile {etc / 'sshd.pid'}",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes", "UsePAM no", "StrictModes no", "PermitRootLogin yes",
+        "Subsystem sftp internal-sftp", "LogLevel ERROR", "",
+    ]))
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
+    with open(etc / "sshd.log", "wb") as errlog:
+        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg), "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=errlog)
+    device = Device(name, root, port, proc, "")
+    try:
+        wait_port(port)
+    except RuntimeError:
+        device.stop()
+        raise
+    kind, key = Path(f"{host_key}.pub").read_text().split()[:2]
+    device.host_key_line = f"[127.0.0.1]:{port} {kind} {key}\n"
+    return device
+
+
+def clone_workspace(ws, target: Path):
+    """A consistent copy of a workspace: files, plus the store and MLflow databases through
+    sqlite's backup (their WAL may hold committed pages a file copy would miss)."""
+    from facefleet.workspace import Workspace
+
+    shutil.copytree(ws.root, target, ignore=shutil.ignore_patterns("*.db-wal", "*.db-shm", "*.lock"))
+    for name in ("facefleet.db", "mlflow.db"):
+        if (ws.root / name).exists():
+            src, dst = sqlite3.connect(ws.root / name), sqlite3.connect(target / name)
+            src.backup(dst)
+            src.close()
+            dst.close()
+    return Workspace.open(target)
