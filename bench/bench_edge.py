@@ -57,16 +57,25 @@ def naive(engine, bundle) -> dict:
             named += any(d.name for d in decisions)
         frames += 1
     secs = time.perf_counter() - t0
-    return {"frames": frames, "seconds": round(secs, 2), "fps": round(frames / secs, 2),
-            "embeddings": embeds, "named_frames": named}
+    return {
+        "frames": frames,
+        "seconds": round(secs, 2),
+        "fps": round(frames / secs, 2),
+        "embeddings": embeds,
+        "named_frames": named,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--embedder", choices=["auto", "onnx", "dlib"], default="auto",
-                        help="dlib = before the ONNX embedder, onnx/auto = after")
+    parser.add_argument(
+        "--embedder",
+        choices=["auto", "onnx", "dlib"],
+        default="auto",
+        help="dlib = before the ONNX embedder, onnx/auto = after",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
@@ -86,12 +95,21 @@ def main() -> int:
     model = ws.models_dir / ws.section("registry").get("model_name", "face_model")
     pub = ws.keys_dir / "signing_key.pub.pem"
     with tempfile.TemporaryDirectory(prefix="bench-edge-out-") as out:
-        opts = RecognizeOptions(source=str(CLIP), model=model, public_key=pub,
-                                output_dir=Path(out), unknown_dir=None, display=False,
-                                events=False, cache_dir=ws.cache_dir, embedder=args.embedder)
+        opts = RecognizeOptions(
+            source=str(CLIP),
+            model=model,
+            public_key=pub,
+            output_dir=Path(out),
+            unknown_dir=None,
+            display=False,
+            events=False,
+            cache_dir=ws.cache_dir,
+            embedder=args.embedder,
+        )
         engine = make_engine(opts)
-        engine.embed_chips([cv2.resize(cv2.imread(str(DATA / "faces/examples/obama-240p.jpg")),
-                                       (150, 150))])  # load the embedder outside the timing
+        engine.embed_chips(
+            [cv2.resize(cv2.imread(str(DATA / "faces/examples/obama-240p.jpg")), (150, 150))]
+        )  # load the embedder outside the timing
         summary = recognize(opts, engine=engine)
     bundle = load_bundle(resolve_model(model), load_public_key(pub), engine.embedder.id)
     base = naive(engine, bundle)
@@ -100,10 +118,15 @@ def main() -> int:
         "clip": CLIP.name,
         "embedder": f"{type(engine.embedder).__name__} ({engine.embedder.id})",
         "cores": os.cpu_count(),
-        "facefleet": {"frames": summary.frames, "seconds": ff["seconds"], "fps": ff["fps"],
-                      "embeddings": ff["embeddings"], "face_frames": summary.face_frames,
-                      "named_frames": summary.name_frames.get("lin_manuel_miranda", 0),
-                      "stages": ff["stages"]},
+        "facefleet": {
+            "frames": summary.frames,
+            "seconds": ff["seconds"],
+            "fps": ff["fps"],
+            "embeddings": ff["embeddings"],
+            "face_frames": summary.face_frames,
+            "named_frames": summary.name_frames.get("lin_manuel_miranda", 0),
+            "stages": ff["stages"],
+        },
         "naive": base,
         "speedup": round(ff["fps"] / base["fps"], 2),
     }

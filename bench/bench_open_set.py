@@ -78,15 +78,18 @@ def main() -> None:
         X, truth, _ = embed_folder(ws, test_dir, labelled=True)
         Xu, _, _ = embed_folder(ws, unknown_dir, labelled=False)
         embedder = current_embedder_id(ws)
-        bundle = load_bundle(latest_bundle(ws), load_public_key(public_key_path(ws.keys_dir)),
-                             expected_embedder_id=embedder)
+        bundle = load_bundle(
+            latest_bundle(ws), load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder
+        )
         with ws.open_store() as store:
             gallery = store.training_set(embedder)
         print(f"\n{len(truth)} known test faces of {len(set(truth))} people, {len(Xu)} stranger faces\n")
         print(f"{'decider':34} {'known acc':>9} {'false rej':>9} {'stranger FAR':>12}")
-        deciders = [("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).match),
-                    ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).match),
-                    ("trained model, per-person thresholds", bundle.classify)]
+        deciders = [
+            ("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).match),
+            ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).match),
+            ("trained model, per-person thresholds", bundle.classify),
+        ]
         for label, decide in deciders:
             acc, frr = rates([d.name for d in decide(X)], truth)
             far = float(np.mean([d.name is not None for d in decide(Xu)]))

@@ -61,11 +61,18 @@ def run_ours(args) -> dict:
         cents = np.stack([X[y == c].mean(0) for c in np.unique(y)])
         pred = np.argmin(((Xt[:, None, :] - cents[None]) ** 2).sum(-1), axis=1)
     own, kids = peak_mb()
-    return {"who": "facefleet", "seconds": round(secs, 1), "method": fitted.method,
-            "params": fitted.params, "cv_score": fitted.cv_score,
-            "candidates_scored": fitted.candidates, "rbf_pruned_as_linear": fitted.pruned,
-            "test_accuracy": float((pred == yt).mean()), "peak_rss_mb": own,
-            "peak_rss_children_mb": kids}
+    return {
+        "who": "facefleet",
+        "seconds": round(secs, 1),
+        "method": fitted.method,
+        "params": fitted.params,
+        "cv_score": fitted.cv_score,
+        "candidates_scored": fitted.candidates,
+        "rbf_pruned_as_linear": fitted.pruned,
+        "test_accuracy": float((pred == yt).mean()),
+        "peak_rss_mb": own,
+        "peak_rss_children_mb": kids,
+    }
 
 
 def _baseline(args, queue) -> None:
@@ -77,14 +84,22 @@ def _baseline(args, queue) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grid = [{"kernel": ["rbf"], **GRID}, {"kernel": ["linear"], "C": GRID["C"]}]
-        gs = GridSearchCV(SVC(probability=True, class_weight="balanced"), grid, cv=5,
-                          n_jobs=args.n_jobs).fit(X, y)
+        gs = GridSearchCV(SVC(probability=True, class_weight="balanced"), grid, cv=5, n_jobs=args.n_jobs).fit(
+            X, y
+        )
     secs = time.perf_counter() - t0
     own, kids = peak_mb()
-    queue.put({"who": "baseline GridSearchCV(SVC(probability=True)) 5-fold",
-               "seconds": round(secs, 1), "params": gs.best_params_,
-               "cv_score": gs.best_score_, "test_accuracy": float((gs.predict(Xt) == yt).mean()),
-               "peak_rss_mb": own, "peak_rss_children_mb": kids})
+    queue.put(
+        {
+            "who": "baseline GridSearchCV(SVC(probability=True)) 5-fold",
+            "seconds": round(secs, 1),
+            "params": gs.best_params_,
+            "cv_score": gs.best_score_,
+            "test_accuracy": float((gs.predict(Xt) == yt).mean()),
+            "peak_rss_mb": own,
+            "peak_rss_children_mb": kids,
+        }
+    )
 
 
 def run_baseline(args) -> dict:
@@ -96,8 +111,12 @@ def run_baseline(args) -> dict:
     if proc.is_alive():
         proc.terminate()  # loky workers of the child exit when their parent goes
         proc.join(10)
-        return {"who": "baseline", "seconds": f"> {args.time_limit} (stopped at the limit)",
-                "finished": False, "elapsed": round(time.perf_counter() - t0, 1)}
+        return {
+            "who": "baseline",
+            "seconds": f"> {args.time_limit} (stopped at the limit)",
+            "finished": False,
+            "elapsed": round(time.perf_counter() - t0, 1),
+        }
     return queue.get(timeout=5)
 
 

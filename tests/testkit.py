@@ -70,17 +70,31 @@ def start_sshd(name: str, root: Path, client_key: Path) -> Device:
     shutil.copy(f"{client_key}.pub", etc / "authorized_keys")
     port = free_port()
     cfg = etc / "sshd_config"
-    cfg.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"AuthorizedKeysFile {etc / 'authorized_keys'}", f"PidFile {etc / 'sshd.pid'}",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes", "UsePAM no", "StrictModes no", "PermitRootLogin yes",
-        "Subsystem sftp internal-sftp", "LogLevel ERROR", "",
-    ]))
+    cfg.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {etc / 'authorized_keys'}",
+                f"PidFile {etc / 'sshd.pid'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "UsePAM no",
+                "StrictModes no",
+                "PermitRootLogin yes",
+                "Subsystem sftp internal-sftp",
+                "LogLevel ERROR",
+                "",
+            ]
+        )
+    )
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
     with open(etc / "sshd.log", "wb") as errlog:
-        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg), "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=errlog)
+        proc = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(cfg), "-p", str(port)], stdout=subprocess.DEVNULL, stderr=errlog
+        )
     device = Device(name, root, port, proc, "")
     try:
         wait_port(port)

@@ -27,9 +27,11 @@ def _collect(args: argparse.Namespace) -> int:
         from facefleet.fleet.inventory import default_inventory_path
 
         inv = args.inventory or default_inventory_path(
-            ws.root, (ws.config.get("fleet") or {}).get("inventory"))
-        report = collect_remote(ws, inv, args.host, known_hosts=args.known_hosts,
-                                accept_new_host_keys=args.accept_new_host_keys)
+            ws.root, (ws.config.get("fleet") or {}).get("inventory")
+        )
+        report = collect_remote(
+            ws, inv, args.host, known_hosts=args.known_hosts, accept_new_host_keys=args.accept_new_host_keys
+        )
     elif not args.paths:
         raise FacefleetError("give PATH(s) to collect, or --host H with an inventory")
     else:
@@ -47,16 +49,21 @@ def _curate(args: argparse.Namespace) -> int:
             from facefleet.fileio import atomic_write_text
             from facefleet.fleet.facelist import facelist_csv
 
-            faces = [f for s in ("selected", "in_use") for f in store.faces(status=s)
-                     if f.person_name]
+            faces = [f for s in ("selected", "in_use") for f in store.faces(status=s) if f.person_name]
             atomic_write_text(args.facelist, facelist_csv(sorted(faces, key=lambda f: f.id)))
             print(f"{len(faces)} curated faces written to {args.facelist}")
             return 0
-        filters = Filters(min_proba=args.min_proba, max_distance=args.max_distance,
-                          usable=args.usable, since=args.since, person=args.person,
-                          status=args.status)
-        cands = list_candidates(store, emb, filters, quality_cfg=ws.section("quality"),
-                                dedup_distance=args.dedup)
+        filters = Filters(
+            min_proba=args.min_proba,
+            max_distance=args.max_distance,
+            usable=args.usable,
+            since=args.since,
+            person=args.person,
+            status=args.status,
+        )
+        cands = list_candidates(
+            store, emb, filters, quality_cfg=ws.section("quality"), dedup_distance=args.dedup
+        )
     finally:
         store.close()
     if args.limit:
@@ -73,8 +80,7 @@ def _montage(args: argparse.Namespace) -> int:
 
     ws, store, emb = _store_and_embedder(args)
     try:
-        paths = montages(store, emb, args.out, person=args.person, cluster=args.cluster,
-                         status=args.status)
+        paths = montages(store, emb, args.out, person=args.person, cluster=args.cluster, status=args.status)
     finally:
         store.close()
     for p in paths:
@@ -97,8 +103,10 @@ def _clusters(args: argparse.Namespace) -> int:
                 print(f"{len(placed)} new capture(s) clustered")
             print(f"{'cluster':>7s} {'state':9s} {'faces':>5s} {'spread':>6s}  devices / seen")
             for c in found:
-                print(f"{c.id:7d} {c.state:9s} {len(c.faces):5d} {c.spread:6.3f}  "
-                      f"{','.join(c.devices) or '-'}  {c.first_seen or ''} .. {c.last_seen or ''}")
+                print(
+                    f"{c.id:7d} {c.state:9s} {len(c.faces):5d} {c.spread:6.3f}  "
+                    f"{','.join(c.devices) or '-'}  {c.first_seen or ''} .. {c.last_seen or ''}"
+                )
             return 0
         if args.cluster is None:
             raise FacefleetError(f"clusters {args.action} needs a cluster number")
@@ -107,13 +115,17 @@ def _clusters(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(info.as_dict(), indent=1))
             else:
-                print(f"cluster {info.id} ({info.state}{', ' + info.person if info.person else ''}):"
-                      f" {len(info.faces)} open of {info.all_members} faces, spread "
-                      f"{info.spread:.3f}")
+                print(
+                    f"cluster {info.id} ({info.state}{', ' + info.person if info.person else ''}):"
+                    f" {len(info.faces)} open of {info.all_members} faces, spread "
+                    f"{info.spread:.3f}"
+                )
                 for f in info.faces:
                     m = f.meta or {}
-                    print(f"  {f.id:6d} {m.get('device') or '-'} {m.get('event_time') or f.created}"
-                          f"  {f.image_path}")
+                    print(
+                        f"  {f.id:6d} {m.get('device') or '-'} {m.get('event_time') or f.created}"
+                        f"  {f.image_path}"
+                    )
             return 0
         if args.action == "label":
             if not args.name:
@@ -122,8 +134,10 @@ def _clusters(args: argparse.Namespace) -> int:
             print(f"cluster {args.cluster}: {len(ids)} face(s) labelled {args.name!r} (selected)")
             return 0
         ids = cl.reject_cluster(store, emb, args.cluster, as_stranger=args.stranger)
-        print(f"cluster {args.cluster}: {len(ids)} face(s) "
-              + ("kept as strangers" if args.stranger else "discarded (revoked)"))
+        print(
+            f"cluster {args.cluster}: {len(ids)} face(s) "
+            + ("kept as strangers" if args.stranger else "discarded (revoked)")
+        )
         return 0
     finally:
         store.close()
@@ -165,9 +179,16 @@ def _validate(args: argparse.Namespace) -> int:
     from facefleet.curate.validate import format_report, validate
 
     ws = Workspace.find(args.workspace)
-    report = validate(ws, args.candidate, against=args.against, test_dir=args.test,
-                      unknown_dir=args.unknown, replay=args.replay or not args.test,
-                      since=args.since, promote=args.promote)
+    report = validate(
+        ws,
+        args.candidate,
+        against=args.against,
+        test_dir=args.test,
+        unknown_dir=args.unknown,
+        replay=args.replay or not args.test,
+        since=args.since,
+        promote=args.promote,
+    )
     if args.json:
         print(json.dumps(report.as_dict(), indent=1, default=float))
     else:
@@ -196,32 +217,51 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="bring device events and unknown captures in as candidates")
-    p.add_argument("paths", nargs="*", type=Path,
-                   help="device output folder, events.jsonl, facelist.csv, or a folder of crops")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        help="device output folder, events.jsonl, facelist.csv, or a folder of crops",
+    )
     p.add_argument("--host", help="collect from this inventory host over SSH")
     p.add_argument("--inventory", type=Path, help="default: the workspace's inventory.yaml")
     p.add_argument("--device", help="device name recorded for local paths")
     p.add_argument("--known-hosts", type=Path, help="default ~/.ssh/known_hosts")
-    p.add_argument("--accept-new-host-keys", action="store_true",
-                   help="record the host key of a device not yet in known_hosts")
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="record the host key of a device not yet in known_hosts",
+    )
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("curate", help="list candidate faces: filtered, de-duplicated, ranked")
-    p.add_argument("--min-proba", type=float, default=0.99,
-                   help="for faces a device named (default 0.99, SentinelCam's)")
-    p.add_argument("--max-distance", type=float, default=0.65,
-                   help="for faces a device named (default 0.65, SentinelCam's)")
+    p.add_argument(
+        "--min-proba", type=float, default=0.99, help="for faces a device named (default 0.99, SentinelCam's)"
+    )
+    p.add_argument(
+        "--max-distance",
+        type=float,
+        default=0.65,
+        help="for faces a device named (default 0.65, SentinelCam's)",
+    )
     p.add_argument("--usable", action="store_true", help="only faces of usable quality")
     p.add_argument("--since", help="only faces seen on or after this date (YYYY-MM-DD)")
     p.add_argument("--person", help="only faces the device named or ranked as NAME")
-    p.add_argument("--status", default="candidate",
-                   choices=("candidate", "selected", "in_use", "revoked"))
-    p.add_argument("--dedup", type=float, default=0.15,
-                   help="embedding distance under which two faces count as one (default 0.15)")
+    p.add_argument("--status", default="candidate", choices=("candidate", "selected", "in_use", "revoked"))
+    p.add_argument(
+        "--dedup",
+        type=float,
+        default=0.15,
+        help="embedding distance under which two faces count as one (default 0.15)",
+    )
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--facelist", type=Path, metavar="FILE",
-                   help="instead: write the curated faces (selected + in_use) as facelist.csv")
+    p.add_argument(
+        "--facelist",
+        type=Path,
+        metavar="FILE",
+        help="instead: write the curated faces (selected + in_use) as facelist.csv",
+    )
     p.set_defaults(func=_curate)
 
     p = sub.add_parser("montage", help="contact sheets (PNG) of faces, tiles numbered by face id")
@@ -238,8 +278,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?")
     p.add_argument("--distance", type=float, default=0.5, help="clustering cut (default 0.5)")
     p.add_argument("--exclude", type=int, nargs="+", default=[], help="face ids not to label")
-    p.add_argument("--stranger", action="store_true",
-                   help="reject: keep the faces as reviewed strangers instead of discarding")
+    p.add_argument(
+        "--stranger",
+        action="store_true",
+        help="reject: keep the faces as reviewed strangers instead of discarding",
+    )
     p.add_argument("--all", action="store_true", help="list: labelled and rejected ones too")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_clusters)
@@ -258,18 +301,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--against", default="production", help="alias or version (default production)")
     p.add_argument("--test", type=Path, help="held-out photos, one folder per person")
     p.add_argument("--unknown", type=Path, help="held-out photos of strangers")
-    p.add_argument("--replay", action="store_true",
-                   help="also replay collected faces (default when no --test)")
+    p.add_argument(
+        "--replay", action="store_true", help="also replay collected faces (default when no --test)"
+    )
     p.add_argument("--since", help="replay faces seen since this date")
-    p.add_argument("--promote", action="store_true", help="on a pass: move @validated "
-                   "(and @production when validate.promote_production is true)")
+    p.add_argument(
+        "--promote",
+        action="store_true",
+        help="on a pass: move @validated (and @production when validate.promote_production is true)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("autotrain", help="train, validate and promote when faces were labelled")
     p.add_argument("--force", action="store_true", help="train even with nothing new")
-    p.add_argument("--wait", type=float, default=0.0,
-                   help="seconds to wait for a running autotrain (default: exit at once)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for a running autotrain (default: exit at once)",
+    )
     p.set_defaults(func=_autotrain)
 
     p = sub.add_parser("schedule", help="install a nightly autotrain (systemd timer or crontab)")

@@ -21,40 +21,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", nargs="?", default="csi:0", help="frame source (default csi:0)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", type=Path,
-                   help="bundle folder, .tar.gz, or <models_dir>/<model> folder "
-                   "(default: the workspace's models/<model_name>, its 'current' version)")
-    g.add_argument("--public-key", type=Path,
-                   help="bundle signing public key (default: keys/signing_key.pub.pem)")
+    g.add_argument(
+        "--model",
+        type=Path,
+        help="bundle folder, .tar.gz, or <models_dir>/<model> folder "
+        "(default: the workspace's models/<model_name>, its 'current' version)",
+    )
+    g.add_argument(
+        "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
+    )
     g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx"))
-    g.add_argument("--fetch-model", action="store_true",
-                   help="first pull the current bundle from the training server over SFTP")
+    g.add_argument(
+        "--fetch-model",
+        action="store_true",
+        help="first pull the current bundle from the training server over SFTP",
+    )
     g.add_argument("--edge-ip", help="training server host for --fetch-model")
     g.add_argument("--edge-user", help="SSH user on the training server")
     g.add_argument("--edge-port", type=int, default=22)
-    g.add_argument("--edge-models-dir", default="~/facefleet/models",
-                   help="models folder on the server (default ~/facefleet/models)")
-    g.add_argument("--identity", type=Path, action="append",
-                   help="SSH private key (default: your usual keys)")
+    g.add_argument(
+        "--edge-models-dir",
+        default="~/facefleet/models",
+        help="models folder on the server (default ~/facefleet/models)",
+    )
+    g.add_argument(
+        "--identity", type=Path, action="append", help="SSH private key (default: your usual keys)"
+    )
     g.add_argument("--known-hosts", type=Path, help="known_hosts file (default ~/.ssh/known_hosts)")
-    g.add_argument("--reload-interval", type=float, default=1.0,
-                   help="seconds between checks for a newly installed model")
+    g.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks for a newly installed model",
+    )
 
     o = p.add_argument_group("output")
     o.add_argument("--save", action="store_true", help="save the annotated video (mp4)")
     o.add_argument("--no-display", action="store_true", help="never open a window")
     o.add_argument("--output-dir", type=Path, help="default: the workspace's output/")
-    o.add_argument("--screenshot-every", type=int, default=0, metavar="N",
-                   help="save a screenshot every N frames (also on key 's' and SIGUSR1)")
-    o.add_argument("--anonymize", choices=("none", "unknown", "all"), default="none",
-                   help="blur these faces in everything saved or shown")
+    o.add_argument(
+        "--screenshot-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save a screenshot every N frames (also on key 's' and SIGUSR1)",
+    )
+    o.add_argument(
+        "--anonymize",
+        choices=("none", "unknown", "all"),
+        default="none",
+        help="blur these faces in everything saved or shown",
+    )
     o.add_argument("--no-events", action="store_true", help="do not write events.jsonl/facelist.csv")
     o.add_argument("--no-unknowns", action="store_true", help="do not keep unknown faces")
     o.add_argument("--device", help="device name in events (default: the host name)")
 
     b = p.add_argument_group("run")
-    b.add_argument("--benchmark", action="store_true",
-                   help="print FPS and per-stage latency at the end, and write them as JSON")
+    b.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="print FPS and per-stage latency at the end, and write them as JSON",
+    )
     b.add_argument("--json", type=Path, help="benchmark JSON path (default output/benchmark_*.json)")
     b.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     b.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -66,11 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--flip", type=int, default=0, choices=range(8), help="CSI flip-method")
     c.add_argument("--capture-width", type=int, help="CSI sensor mode width")
     c.add_argument("--capture-height", type=int, help="CSI sensor mode height")
-    c.add_argument("--detect-width", type=int, default=640,
-                   help="longer side of the copy faces are detected on")
+    c.add_argument(
+        "--detect-width", type=int, default=640, help="longer side of the copy faces are detected on"
+    )
     c.add_argument("--detect-every", type=int, default=3, help="detect every N frames")
-    c.add_argument("--embed-every", type=int, default=30,
-                   help="re-embed a tracked face every K frames")
+    c.add_argument("--embed-every", type=int, default=30, help="re-embed a tracked face every K frames")
     p.set_defaults(func=cmd_recognize)
 
 
@@ -106,9 +133,15 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         from facefleet.edge.fetch import fetch_model
 
         installed = fetch_model(
-            args.edge_ip, args.edge_user, models_dir=models_dir, model=model_name,
-            public_key=load_public_key(public_key), remote_dir=args.edge_models_dir,
-            port=args.edge_port, known_hosts=args.known_hosts, client_keys=args.identity,
+            args.edge_ip,
+            args.edge_user,
+            models_dir=models_dir,
+            model=model_name,
+            public_key=load_public_key(public_key),
+            remote_dir=args.edge_models_dir,
+            port=args.edge_port,
+            known_hosts=args.known_hosts,
+            client_keys=args.identity,
         )
         print(f"fetched {installed}", file=sys.stderr)
 
@@ -131,10 +164,12 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         events=not args.no_events,
         embedder=args.embedder,
-        camera=CameraOptions(args.width, args.height, args.fps, args.flip,
-                             args.capture_width, args.capture_height),
-        pipeline=PipelineConfig(detect_width=args.detect_width, detect_every=args.detect_every,
-                                embed_every=args.embed_every),
+        camera=CameraOptions(
+            args.width, args.height, args.fps, args.flip, args.capture_width, args.capture_height
+        ),
+        pipeline=PipelineConfig(
+            detect_width=args.detect_width, detect_every=args.detect_every, embed_every=args.embed_every
+        ),
         reload_interval=args.reload_interval,
         cache_dir=ws.cache_dir if ws else None,
     )

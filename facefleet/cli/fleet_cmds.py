@@ -30,9 +30,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     bundle = resolve_bundle(ws, args.ref, alias=args.alias or (None if args.ref else "production"))
     inventory = load_inventory(_inventory_path(ws, args.inventory))
     report = deploy(
-        ws, inventory, bundle, group=args.group, host=args.host, parallel=args.parallel,
-        dry_run=args.dry_run, known_hosts=args.known_hosts,
-        accept_new_host_keys=args.accept_new_host_keys, public_key_path=args.public_key,
+        ws,
+        inventory,
+        bundle,
+        group=args.group,
+        host=args.host,
+        parallel=args.parallel,
+        dry_run=args.dry_run,
+        known_hosts=args.known_hosts,
+        accept_new_host_keys=args.accept_new_host_keys,
+        public_key_path=args.public_key,
     )
     print_report(report)
     return 1 if report.failed else 0
@@ -46,8 +53,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     ws = Workspace.find(args.workspace)
     bundle = resolve_bundle(ws, args.ref)
     out = make_package(bundle, args.public_key or public_key_path(ws.keys_dir), args.out)
-    print(f"package written to {out}: copy it to the device and run "
-          f"'sh install.sh --models-dir DIR'")
+    print(f"package written to {out}: copy it to the device and run 'sh install.sh --models-dir DIR'")
     return 0
 
 
@@ -86,8 +92,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         if args.tokens_cmd == "create":
             token = records.create_token(store, args.device)
             print(token)
-            print(f"token for {args.device} (shown once; only its sha256 is stored)",
-                  file=sys.stderr)
+            print(f"token for {args.device} (shown once; only its sha256 is stored)", file=sys.stderr)
         elif args.tokens_cmd == "revoke":
             records.revoke_token(store, args.device)
             print(f"revoked the token of {args.device}")
@@ -112,14 +117,21 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
         try:
             ws = Workspace.find(args.workspace)
         except FacefleetError:
-            raise FacefleetError("pass --public-key FILE and --models-dir DIR "
-                                 "(or run inside a workspace)") from None
+            raise FacefleetError(
+                "pass --public-key FILE and --models-dir DIR (or run inside a workspace)"
+            ) from None
         key_path = key_path or ws.keys_dir / "signing_key.pub.pem"
         models_dir = models_dir or ws.models_dir
-    kwargs = dict(token=token, public_key=load_public_key(Path(key_path)),
-                  models_dir=Path(models_dir), model=args.model, alias=args.alias,
-                  keep=args.keep, device_id=args.device_id,
-                  fps=args.fps if args.fps is not None else sync.read_fps(args.fps_file))
+    kwargs = dict(
+        token=token,
+        public_key=load_public_key(Path(key_path)),
+        models_dir=Path(models_dir),
+        model=args.model,
+        alias=args.alias,
+        keep=args.keep,
+        device_id=args.device_id,
+        fps=args.fps if args.fps is not None else sync.read_fps(args.fps_file),
+    )
     if args.every and args.every > 0:
         sync.sync_loop(args.server, every=args.every, rounds=args.rounds, **kwargs)
         return 0
@@ -129,9 +141,12 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("deploy", help="push a model bundle to the devices over SSH",
-                       description="Verify a bundle, push it to every device of the inventory "
-                       "over SSH, switch atomically, restart, health-check; roll back failures.")
+    p = sub.add_parser(
+        "deploy",
+        help="push a model bundle to the devices over SSH",
+        description="Verify a bundle, push it to every device of the inventory "
+        "over SSH, switch atomically, restart, health-check; roll back failures.",
+    )
     p.add_argument("ref", nargs="?", help="version (3, v3), name, @alias, or a bundle path")
     p.add_argument("--alias", help="deploy the version holding this alias (default production)")
     p.add_argument("--group", help="only this inventory group")
@@ -140,8 +155,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="connect and report, change nothing")
     p.add_argument("--inventory", help="Ansible YAML inventory (default inventory.yaml)")
     p.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
-    p.add_argument("--accept-new-host-keys", action="store_true",
-                   help="record host keys of hosts not yet in known_hosts (never a changed one)")
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="record host keys of hosts not yet in known_hosts (never a changed one)",
+    )
     p.add_argument("--public-key", type=Path, help="key bundles must verify with")
     p.set_defaults(func=cmd_deploy)
 
@@ -183,8 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", required=True, help="model server URL, e.g. http://srv:8765")
     p.add_argument("--alias", default="production")
     p.add_argument("--model", default="face_model")
-    p.add_argument("--every", type=float, default=0,
-                   help="repeat every N seconds (e.g. 300); 0 = once")
+    p.add_argument("--every", type=float, default=0, help="repeat every N seconds (e.g. 300); 0 = once")
     p.add_argument("--rounds", type=int, help="with --every: stop after N rounds")
     p.add_argument("--token", help="device token (default $FACEFLEET_TOKEN)")
     p.add_argument("--public-key", type=Path, help="PEM key bundles must be signed with")

@@ -26,8 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="version, @alias or name (default: the newest)")
     p.add_argument("--test", required=True, type=Path, help="folder with a sub-folder per person")
     p.add_argument("--unknown", type=Path, help="folder of photos of people enrolled nowhere")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="skip the slow accurate detector on photos where none was found")
+    p.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="skip the slow accurate detector on photos where none was found",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -43,26 +46,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facefleet.train.pipeline import train
 
     ws = Workspace.find(args.workspace)
-    cfg = load_config(args.config, workspace_train=ws.section("train") or None, name=args.name,
-                      method=args.method, cv_folds=args.cv_folds, n_jobs=args.n_jobs,
-                      target_far=args.target_far, max_threshold=args.max_threshold)
+    cfg = load_config(
+        args.config,
+        workspace_train=ws.section("train") or None,
+        name=args.name,
+        method=args.method,
+        cv_folds=args.cv_folds,
+        n_jobs=args.n_jobs,
+        target_far=args.target_far,
+        max_threshold=args.max_threshold,
+    )
     res = train(ws, cfg, report=args.report)
     if args.json:
-        print(json.dumps({"run_id": res.run_id, "model": res.model, "version": res.version,
-                          "name": res.name, "method": res.method, "reason": res.reason,
-                          "bundle": str(res.bundle_dir), "tar": str(res.tar_path),
-                          "metrics": res.metrics, "thresholds": res.thresholds}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "run_id": res.run_id,
+                    "model": res.model,
+                    "version": res.version,
+                    "name": res.name,
+                    "method": res.method,
+                    "reason": res.reason,
+                    "bundle": str(res.bundle_dir),
+                    "tar": str(res.tar_path),
+                    "metrics": res.metrics,
+                    "thresholds": res.thresholds,
+                },
+                indent=1,
+            )
+        )
         return 0
     m = res.metrics
     print(f"{res.model} version {res.version} ({res.name}): method {res.method} - {res.reason}")
-    print(f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
-          f"{m['cv_accuracy']:.4f}")
+    print(
+        f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
+        f"{m['cv_accuracy']:.4f}"
+    )
     line = f"  operating point: FAR {m['far']:.4f}, FRR {m['frr']:.4f}"
     if "stranger_far" in m:
         line += f", reviewed strangers accepted {m['stranger_far']:.4f}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
-    print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, "
-          "alias @experimental")
+    print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
     return 0
 
 
@@ -70,14 +94,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from facefleet.train.evaluate import evaluate, format_table, to_json
 
     ws = Workspace.find(args.workspace)
-    res = evaluate(ws, args.test, unknown_dir=args.unknown, model=args.model,
-                   fallback=not args.no_fallback)
+    res = evaluate(ws, args.test, unknown_dir=args.unknown, model=args.model, fallback=not args.no_fallback)
     if args.json:
         print(to_json(res))
         return 0
     m = res.model
-    print(f"{m.get('model')} version {m.get('version')} ({m.get('name')}, {m.get('method')}); "
-          f"MLflow run {res.run_id}")
+    print(
+        f"{m.get('model')} version {m.get('version')} ({m.get('name')}, {m.get('method')}); "
+        f"MLflow run {res.run_id}"
+    )
     print(format_table(res))
     return 0
 

@@ -92,8 +92,9 @@ def has_news(selected: int, negatives: int, state: dict[str, Any]) -> bool:
     return selected > 0 or negatives != int(state.get("negatives", 0))
 
 
-def autotrain(ws: Workspace, *, force: bool = False, wait: float = 0.0,
-              echo: Callable[[str], None] | None = None) -> AutotrainResult:
+def autotrain(
+    ws: Workspace, *, force: bool = False, wait: float = 0.0, echo: Callable[[str], None] | None = None
+) -> AutotrainResult:
     """One pass of the learning loop (see the module docstring)."""
     result = AutotrainResult(state="busy")
 
@@ -152,8 +153,10 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         step("train: failed; faces put back to selected")
         raise
     result.version = trained.version
-    step(f"train: {trained.model} v{trained.version} ({trained.name}), method "
-         f"{trained.method}, registered as @experimental")
+    step(
+        f"train: {trained.model} v{trained.version} ({trained.name}), method "
+        f"{trained.method}, registered as @experimental"
+    )
     policy = Policy.from_config(ws.section("validate"))
     report = validate(ws, str(trained.version), promote=True, policy=policy)
     for line in format_report(report).splitlines():
@@ -163,15 +166,22 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
     if report.passed:
         result.promoted = [e["alias"] for e in report.promoted]
         result.state = "promoted"
-        step("promote: v{} -> {}".format(trained.version, ", ".join(
-            f"@{a}" for a in result.promoted) or "aliases already there"))
+        step(
+            "promote: v{} -> {}".format(
+                trained.version, ", ".join(f"@{a}" for a in result.promoted) or "aliases already there"
+            )
+        )
     else:
         result.state = "needs-review"
         _flag(ws, trained.model, trained.version)
-        step(f"review: v{trained.version} stays @experimental, flagged for review "
-             f"(see 'facefleet validate {trained.version}')")
-    atomic_write_text(ws.root / STATE_NAME, json.dumps(
-        {"negatives": negs, "version": trained.version, "at": _now(), "state": result.state}))
+        step(
+            f"review: v{trained.version} stays @experimental, flagged for review "
+            f"(see 'facefleet validate {trained.version}')"
+        )
+    atomic_write_text(
+        ws.root / STATE_NAME,
+        json.dumps({"negatives": negs, "version": trained.version, "at": _now(), "state": result.state}),
+    )
 
 
 def _flag(ws: Workspace, model: str, version: int) -> None:

@@ -47,13 +47,21 @@ class Candidate:
     def as_dict(self) -> dict[str, Any]:
         m = self.meta
         return {
-            "id": self.face.id, "status": self.face.status, "person": self.face.person_name,
-            "device": m.get("device"), "event_time": m.get("event_time"),
-            "name": m.get("name"), "candidate": m.get("candidate"), "proba": m.get("proba"),
-            "dist": m.get("dist"), "margin": m.get("margin"),
+            "id": self.face.id,
+            "status": self.face.status,
+            "person": self.face.person_name,
+            "device": m.get("device"),
+            "event_time": m.get("event_time"),
+            "name": m.get("name"),
+            "candidate": m.get("candidate"),
+            "proba": m.get("proba"),
+            "dist": m.get("dist"),
+            "margin": m.get("margin"),
             "quality": round(quality_score(self.face.quality), 3),
-            "usable": self.usable_reason is None, "unusable_reason": self.usable_reason,
-            "priority": round(self.priority, 4), "not": self.not_names,
+            "usable": self.usable_reason is None,
+            "unusable_reason": self.usable_reason,
+            "priority": round(self.priority, 4),
+            "not": self.not_names,
             "image": self.face.image_path,
         }
 
@@ -129,31 +137,46 @@ def negatives_by_face(store: Store) -> dict[int, list[str]]:
     return out
 
 
-def list_candidates(store: Store, embedder_id: str, filters: Filters | None = None, *,
-                    quality_cfg: dict[str, Any] | None = None,
-                    dedup_distance: float = DEDUP_DISTANCE) -> list[Candidate]:
+def list_candidates(
+    store: Store,
+    embedder_id: str,
+    filters: Filters | None = None,
+    *,
+    quality_cfg: dict[str, Any] | None = None,
+    dedup_distance: float = DEDUP_DISTANCE,
+) -> list[Candidate]:
     """Faces in ``filters.status`` passing the filters, de-duplicated, best first."""
     f = filters or Filters()
     nots = negatives_by_face(store)
     found = []
     for face in store.faces(status=f.status):
-        reason = unusable_reason(Quality.from_dict(face.quality), quality_cfg or {}) \
-            if face.quality.get("size_px") is not None else "no quality measured"
+        reason = (
+            unusable_reason(Quality.from_dict(face.quality), quality_cfg or {})
+            if face.quality.get("size_px") is not None
+            else "no quality measured"
+        )
         if not passes(face, f, reason):
             continue
         m = face.meta or {}
-        found.append(Candidate(
-            face, store.embedding(face.id, embedder_id),
-            priority(quality_score(face.quality), _num(m.get("margin")), _num(m.get("dist"))),
-            reason, nots.get(face.id, [])))
+        found.append(
+            Candidate(
+                face,
+                store.embedding(face.id, embedder_id),
+                priority(quality_score(face.quality), _num(m.get("margin")), _num(m.get("dist"))),
+                reason,
+                nots.get(face.id, []),
+            )
+        )
     found.sort(key=lambda c: (c.usable_reason is not None, -c.priority, c.face.id))
     keep = dedup([c.vector for c in found], [c.face.image_sha256 for c in found], dedup_distance)
     return [found[i] for i in keep]
 
 
 def format_candidates(cands: list[Candidate]) -> str:
-    lines = [f"{'id':>6s} {'device':10s} {'time':19s} {'name/cand':16s} {'proba':>6s} "
-             f"{'dist':>6s} {'margin':>7s} {'qual':>5s} {'prio':>6s}  note"]
+    lines = [
+        f"{'id':>6s} {'device':10s} {'time':19s} {'name/cand':16s} {'proba':>6s} "
+        f"{'dist':>6s} {'margin':>7s} {'qual':>5s} {'prio':>6s}  note"
+    ]
     for c in cands:
         d = c.as_dict()
         who = d["name"] or (f"({d['candidate']})" if d["candidate"] else "-")
@@ -164,8 +187,10 @@ def format_candidates(cands: list[Candidate]) -> str:
         note = [] if d["usable"] else [d["unusable_reason"]]
         if d["not"]:
             note.append("not " + ", ".join(d["not"]))
-        lines.append(f"{d['id']:6d} {str(d['device'] or '-')[:10]:10s} "
-                     f"{str(d['event_time'] or '-')[:19]:19s} {who[:16]:16s} "
-                     f"{fmt(d['proba'], 6)} {fmt(d['dist'], 6)} {fmt(d['margin'], 7)} "
-                     f"{d['quality']:5.2f} {d['priority']:6.3f}  {'; '.join(note)}")
+        lines.append(
+            f"{d['id']:6d} {str(d['device'] or '-')[:10]:10s} "
+            f"{str(d['event_time'] or '-')[:19]:19s} {who[:16]:16s} "
+            f"{fmt(d['proba'], 6)} {fmt(d['dist'], 6)} {fmt(d['margin'], 7)} "
+            f"{d['quality']:5.2f} {d['priority']:6.3f}  {'; '.join(note)}"
+        )
     return "\n".join(lines)

@@ -49,11 +49,18 @@ class ClusterInfo:
     last_seen: str | None = None
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "state": self.state, "person": self.person,
-                "size": len(self.faces), "members": self.all_members,
-                "spread": round(self.spread, 4), "devices": self.devices,
-                "first_seen": self.first_seen, "last_seen": self.last_seen,
-                "faces": [f.id for f in self.faces]}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "person": self.person,
+            "size": len(self.faces),
+            "members": self.all_members,
+            "spread": round(self.spread, 4),
+            "devices": self.devices,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "faces": [f.id for f in self.faces],
+        }
 
 
 # -- pure ----------------------------------------------------------------------------------
@@ -67,8 +74,9 @@ def agglomerate(X: np.ndarray, threshold: float = CLUSTER_DISTANCE) -> np.ndarra
         return np.zeros(1, dtype=np.int64)
     from sklearn.cluster import AgglomerativeClustering
 
-    raw = AgglomerativeClustering(n_clusters=None, distance_threshold=threshold,
-                                  linkage="average", metric="euclidean").fit_predict(X)
+    raw = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=threshold, linkage="average", metric="euclidean"
+    ).fit_predict(X)
     order: dict[int, int] = {}
     return np.array([order.setdefault(int(r), len(order)) for r in raw], dtype=np.int64)
 
@@ -96,12 +104,12 @@ def spread(X: np.ndarray) -> float:
 # -- against the store -----------------------------------------------------------------------
 def _unknown_candidates(store: Store) -> list[FaceRow]:
     """Collected faces still to review that no device named."""
-    return [f for f in store.faces(status="candidate")
-            if f.person_id is None and not (f.meta or {}).get("name")]
+    return [
+        f for f in store.faces(status="candidate") if f.person_id is None and not (f.meta or {}).get("name")
+    ]
 
 
-def update_clusters(store: Store, embedder_id: str,
-                    threshold: float = CLUSTER_DISTANCE) -> list[int]:
+def update_clusters(store: Store, embedder_id: str, threshold: float = CLUSTER_DISTANCE) -> list[int]:
     """Cluster the unknown candidates; returns the ids of faces placed in a cluster now."""
     store.ensure_schema(SCHEMA)
     faces = _unknown_candidates(store)
@@ -113,8 +121,7 @@ def update_clusters(store: Store, embedder_id: str,
             rows.append(f)
     if not rows:
         return []
-    member = dict(store.conn.execute(
-        "SELECT face_id, cluster_id FROM curate_cluster_members").fetchall())
+    member = dict(store.conn.execute("SELECT face_id, cluster_id FROM curate_cluster_members").fetchall())
     existing = [member.get(f.id) for f in rows]
     if all(e is not None for e in existing):
         return []
@@ -126,10 +133,12 @@ def update_clusters(store: Store, embedder_id: str,
         for f, old, cid in zip(rows, existing, ids, strict=True):
             if old is not None:
                 continue
-            conn.execute("INSERT OR IGNORE INTO curate_clusters (id, created) VALUES (?, ?)",
-                         (cid, now_iso()))
-            conn.execute("INSERT INTO curate_cluster_members (face_id, cluster_id) VALUES (?, ?)",
-                         (f.id, cid))
+            conn.execute(
+                "INSERT OR IGNORE INTO curate_clusters (id, created) VALUES (?, ?)", (cid, now_iso())
+            )
+            conn.execute(
+                "INSERT INTO curate_cluster_members (face_id, cluster_id) VALUES (?, ?)", (f.id, cid)
+            )
             placed.append(f.id)
     return placed
 
@@ -146,34 +155,45 @@ def clusters(store: Store, embedder_id: str, *, include_closed: bool = False) ->
     return sorted(out, key=lambda c: (-len(c.faces), c.id))
 
 
-def cluster(store: Store, embedder_id: str, cid: int, *,
-            people: dict[str, str] | None = None) -> ClusterInfo:
+def cluster(store: Store, embedder_id: str, cid: int, *, people: dict[str, str] | None = None) -> ClusterInfo:
     store.ensure_schema(SCHEMA)
     row = store.conn.execute("SELECT * FROM curate_clusters WHERE id = ?", (cid,)).fetchone()
     if row is None:
         raise StoreError(f"no cluster {cid} (see 'facefleet clusters list')")
     people = people if people is not None else {p.id: p.name for p in store.people()}
-    ids = [int(r[0]) for r in store.conn.execute(
-        "SELECT face_id FROM curate_cluster_members WHERE cluster_id = ? ORDER BY face_id", (cid,))]
+    ids = [
+        int(r[0])
+        for r in store.conn.execute(
+            "SELECT face_id FROM curate_cluster_members WHERE cluster_id = ? ORDER BY face_id", (cid,)
+        )
+    ]
     faces = [store.face(i) for i in ids]
     open_faces = [f for f in faces if f.status == "candidate"]
     vecs = [v for v in (store.embedding(f.id, embedder_id) for f in open_faces) if v is not None]
     times = sorted(str((f.meta or {}).get("event_time") or f.created) for f in faces)
     return ClusterInfo(
-        id=cid, state=row["state"], person=people.get(row["person_id"]), faces=open_faces,
-        all_members=len(faces), spread=spread(np.stack(vecs)) if vecs else 0.0,
-        devices=sorted({str((f.meta or {}).get("device")) for f in faces
-                        if (f.meta or {}).get("device")}),
-        first_seen=times[0] if times else None, last_seen=times[-1] if times else None)
+        id=cid,
+        state=row["state"],
+        person=people.get(row["person_id"]),
+        faces=open_faces,
+        all_members=len(faces),
+        spread=spread(np.stack(vecs)) if vecs else 0.0,
+        devices=sorted({str((f.meta or {}).get("device")) for f in faces if (f.meta or {}).get("device")}),
+        first_seen=times[0] if times else None,
+        last_seen=times[-1] if times else None,
+    )
 
 
 def _close(store: Store, cid: int, state: str, person_id: str | None) -> None:
-    store.conn.execute("UPDATE curate_clusters SET state = ?, person_id = ?, updated = ? "
-                       "WHERE id = ?", (state, person_id, now_iso(), cid))
+    store.conn.execute(
+        "UPDATE curate_clusters SET state = ?, person_id = ?, updated = ? WHERE id = ?",
+        (state, person_id, now_iso(), cid),
+    )
 
 
-def label_cluster(store: Store, embedder_id: str, cid: int, name: str,
-                  exclude: list[int] | None = None) -> list[int]:
+def label_cluster(
+    store: Store, embedder_id: str, cid: int, name: str, exclude: list[int] | None = None
+) -> list[int]:
     """Name every open member of a cluster (except ``exclude``)."""
     info = cluster(store, embedder_id, cid)
     ids = [f.id for f in info.faces if f.id not in set(exclude or [])]
@@ -185,8 +205,7 @@ def label_cluster(store: Store, embedder_id: str, cid: int, name: str,
     return ids
 
 
-def reject_cluster(store: Store, embedder_id: str, cid: int, *, as_stranger: bool = False
-                   ) -> list[int]:
+def reject_cluster(store: Store, embedder_id: str, cid: int, *, as_stranger: bool = False) -> list[int]:
     """Discard a cluster's open members (revoked), or keep them as reviewed strangers."""
     info = cluster(store, embedder_id, cid)
     ids = [f.id for f in info.faces]

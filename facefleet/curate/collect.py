@@ -44,8 +44,10 @@ class CollectReport:
         self.skipped += other.skipped
 
     def summary(self) -> str:
-        lines = [f"{len(self.added)} candidate faces added, {self.duplicates} already in the "
-                 f"store, {len(self.skipped)} skipped"]
+        lines = [
+            f"{len(self.added)} candidate faces added, {self.duplicates} already in the "
+            f"store, {len(self.skipped)} skipped"
+        ]
         lines += [f"  skipped {where}: {why}" for where, why in self.skipped[:20]]
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more")
@@ -128,14 +130,14 @@ def face_from_crop(engine, rgb: np.ndarray) -> CropFace:
     found = [f for f in engine.analyse(rgb, fallback=False) if f.embedding is not None]
     if found:
         f = largest(found)
-        return CropFace(tuple(int(v) for v in f.box), f.landmarks, f.quality.as_dict(),
-                        f.embedding, f.detector)
+        return CropFace(
+            tuple(int(v) for v in f.box), f.landmarks, f.quality.as_dict(), f.embedding, f.detector
+        )
     h, w = rgb.shape[:2]
     return face_in_box(engine, rgb, (0, 0, w, h), detector="crop")
 
 
-def face_in_box(engine, rgb: np.ndarray, box: tuple[int, int, int, int], *,
-                detector: str) -> CropFace:
+def face_in_box(engine, rgb: np.ndarray, box: tuple[int, int, int, int], *, detector: str) -> CropFace:
     """Landmarks, chip, quality and embedding of the face inside a known box."""
     from facefleet.vision.quality import measure_quality
 
@@ -168,8 +170,13 @@ class Collector:
             return True
         return False
 
-    def add(self, path: Path, meta: dict[str, Any], *, box: tuple[int, int, int, int] | None = None,
-            ) -> int | None:
+    def add(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        *,
+        box: tuple[int, int, int, int] | None = None,
+    ) -> int | None:
         """Analyse one image file and add its face as a candidate (None when skipped)."""
         from facefleet.fileio import sha256_file
         from facefleet.vision.image import load_image
@@ -205,8 +212,15 @@ class Collector:
                 self.report.duplicates += 1
                 return None
             face_id = self.store.add_face(
-                image_id, person_id=None, box=face.box, landmarks=face.landmarks,
-                quality=face.quality, status="candidate", detector=face.detector, meta=meta)
+                image_id,
+                person_id=None,
+                box=face.box,
+                landmarks=face.landmarks,
+                quality=face.quality,
+                status="candidate",
+                detector=face.detector,
+                meta=meta,
+            )
             self.store.add_embedding(face_id, self.embedder_id, face.embedding)
         self.report.added.append(face_id)
         return face_id
@@ -225,11 +239,14 @@ class Collector:
                     side = json.loads(side_path.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     self.report.skipped.append((str(side_path), "unreadable sidecar"))
-            event = events.get(jpg.name) or events.get(track_key(side.get("run"),
-                                                                 side.get("track_id")))
-            meta = (event_meta(event, "events") if event
-                    else sidecar_meta(side, jpg.stat().st_mtime) if side
-                    else {"origin": "crops", "source": str(jpg)})
+            event = events.get(jpg.name) or events.get(track_key(side.get("run"), side.get("track_id")))
+            meta = (
+                event_meta(event, "events")
+                if event
+                else sidecar_meta(side, jpg.stat().st_mtime)
+                if side
+                else {"origin": "crops", "source": str(jpg)}
+            )
             if side.get("quality_score") is not None:
                 meta["device_quality"] = side["quality_score"]
             self.add(jpg, meta)
@@ -268,11 +285,20 @@ class Collector:
                 self.report.skipped.append((where, f"frame not found under {images_dir}"))
                 continue
             extra = rec["extra"]
-            meta = {"origin": "sentinelcam", "device": self.device, "source": rec["source"],
-                    "event": rec["event"], "event_time": rec["timestamp"], "name": rec["name"],
-                    "candidate": rec["name"], "proba": extra.get("proba"),
-                    "dist": extra.get("dist"), "margin": extra.get("margin"),
-                    "sentinelcam_status": rec["status"], "objid": rec["objid"]}
+            meta = {
+                "origin": "sentinelcam",
+                "device": self.device,
+                "source": rec["source"],
+                "event": rec["event"],
+                "event_time": rec["timestamp"],
+                "name": rec["name"],
+                "candidate": rec["name"],
+                "proba": extra.get("proba"),
+                "dist": extra.get("dist"),
+                "margin": extra.get("margin"),
+                "sentinelcam_status": rec["status"],
+                "objid": rec["objid"],
+            }
             self.add(frame, meta, box=rec["box"])
 
 
@@ -354,8 +380,10 @@ async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
     fetched = 0
     conn = await _connect(host, known_hosts, accept_new, asyncio.Lock())
     async with conn, conn.start_sftp_client() as sftp:
-        for remote, local, names in ((out_dir, dest / "output", (EVENTS,)),
-                                     (unknown_dir, dest / "unknown", None)):
+        for remote, local, names in (
+            (out_dir, dest / "output", (EVENTS,)),
+            (unknown_dir, dest / "unknown", None),
+        ):
             try:
                 entries = await sftp.readdir(remote)
             except asyncssh.SFTPError:
@@ -379,9 +407,14 @@ async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
     return fetched
 
 
-def collect_remote(ws: Workspace, inventory_path: Path | str, host_name: str, *,
-                   known_hosts: Path | str | None = None,
-                   accept_new_host_keys: bool = False) -> CollectReport:
+def collect_remote(
+    ws: Workspace,
+    inventory_path: Path | str,
+    host_name: str,
+    *,
+    known_hosts: Path | str | None = None,
+    accept_new_host_keys: bool = False,
+) -> CollectReport:
     """Mirror one inventory host's events and captures over SFTP, then collect them."""
     import asyncio
 
@@ -392,8 +425,9 @@ def collect_remote(ws: Workspace, inventory_path: Path | str, host_name: str, *,
 
     inv = load_inventory(inventory_path)
     if host_name not in inv.hosts:
-        raise FacefleetError(f"{inventory_path}: no host {host_name!r} "
-                             f"(hosts: {', '.join(sorted(inv.hosts))})")
+        raise FacefleetError(
+            f"{inventory_path}: no host {host_name!r} (hosts: {', '.join(sorted(inv.hosts))})"
+        )
     host = inv.hosts[host_name]
     dest = ws.root / "inbox" / host.name
     kh = _known_hosts_path(str(known_hosts) if known_hosts else None)

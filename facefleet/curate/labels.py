@@ -20,12 +20,10 @@ def _check(store: Store, face_ids: Iterable[int]) -> list[int]:
     if not ids:
         raise StoreError("no faces given")
     marks = ",".join("?" * len(ids))
-    have = {int(r["id"]) for r in store.conn.execute(
-        f"SELECT id FROM faces WHERE id IN ({marks})", ids)}
+    have = {int(r["id"]) for r in store.conn.execute(f"SELECT id FROM faces WHERE id IN ({marks})", ids)}
     missing = [i for i in ids if i not in have]
     if missing:
-        raise StoreError(f"no face(s) {', '.join(map(str, missing))} in the store "
-                         "(see 'facefleet curate')")
+        raise StoreError(f"no face(s) {', '.join(map(str, missing))} in the store (see 'facefleet curate')")
     return ids
 
 
@@ -56,8 +54,9 @@ def label_not(store: Store, face_ids: Iterable[int], name: str) -> list[int]:
         person = store.person(name)
         for i in ids:
             if store.face(i).person_id == person.id:
-                raise StoreError(f"face {i} is labelled {name!r}: relabel it before saying "
-                                 f"it is not {name!r}")
+                raise StoreError(
+                    f"face {i} is labelled {name!r}: relabel it before saying it is not {name!r}"
+                )
             store.add_negative(i, person.id)
     return ids
 

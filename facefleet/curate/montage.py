@@ -59,7 +59,7 @@ def sheet(tiles: list[np.ndarray], max_cols: int = MAX_COLS) -> np.ndarray:
     out = np.full((rows * size, cols * size, 3), 40, dtype=np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
+        out[r * size : (r + 1) * size, c * size : (c + 1) * size] = t
     return out
 
 
@@ -74,14 +74,15 @@ def face_tile(face: FaceRow, size: int = TILE) -> np.ndarray:
     return number(t, str(face.id))
 
 
-def write_sheets(faces: list[FaceRow], out_dir: Path, stem: str, *, size: int = TILE,
-                 per_sheet: int = MAX_TILES) -> list[Path]:
+def write_sheets(
+    faces: list[FaceRow], out_dir: Path, stem: str, *, size: int = TILE, per_sheet: int = MAX_TILES
+) -> list[Path]:
     """PNG sheets ``<stem>.png`` (``<stem>_2.png``... when more than ``per_sheet`` faces)."""
     import cv2
 
     paths = []
     for n, start in enumerate(range(0, len(faces), per_sheet), start=1):
-        tiles = [face_tile(f, size) for f in faces[start:start + per_sheet]]
+        tiles = [face_tile(f, size) for f in faces[start : start + per_sheet]]
         img = sheet(tiles)
         ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         if not ok:
@@ -96,8 +97,15 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "unnamed"
 
 
-def montages(store: Store, embedder_id: str, out_dir: Path, *, person: str | None = None,
-             cluster: int | None = None, status: str | None = None) -> list[Path]:
+def montages(
+    store: Store,
+    embedder_id: str,
+    out_dir: Path,
+    *,
+    person: str | None = None,
+    cluster: int | None = None,
+    status: str | None = None,
+) -> list[Path]:
     """Contact sheets: of one person, one cluster, one status (one sheet per person, and one
     for faces without a person), or by default one per open cluster."""
     from facefleet.curate import clusters as cl
@@ -108,8 +116,9 @@ def montages(store: Store, embedder_id: str, out_dir: Path, *, person: str | Non
         return write_sheets(info.faces, out_dir, f"cluster_{cluster}")
     if person is not None:
         p = store.person(person)
-        faces = [f for f in store.faces(person=p.id, status=status) if f.status != "revoked"
-                 or status == "revoked"]
+        faces = [
+            f for f in store.faces(person=p.id, status=status) if f.status != "revoked" or status == "revoked"
+        ]
         if not faces:
             raise FacefleetError(f"no faces of {p.name!r}" + (f" in status {status}" if status else ""))
         return write_sheets(faces, out_dir, _safe(p.name))
@@ -120,8 +129,7 @@ def montages(store: Store, embedder_id: str, out_dir: Path, *, person: str | Non
         groups: dict[str, list[FaceRow]] = {}
         for f in faces:
             groups.setdefault(f.person_name or f"{status}_unnamed", []).append(f)
-        return [p for name, fs in sorted(groups.items())
-                for p in write_sheets(fs, out_dir, _safe(name))]
+        return [p for name, fs in sorted(groups.items()) for p in write_sheets(fs, out_dir, _safe(name))]
     cl.update_clusters(store, embedder_id)
     found = cl.clusters(store, embedder_id)
     if not found:

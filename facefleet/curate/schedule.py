@@ -32,22 +32,25 @@ def parse_at(at: str) -> tuple[int, int]:
 
 
 def command(ws: Workspace, python: str | None = None) -> list[str]:
-    return [python or sys.executable, "-m", "facefleet.cli.main", "--workspace", str(ws.root),
-            "autotrain"]
+    return [python or sys.executable, "-m", "facefleet.cli.main", "--workspace", str(ws.root), "autotrain"]
 
 
 def service_text(ws: Workspace, python: str | None = None) -> str:
     cmd = " ".join(shlex.quote(c) for c in command(ws, python))
-    return (f"[Unit]\nDescription=facefleet autotrain for {ws.root}\n\n"
-            f"[Service]\nType=oneshot\nWorkingDirectory={ws.root}\n"
-            "Environment=MLFLOW_DISABLE_TELEMETRY=true\nEnvironment=FACEFLEET_NO_PROGRESS=1\n"
-            f"ExecStart={cmd}\n")
+    return (
+        f"[Unit]\nDescription=facefleet autotrain for {ws.root}\n\n"
+        f"[Service]\nType=oneshot\nWorkingDirectory={ws.root}\n"
+        "Environment=MLFLOW_DISABLE_TELEMETRY=true\nEnvironment=FACEFLEET_NO_PROGRESS=1\n"
+        f"ExecStart={cmd}\n"
+    )
 
 
 def timer_text(hour: int, minute: int) -> str:
-    return (f"[Unit]\nDescription=facefleet autotrain every day at {hour:02d}:{minute:02d}\n\n"
-            f"[Timer]\nOnCalendar=*-*-* {hour:02d}:{minute:02d}:00\nPersistent=true\n"
-            f"Unit={UNIT}.service\n\n[Install]\nWantedBy=timers.target\n")
+    return (
+        f"[Unit]\nDescription=facefleet autotrain every day at {hour:02d}:{minute:02d}\n\n"
+        f"[Timer]\nOnCalendar=*-*-* {hour:02d}:{minute:02d}:00\nPersistent=true\n"
+        f"Unit={UNIT}.service\n\n[Install]\nWantedBy=timers.target\n"
+    )
 
 
 def cron_line(ws: Workspace, hour: int, minute: int, python: str | None = None) -> str:
@@ -56,23 +59,31 @@ def cron_line(ws: Workspace, hour: int, minute: int, python: str | None = None) 
     return f"{minute} {hour} * * * MLFLOW_DISABLE_TELEMETRY=true {cmd} >> {out} 2>&1\n"
 
 
-def install(ws: Workspace, at: str = "03:00", *, crontab: bool = False,
-            folder: Path | None = None, python: str | None = None) -> Installed:
+def install(
+    ws: Workspace,
+    at: str = "03:00",
+    *,
+    crontab: bool = False,
+    folder: Path | None = None,
+    python: str | None = None,
+) -> Installed:
     """Write the timer + service (or the crontab line) and say how to enable it."""
     hour, minute = parse_at(at)
     folder = Path(folder or DEFAULT_DIR).expanduser()
     if crontab:
         path = folder / f"{UNIT}.crontab"
         atomic_write_text(path, cron_line(ws, hour, minute, python))
-        how = (f"add it to your crontab with:\n  (crontab -l 2>/dev/null; cat {path}) | crontab -")
+        how = f"add it to your crontab with:\n  (crontab -l 2>/dev/null; cat {path}) | crontab -"
         return Installed([path], how)
     service, timer = folder / f"{UNIT}.service", folder / f"{UNIT}.timer"
     atomic_write_text(service, service_text(ws, python))
     atomic_write_text(timer, timer_text(hour, minute))
-    how = ("enable it with:\n  systemctl --user daemon-reload\n"
-           f"  systemctl --user enable --now {UNIT}.timer\n"
-           "  loginctl enable-linger $USER   # runs even when you are not logged in\n"
-           f"check it with: systemctl --user list-timers {UNIT}.timer")
+    how = (
+        "enable it with:\n  systemctl --user daemon-reload\n"
+        f"  systemctl --user enable --now {UNIT}.timer\n"
+        "  loginctl enable-linger $USER   # runs even when you are not logged in\n"
+        f"check it with: systemctl --user list-timers {UNIT}.timer"
+    )
     if folder != DEFAULT_DIR.expanduser():
         how = f"copy {service.name} and {timer.name} to ~/.config/systemd/user/, then " + how
     return Installed([service, timer], how)

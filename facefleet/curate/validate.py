@@ -51,8 +51,10 @@ class Policy:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) in 'validate': {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{where}: unknown key(s) in 'validate': {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
         out = cls()
         for key, value in data.items():
             default = getattr(out, key)
@@ -64,8 +66,7 @@ class Policy:
                     raise ConfigError(f"{where}: validate.{key} must be a folder path")
             elif value is not None or key != "replay_days":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ConfigError(f"{where}: validate.{key} must be a number >= 0, "
-                                      f"got {value!r}")
+                    raise ConfigError(f"{where}: validate.{key} must be a number >= 0, got {value!r}")
                 value = float(value)
             setattr(out, key, value)
         return out
@@ -102,16 +103,24 @@ class ValidationReport:
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"candidate": self.candidate, "production": self.production,
-                "passed": self.passed, "checks": [asdict(c) for c in self.checks],
-                "results": {k: {m: (r.to_dict() if r is not None else None) for m, r in v.items()}
-                            for k, v in self.results.items()},
-                "changes": [asdict(c) for c in self.changes], "promoted": self.promoted}
+        return {
+            "candidate": self.candidate,
+            "production": self.production,
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+            "results": {
+                k: {m: (r.to_dict() if r is not None else None) for m, r in v.items()}
+                for k, v in self.results.items()
+            },
+            "changes": [asdict(c) for c in self.changes],
+            "promoted": self.promoted,
+        }
 
 
 # -- pure ----------------------------------------------------------------------------------
 def judge(cand: dict[str, float], base: dict[str, float] | None, policy: Policy) -> list[Check]:
     """The policy's checks on the candidate's metrics (and production's, when given)."""
+
     def val(m: dict[str, float], k: str) -> float:
         v = m.get(k, float("nan"))
         return float(v)
@@ -120,14 +129,19 @@ def judge(cand: dict[str, float], base: dict[str, float] | None, policy: Policy)
     acc, far, frr = val(cand, ACCURACY), val(cand, FAR), val(cand, FRR)
     if cand.get("known_faces", 0) <= 0:
         checks.append(Check("labelled faces to validate on", 0.0, 1.0, False))
-    checks.append(Check("accuracy >= floor", acc, policy.min_accuracy,
-                        not math.isnan(acc) and acc >= policy.min_accuracy))
+    checks.append(
+        Check(
+            "accuracy >= floor", acc, policy.min_accuracy, not math.isnan(acc) and acc >= policy.min_accuracy
+        )
+    )
     if not math.isnan(far):
-        checks.append(Check("false accept <= ceiling", far, policy.max_false_accept,
-                            far <= policy.max_false_accept))
+        checks.append(
+            Check("false accept <= ceiling", far, policy.max_false_accept, far <= policy.max_false_accept)
+        )
     if not math.isnan(frr):
-        checks.append(Check("false reject <= ceiling", frr, policy.max_false_reject,
-                            frr <= policy.max_false_reject))
+        checks.append(
+            Check("false reject <= ceiling", frr, policy.max_false_reject, frr <= policy.max_false_reject)
+        )
     if base is not None:
         b_acc, b_far = val(base, ACCURACY), val(base, FAR)
         if policy.accuracy_not_lower and not math.isnan(b_acc):
@@ -142,11 +156,13 @@ def judge(cand: dict[str, float], base: dict[str, float] | None, policy: Policy)
     return checks
 
 
-def changed_decisions(items: list[str], truth: list[str | None], before: list, after: list
-                      ) -> list[Change]:
+def changed_decisions(items: list[str], truth: list[str | None], before: list, after: list) -> list[Change]:
     """Where two models' decisions (``Decision`` lists) on the same faces differ."""
-    return [Change(i, t, b.name, a.name, round(float(b.distance), 4), round(float(a.distance), 4))
-            for i, t, b, a in zip(items, truth, before, after, strict=True) if b.name != a.name]
+    return [
+        Change(i, t, b.name, a.name, round(float(b.distance), 4), round(float(a.distance), 4))
+        for i, t, b, a in zip(items, truth, before, after, strict=True)
+        if b.name != a.name
+    ]
 
 
 # -- evaluation sets --------------------------------------------------------------------------
@@ -209,8 +225,7 @@ def replay_set(ws: Workspace, embedder_id: str, since: str | None) -> EvalSet:
     def arr(rows: list) -> np.ndarray:
         return np.array(rows, np.float32).reshape(-1, 128)
 
-    return EvalSet("replay", arr(known), truth, arr(strangers), items[0] + items[1] + items[2],
-                   arr(open_))
+    return EvalSet("replay", arr(known), truth, arr(strangers), items[0] + items[1] + items[2], arr(open_))
 
 
 def _load(ws: Workspace, ref: str, embedder_id: str):
@@ -219,19 +234,31 @@ def _load(ws: Workspace, ref: str, embedder_id: str):
     from facefleet.train.pipeline import latest_bundle
 
     path = latest_bundle(ws, ref)
-    return load_bundle(path, load_public_key(public_key_path(ws.keys_dir)),
-                       expected_embedder_id=embedder_id)
+    return load_bundle(path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id)
 
 
 def _desc(bundle) -> dict[str, Any]:
-    return {"model": bundle.model, "version": bundle.version, "name": bundle.name,
-            "labels": list(bundle.labels), "path": str(bundle.path)}
+    return {
+        "model": bundle.model,
+        "version": bundle.version,
+        "name": bundle.name,
+        "labels": list(bundle.labels),
+        "path": str(bundle.path),
+    }
 
 
-def validate(ws: Workspace, candidate: str, *, against: str = "production",
-             test_dir: Path | None = None, unknown_dir: Path | None = None,
-             replay: bool = True, since: str | None = None, promote: bool = False,
-             policy: Policy | None = None) -> ValidationReport:
+def validate(
+    ws: Workspace,
+    candidate: str,
+    *,
+    against: str = "production",
+    test_dir: Path | None = None,
+    unknown_dir: Path | None = None,
+    replay: bool = True,
+    since: str | None = None,
+    promote: bool = False,
+    policy: Policy | None = None,
+) -> ValidationReport:
     """Score ``candidate`` and ``against`` on the same faces; judge; optionally promote."""
     from datetime import datetime, timedelta, timezone
 
@@ -273,8 +300,12 @@ def validate(ws: Workspace, candidate: str, *, against: str = "production",
             "production": evaluate_bundle(base, s.X, s.truth, s.Xu) if base else None,
         }
         if base is not None and len(s.all_vectors):
-            changes += changed_decisions([f"{s.name} {i}" for i in s.items], s.all_truth,
-                                         base.classify(s.all_vectors), cand.classify(s.all_vectors))
+            changes += changed_decisions(
+                [f"{s.name} {i}" for i in s.items],
+                s.all_truth,
+                base.classify(s.all_vectors),
+                cand.classify(s.all_vectors),
+            )
     if len(sets) > 1:  # judged on every labelled face together
         allX = np.concatenate([s.X for s in sets])
         truth = [t for s in sets for t in s.truth]
@@ -285,25 +316,26 @@ def validate(ws: Workspace, candidate: str, *, against: str = "production",
             unknown = b.classify(allU) if len(allU) else []
             return score_decisions(known, truth, unknown, b.labels)
 
-        results["all"] = {"candidate": combined(cand),
-                          "production": combined(base) if base else None}
+        results["all"] = {"candidate": combined(cand), "production": combined(base) if base else None}
     final = results["all" if "all" in results else sets[0].name]
-    checks = judge(final["candidate"].metrics,
-                   final["production"].metrics if final["production"] else None, policy)
-    report = ValidationReport(_desc(cand), _desc(base) if base else None, results, checks,
-                              all(c.ok for c in checks), changes)
+    checks = judge(
+        final["candidate"].metrics, final["production"].metrics if final["production"] else None, policy
+    )
+    report = ValidationReport(
+        _desc(cand), _desc(base) if base else None, results, checks, all(c.ok for c in checks), changes
+    )
     _tag(ws, cand, report)
     if promote and report.passed:
         report.promoted = promote_passed(ws, cand.version, policy, report)
     return report
 
 
-def promote_passed(ws: Workspace, version: int, policy: Policy, report: ValidationReport
-                   ) -> list[dict[str, Any]]:
+def promote_passed(
+    ws: Workspace, version: int, policy: Policy, report: ValidationReport
+) -> list[dict[str, Any]]:
     from facefleet.registry.versions import promote
 
-    why = "validated: " + "; ".join(f"{c.name} {c.value:.4f} vs {c.limit:.4f}"
-                                    for c in report.checks)
+    why = "validated: " + "; ".join(f"{c.name} {c.value:.4f} vs {c.limit:.4f}" for c in report.checks)
     moved = []
     for alias in ("validated", "production") if policy.promote_production else ("validated",):
         entry = promote(ws, version, alias, why=why[:500])
@@ -318,8 +350,9 @@ def _tag(ws: Workspace, bundle, report: ValidationReport) -> None:
         from facefleet.registry.tracking import configure
 
         client = configure(ws)
-        client.set_model_version_tag(bundle.model, str(bundle.version), "validation",
-                                     "passed" if report.passed else "failed")
+        client.set_model_version_tag(
+            bundle.model, str(bundle.version), "validation", "passed" if report.passed else "failed"
+        )
     except Exception as exc:  # noqa: BLE001
         log.warning("could not tag the model version: %s", exc)
 
@@ -330,8 +363,13 @@ def format_report(report: ValidationReport) -> str:
     head = f"candidate v{c['version']} ({c['name']})"
     other = f"production v{p['version']} ({p['name']})" if p else "production: none"
     lines = [f"{head}  vs  {other}"]
-    keys = [("accuracy", ACCURACY), ("known false-reject", FRR), ("unknown false-accept", FAR),
-            ("known faces", "known_faces"), ("unknown faces", "unknown_faces")]
+    keys = [
+        ("accuracy", ACCURACY),
+        ("known false-reject", FRR),
+        ("unknown false-accept", FAR),
+        ("known faces", "known_faces"),
+        ("unknown faces", "unknown_faces"),
+    ]
     for name, res in report.results.items():
         lines += ["", f"[{name}]", f"{'metric':24s} {'production':>11s} {'candidate':>10s}"]
         for label, key in keys:
@@ -344,11 +382,13 @@ def format_report(report: ValidationReport) -> str:
             lines.append(f"{'person':24s} {'faces':>5s} {'named before':>12s} {'named now':>9s}")
             for person, row in sorted(people.items()):
                 b = base_people.get(person)
-                lines.append(f"{person[:24]:24s} {row.faces:5d} "
-                             f"{(str(b.named) if b else '-'):>12s} {row.named:9d}")
+                lines.append(
+                    f"{person[:24]:24s} {row.faces:5d} {(str(b.named) if b else '-'):>12s} {row.named:9d}"
+                )
     lines += ["", "checks:"]
-    lines += [f"  [{'ok' if k.ok else 'FAIL'}] {k.name}: {_f(k.value)} (limit {_f(k.limit)})"
-              for k in report.checks]
+    lines += [
+        f"  [{'ok' if k.ok else 'FAIL'}] {k.name}: {_f(k.value)} (limit {_f(k.limit)})" for k in report.checks
+    ]
     if report.changes:
         lines += ["", f"decisions changed ({len(report.changes)}):"]
         for ch in report.changes[:50]:

@@ -16,8 +16,28 @@ from typing import Any
 import numpy as np
 
 FACELIST_COLUMNS = [
-    "date", "event", "timestamp", "objid", "source", "status", "name", "proba", "dist",
-    "margin", "x1", "y1", "x2", "y2", "rx", "ry", "lx", "ly", "dx", "dy", "angle", "focus",
+    "date",
+    "event",
+    "timestamp",
+    "objid",
+    "source",
+    "status",
+    "name",
+    "proba",
+    "dist",
+    "margin",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "rx",
+    "ry",
+    "lx",
+    "ly",
+    "dx",
+    "dy",
+    "angle",
+    "focus",
 ]
 
 
@@ -37,8 +57,13 @@ def eye_geometry(landmarks: np.ndarray | None) -> dict[str, float | None]:
     dx, dy = lx - rx, ly - ry
     angle = math.degrees(math.atan2(dy, dx))
     return {
-        "rx": _num(rx, 1), "ry": _num(ry, 1), "lx": _num(lx, 1), "ly": _num(ly, 1),
-        "dx": _num(dx, 1), "dy": _num(dy, 1), "angle": _num(angle, 2),
+        "rx": _num(rx, 1),
+        "ry": _num(ry, 1),
+        "lx": _num(lx, 1),
+        "ly": _num(ly, 1),
+        "dx": _num(dx, 1),
+        "dy": _num(dy, 1),
+        "angle": _num(angle, 2),
     }
 
 
@@ -96,7 +121,10 @@ def facelist_row(event: dict[str, Any]) -> list[Any]:
         "proba": event["score"],
         "dist": event["distance"],
         "margin": event["margin"],
-        "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
         **eyes,
         "focus": None if event["quality"] is None else event["quality"]["sharpness"],
     }

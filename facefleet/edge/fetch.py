@@ -31,13 +31,22 @@ def _safe_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and not name.startswith(".")
 
 
-async def _fetch(host: str, user: str, *, port: int, remote_dir: str, model: str,
-                 dest: Path, known_hosts, client_keys, timeout: float) -> str:
+async def _fetch(
+    host: str,
+    user: str,
+    *,
+    port: int,
+    remote_dir: str,
+    model: str,
+    dest: Path,
+    known_hosts,
+    client_keys,
+    timeout: float,
+) -> str:
     """Download the remote current version's files into ``dest``; returns the version name."""
     import asyncssh
 
-    options = {"username": user, "port": port, "known_hosts": known_hosts,
-               "connect_timeout": timeout}
+    options = {"username": user, "port": port, "known_hosts": known_hosts, "connect_timeout": timeout}
     if client_keys is not None:
         options["client_keys"] = client_keys
     try:
@@ -56,9 +65,7 @@ async def _fetch(host: str, user: str, *, port: int, remote_dir: str, model: str
                 raise DeployError(f"{host}:{base}: no models there ({exc.reason})") from None
             numbered = [n for n in names if n.isdigit()]
             if not numbered:
-                raise DeployError(
-                    f"{host}:{base}: no 'current' link and no version folders"
-                ) from None
+                raise DeployError(f"{host}:{base}: no 'current' link and no version folders") from None
             version = max(numbered, key=int)
         if not _safe_name(version):
             raise DeployError(f"{host}:{base}/current points to an odd name {version!r}")
@@ -109,9 +116,19 @@ def fetch_model(
     keys = None if client_keys is None else [str(k) for k in client_keys]
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=model_dir))
     try:
-        version = asyncio.run(_fetch(host, user, port=port, remote_dir=remote_dir, model=model,
-                                     dest=tmp, known_hosts=known, client_keys=keys,
-                                     timeout=timeout))
+        version = asyncio.run(
+            _fetch(
+                host,
+                user,
+                port=port,
+                remote_dir=remote_dir,
+                model=model,
+                dest=tmp,
+                known_hosts=known,
+                client_keys=keys,
+                timeout=timeout,
+            )
+        )
         try:
             manifest = verify_bundle(tmp, public_key)
         except BundleError as exc:

@@ -65,8 +65,9 @@ def fingerprint(path: Path) -> tuple:
 class ModelWatcher:
     """Loads the bundle behind ``path`` and reloads it when it changes."""
 
-    def __init__(self, path: Path, public_key, *, expected_embedder_id: str | None = None,
-                 interval: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, public_key, *, expected_embedder_id: str | None = None, interval: float = 1.0
+    ) -> None:
         self.path = Path(path)
         self.public_key = public_key
         self.expected_embedder_id = expected_embedder_id
@@ -82,8 +83,7 @@ class ModelWatcher:
         from facefleet.registry.bundle import load_bundle
 
         seen = fingerprint(self.path)
-        self.bundle = load_bundle(resolve_model(self.path), self.public_key,
-                                  self.expected_embedder_id)
+        self.bundle = load_bundle(resolve_model(self.path), self.public_key, self.expected_embedder_id)
         self._seen = seen
         self._next_check = time.monotonic() + self.interval
         return self.bundle
@@ -108,8 +108,7 @@ class ModelWatcher:
             return None
         self._seen = seen  # refuse a bad bundle once, not every second
         try:
-            bundle = load_bundle(resolve_model(self.path), self.public_key,
-                                 self.expected_embedder_id)
+            bundle = load_bundle(resolve_model(self.path), self.public_key, self.expected_embedder_id)
         except (BundleError, OSError) as exc:
             self.refused += 1
             log.error("refused new model: %s; keeping version %s", exc, self.version)

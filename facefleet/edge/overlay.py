@@ -70,8 +70,9 @@ def draw(
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         y = max(top, th + base + 2)
         cv2.rectangle(bgr, (left, y - th - base - 2), (left + tw + 4, y), colour, cv2.FILLED)
-        cv2.putText(bgr, text, (left + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            bgr, text, (left + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
+        )
     parts = []
     if fps is not None:
         parts.append(f"{fps:5.1f} FPS")
@@ -80,6 +81,5 @@ def draw(
     if parts:
         status = "  ".join(parts)
         cv2.putText(bgr, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(bgr, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(bgr, status, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return bgr

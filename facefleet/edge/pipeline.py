@@ -163,8 +163,9 @@ class Pipeline:
                     track.best_view = view
                 if self._record(track, view, dec, index):
                     decisions.append(track)
-        return FrameResult(index, True, self.tracker.visible(), decisions, ended, timings,
-                           embedded=len(to_embed))
+        return FrameResult(
+            index, True, self.tracker.visible(), decisions, ended, timings, embedded=len(to_embed)
+        )
 
     def _view(self, rgb: np.ndarray, bgr: np.ndarray, box: Box, index: int) -> View | None:
         from facefleet.vision.quality import measure_quality
@@ -186,7 +187,9 @@ class Pipeline:
         name = vote(track.votes)
         if name == decision.name or track.candidate is None:
             track.distance, track.score, track.candidate = (
-                decision.distance, decision.score, decision.candidate
+                decision.distance,
+                decision.score,
+                decision.candidate,
             )
         changed = not track.decided or name != track.name
         track.name, track.decided = name, True

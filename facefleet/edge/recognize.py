@@ -159,8 +159,9 @@ def recognize(
 
     public_key = load_public_key(Path(opts.public_key))
     engine = engine or make_engine(opts)
-    watcher = ModelWatcher(opts.model, public_key, expected_embedder_id=engine.embedder.id,
-                           interval=opts.reload_interval)
+    watcher = ModelWatcher(
+        opts.model, public_key, expected_embedder_id=engine.embedder.id, interval=opts.reload_interval
+    )
     bundle = watcher.load()
     log.info("model %s from %s", model_label(bundle), opts.model)
     pipeline = Pipeline(engine, bundle, opts.pipeline)
@@ -203,11 +204,20 @@ def recognize(
             crop = _offer_unknown(collector, run_id, track, str(src.spec))
         if events is not None:
             thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
-            events.write(event_record(
-                ts=ts, device=opts.device, source=str(src.spec), run=run_id, frame=frame_index,
-                track=track, view=track.view, model_version=pipeline.model.version,
-                threshold=thr, crop_path=None if crop is None else str(crop),
-            ))
+            events.write(
+                event_record(
+                    ts=ts,
+                    device=opts.device,
+                    source=str(src.spec),
+                    run=run_id,
+                    frame=frame_index,
+                    track=track,
+                    view=track.view,
+                    model_version=pipeline.model.version,
+                    threshold=thr,
+                    crop_path=None if crop is None else str(crop),
+                )
+            )
 
     try:
         while not stop.is_set():
@@ -248,9 +258,13 @@ def recognize(
             want_shot = shots.due(stats.frames + 1)
             if display or opts.save or want_shot:
                 t1 = time.perf_counter()
-                out = overlay.draw(frame.bgr, result.tracks, fps=fps_avg,
-                                   model_version=model_label(pipeline.model),
-                                   anonymize=opts.anonymize)
+                out = overlay.draw(
+                    frame.bgr,
+                    result.tracks,
+                    fps=fps_avg,
+                    model_version=model_label(pipeline.model),
+                    anonymize=opts.anonymize,
+                )
                 stats.add("draw", time.perf_counter() - t1)
                 if opts.save:
                     t2 = time.perf_counter()
@@ -328,8 +342,9 @@ def _open_writer(folder: Path, first, fps: float):
 
     path = folder / f"output_{timestamp()}.mp4"
     h, w = first.shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
-                             fps if fps and fps > 0 else 25.0, (w, h))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 25.0, (w, h)
+    )
     if not writer.isOpened():
         raise FacefleetError(f"{path}: cannot write video (mp4v codec unavailable?)")
     log.info("saving annotated video to %s", path)

@@ -271,8 +271,7 @@ class LiveSource(Source):
                     continue
                 if not self._reconnect or failures >= len(self._delays):
                     if self._reconnect:
-                        log.error("%s: gave up after %d reconnection attempts", self.spec,
-                                  failures)
+                        log.error("%s: gave up after %d reconnection attempts", self.spec, failures)
                     break
                 failures += 1
                 self._reopen(failures)
@@ -294,8 +293,13 @@ class LiveSource(Source):
         and the caller tries again until the attempts are used up."""
         _release(self._cap)
         delay = self._delays[attempt - 1]
-        log.warning("%s: stream lost; reconnecting in %.1f s (try %d/%d)",
-                    self.spec, delay, attempt, len(self._delays))
+        log.warning(
+            "%s: stream lost; reconnecting in %.1f s (try %d/%d)",
+            self.spec,
+            delay,
+            attempt,
+            len(self._delays),
+        )
         if self._stop.wait(delay):
             return
         try:
@@ -357,8 +361,7 @@ def _open_capture(target, api: int | None, what: str, timeout_ms: int = 10_000):
     if api is None:
         cap = cv2.VideoCapture(target)
     else:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-                  timeout_ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         cap = cv2.VideoCapture(target, api, params)
     if not cap.isOpened():
         _release(cap)

@@ -89,9 +89,7 @@ def format_table(summary: dict[str, Any]) -> str:
         f"{'stage':<10}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}",
     ]
     for name, s in summary["stages"].items():
-        lines.append(
-            f"{name:<10}{s['count']:>8}{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['max_ms']:>10.2f}"
-        )
+        lines.append(f"{name:<10}{s['count']:>8}{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['max_ms']:>10.2f}")
     return "\n".join(lines)
 
 

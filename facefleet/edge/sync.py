@@ -65,8 +65,14 @@ def bundle_url(server: str, model: str, alias: str, what: str = "bundle.tar.gz")
     return f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(model, safe='')}/{ref}/{what}"
 
 
-def with_retries(fn: Callable[[], T], *, attempts: int = 5, base: float = 1.0, cap: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base: float = 1.0,
+    cap: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call ``fn``; on :class:`TransientError` wait and retry, at most ``attempts`` times."""
     delays = backoff_delays(attempts, base, cap)
     for delay in [*delays, None]:
@@ -100,8 +106,9 @@ def _write_state(models_dir: Path, state: dict[str, Any]) -> None:
 # -- HTTP ---------------------------------------------------------------------------------
 
 
-def _request(url: str, token: str, *, data: bytes | None = None,
-             headers: dict[str, str] | None = None) -> Any:
+def _request(
+    url: str, token: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> Any:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     req.add_header("Authorization", f"Bearer {token}")
     for key, value in (headers or {}).items():
@@ -123,8 +130,9 @@ def _request(url: str, token: str, *, data: bytes | None = None,
         raise TransientError(f"{url}: {reason}") from None
 
 
-def _download(url: str, token: str, etag: str | None, models_dir: Path
-              ) -> tuple[Path | None, str | None, int | None]:
+def _download(
+    url: str, token: str, etag: str | None, models_dir: Path
+) -> tuple[Path | None, str | None, int | None]:
     """GET the bundle into a hidden temp file; ``(None, etag, None)`` when not modified."""
     headers = {"If-None-Match": f'"{etag}"'} if etag else {}
     resp = _request(url, token, headers=headers)
@@ -133,8 +141,7 @@ def _download(url: str, token: str, etag: str | None, models_dir: Path
             return None, etag, None
         new_etag = (resp.headers.get("ETag") or "").strip('"') or None
         version_hdr = resp.headers.get("X-Facefleet-Version")
-        fd, name = tempfile.mkstemp(prefix=device.TMP_PREFIX + "dl-", suffix=".tar.gz",
-                                    dir=models_dir)
+        fd, name = tempfile.mkstemp(prefix=device.TMP_PREFIX + "dl-", suffix=".tar.gz", dir=models_dir)
         tmp = Path(name)
         digest, size = hashlib.sha256(), 0
         try:
@@ -163,11 +170,16 @@ def _download(url: str, token: str, etag: str | None, models_dir: Path
     return tmp, new_etag, version
 
 
-def send_heartbeat(server: str, token: str, device_id: str | None, model: str,
-                   version: int | None, fps: float | None) -> None:
+def send_heartbeat(
+    server: str, token: str, device_id: str | None, model: str, version: int | None, fps: float | None
+) -> None:
     body = json.dumps({"device": device_id, "model": model, "version": version, "fps": fps})
-    resp = _request(f"{server.rstrip('/')}/v1/heartbeat", token, data=body.encode("utf-8"),
-                    headers={"Content-Type": "application/json"})
+    resp = _request(
+        f"{server.rstrip('/')}/v1/heartbeat",
+        token,
+        data=body.encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
     resp.close()
 
 
@@ -185,10 +197,21 @@ def read_fps(path: Path | None) -> float | None:
 # -- sync ---------------------------------------------------------------------------------
 
 
-def sync_once(server: str, *, token: str, public_key: Any, models_dir: Path,
-              model: str = "face_model", alias: str = "production", keep: int = device.DEFAULT_KEEP,
-              device_id: str | None = None, fps: float | None = None, attempts: int = 5,
-              base_delay: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> SyncResult:
+def sync_once(
+    server: str,
+    *,
+    token: str,
+    public_key: Any,
+    models_dir: Path,
+    model: str = "face_model",
+    alias: str = "production",
+    keep: int = device.DEFAULT_KEEP,
+    device_id: str | None = None,
+    fps: float | None = None,
+    attempts: int = 5,
+    base_delay: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SyncResult:
     """One round: fetch if changed, verify, install atomically, heartbeat."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +222,9 @@ def sync_once(server: str, *, token: str, public_key: Any, models_dir: Path,
     # the saved ETag only stands for what is installed if current still points at it
     etag = known.get("etag") if known.get("version") == current else None
     url = bundle_url(server, model, alias)
-    tmp, new_etag, _ = with_retries(lambda: _download(url, token, etag, models_dir),
-                                    attempts=attempts, base=base_delay, sleep=sleep)
+    tmp, new_etag, _ = with_retries(
+        lambda: _download(url, token, etag, models_dir), attempts=attempts, base=base_delay, sleep=sleep
+    )
     if tmp is None:
         result = SyncResult("unchanged", current, etag)
     else:
@@ -215,8 +239,12 @@ def sync_once(server: str, *, token: str, public_key: Any, models_dir: Path,
         result = SyncResult("installed", installed.version, new_etag)
         log.info("installed %s v%s (was %s)", model, installed.version, installed.old_version)
     with contextlib.suppress(SyncError):  # a lost heartbeat is not worth failing the round
-        with_retries(lambda: send_heartbeat(server, token, device_id, model, result.version, fps),
-                     attempts=2, base=base_delay, sleep=sleep)
+        with_retries(
+            lambda: send_heartbeat(server, token, device_id, model, result.version, fps),
+            attempts=2,
+            base=base_delay,
+            sleep=sleep,
+        )
     return result
 
 

@@ -106,7 +106,9 @@ class Tracker:
         """Match this frame's detections; returns (matched-or-new tracks in detection order,
         new tracks, tracks that ended)."""
         pairs, lost, fresh = match(
-            [t.box for t in self.tracks], boxes, min_iou=self.min_iou,
+            [t.box for t in self.tracks],
+            boxes,
+            min_iou=self.min_iou,
             max_centroid=self.max_centroid,
         )
         by_det: dict[int, Track] = {}

@@ -73,7 +73,7 @@ class UnknownCollector:
     def _load_recent(self) -> None:
         """Remember the embeddings of the newest captures already on disk (after a restart)."""
         sidecars = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for side in sidecars[-self.cfg.recent:]:
+        for side in sidecars[-self.cfg.recent :]:
             try:
                 vec = np.asarray(json.loads(side.read_text())["embedding"], dtype=np.float32)
             except (OSError, ValueError, KeyError, TypeError):
@@ -120,8 +120,9 @@ class UnknownCollector:
             self.prune()
         return path
 
-    def _write(self, path: Path, crop: np.ndarray, embedding: np.ndarray, quality: float,
-               info: dict[str, Any]) -> None:
+    def _write(
+        self, path: Path, crop: np.ndarray, embedding: np.ndarray, quality: float, info: dict[str, Any]
+    ) -> None:
         import cv2
 
         ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])

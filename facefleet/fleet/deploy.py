@@ -111,8 +111,10 @@ def summary_table(results: list[HostResult]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -137,14 +139,16 @@ def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
     sums = dict(manifest["files"])
     for name in device.SIGNED_FILES:
         sums[name] = device.sha256_file(files[name])
-    return Payload("bundle", manifest["model"], int(manifest["version"]),
-                   str(manifest.get("name", "")), files, sums)
+    return Payload(
+        "bundle", manifest["model"], int(manifest["version"]), str(manifest.get("name", "")), files, sums
+    )
 
 
 def facelist_payload(csv_path: Path, model: str, version: int, name: str) -> Payload:
     remote = f"facelist_{version}.csv"
-    return Payload("facelist", model, version, name, {remote: csv_path},
-                   {remote: device.sha256_file(csv_path)})
+    return Payload(
+        "facelist", model, version, name, {remote: csv_path}, {remote: device.sha256_file(csv_path)}
+    )
 
 
 # -- SSH ----------------------------------------------------------------------------------
@@ -156,13 +160,18 @@ class Remote:
     def __init__(self, conn: Any, host: Host, steps: list[str]) -> None:
         self.conn, self.host, self.steps = conn, host, steps
 
-    async def run(self, command: str, *, what: str, stdin: str | None = None,
-                  timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
+    async def run(
+        self,
+        command: str,
+        *,
+        what: str,
+        stdin: str | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = True,
+    ) -> str:
         self.steps.append(what)
         try:
-            res = await asyncio.wait_for(
-                self.conn.run(command, input=stdin, check=False), timeout=timeout
-            )
+            res = await asyncio.wait_for(self.conn.run(command, input=stdin, check=False), timeout=timeout)
         except asyncio.TimeoutError:
             raise DeployError(f"{what}: timed out after {timeout:.0f} s") from None
         if check and res.exit_status != 0:
@@ -216,8 +225,11 @@ async def _connect(host: Host, known_hosts: Path, accept_new: bool, lock: asynci
             if not accept_new or _has_entry(known_hosts, host):
                 raise DeployError(
                     f"host key of {host.address}:{host.port} is not in {known_hosts}"
-                    + (" or does not match it (possible impostor)" if accept_new else
-                       "; check it and rerun with --accept-new-host-keys to record it")
+                    + (
+                        " or does not match it (possible impostor)"
+                        if accept_new
+                        else "; check it and rerun with --accept-new-host-keys to record it"
+                    )
                 ) from None
             key = await asyncio.wait_for(
                 asyncssh.get_server_host_key(host.address, host.port), CONNECT_TIMEOUT
@@ -245,8 +257,11 @@ async def _upload(remote: Remote, payload: Payload, tmp: str) -> None:
 
 async def _verify_remote(remote: Remote, payload: Payload, folder: str, names: list[str]) -> None:
     sums = "".join(f"{payload.sums[n]}  {n}\n" for n in sorted(names))
-    await remote.run(f"cd {q(folder)} && sha256sum -c --quiet --strict -", stdin=sums,
-                     what="checksum verification on the device")
+    await remote.run(
+        f"cd {q(folder)} && sha256sum -c --quiet --strict -",
+        stdin=sums,
+        what="checksum verification on the device",
+    )
 
 
 async def _restart_and_check(remote: Remote, host: Host, payload: Payload) -> None:
@@ -257,8 +272,9 @@ async def _restart_and_check(remote: Remote, host: Host, payload: Payload) -> No
         await remote.run(f"export {env}; {host.health}", what="health check")
 
 
-async def _deploy_bundle(remote: Remote, host: Host, payload: Payload, res: HostResult,
-                         hook: UploadHook | None, dry_run: bool) -> None:
+async def _deploy_bundle(
+    remote: Remote, host: Host, payload: Payload, res: HostResult, hook: UploadHook | None, dry_run: bool
+) -> None:
     mdir = f"{host.models_dir.rstrip('/')}/{payload.model}"
     vdir = f"{mdir}/{payload.version}"
     out = await remote.run(
@@ -279,8 +295,9 @@ async def _deploy_bundle(remote: Remote, host: Host, payload: Payload, res: Host
         await _verify_remote(remote, payload, vdir, names)
         res.result = "unchanged"
         return
-    exists = (await remote.run(f"test -d {q(vdir)} && echo yes || true",
-                               what="look for the version")).strip() == "yes"
+    exists = (
+        await remote.run(f"test -d {q(vdir)} && echo yes || true", what="look for the version")
+    ).strip() == "yes"
     tmp = None
     installed_now = False
     try:
@@ -291,11 +308,13 @@ async def _deploy_bundle(remote: Remote, host: Host, payload: Payload, res: Host
                 exists = False
                 await remote.run(f"rm -rf {q(vdir)}", what="remove a damaged copy")
         if not exists:
-            tmp = (await remote.run(
-                f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}"
-                f"{payload.version}-XXXXXX",
-                what="create the upload folder",
-            )).strip()
+            tmp = (
+                await remote.run(
+                    f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}"
+                    f"{payload.version}-XXXXXX",
+                    what="create the upload folder",
+                )
+            ).strip()
             await _upload(remote, payload, tmp)
             if hook is not None:
                 maybe = hook(host, tmp)
@@ -330,12 +349,18 @@ async def _switch(remote: Remote, folder: str, link: str, target: int | str | No
         await remote.run(f"rm -f {q(path)}", what=f"remove {link}")
         return
     tmp = f"{folder}/.{link}.tmp"
-    await remote.run(f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(path)}",
-                     what=f"switch {link}")
+    await remote.run(f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(path)}", what=f"switch {link}")
 
 
-async def _roll_back(remote: Remote, host: Host, payload: Payload, mdir: str, res: HostResult,
-                     old_prev: int | None, installed_now: bool) -> None:
+async def _roll_back(
+    remote: Remote,
+    host: Host,
+    payload: Payload,
+    mdir: str,
+    res: HostResult,
+    old_prev: int | None,
+    installed_now: bool,
+) -> None:
     # Errors here are logged, not raised: the host is failed either way and the first
     # error is the one worth reporting.
     try:
@@ -343,11 +368,13 @@ async def _roll_back(remote: Remote, host: Host, payload: Payload, mdir: str, re
         await _switch(remote, mdir, "previous", old_prev)
         res.rolled_back = True
         if installed_now:
-            await remote.run(f"rm -rf {q(mdir + '/' + str(payload.version))}",
-                             what="remove the failed version")
+            await remote.run(
+                f"rm -rf {q(mdir + '/' + str(payload.version))}", what="remove the failed version"
+            )
         if host.restart and res.old is not None:
-            await remote.run(f"export {command_env(host, payload)}; {host.restart}",
-                             what="restart after rollback")
+            await remote.run(
+                f"export {command_env(host, payload)}; {host.restart}", what="restart after rollback"
+            )
     except DeployError as exc:
         log.error("%s: rollback incomplete: %s", host.name, exc)
         res.steps.append(f"rollback incomplete: {exc}")
@@ -355,31 +382,37 @@ async def _roll_back(remote: Remote, host: Host, payload: Payload, mdir: str, re
 
 async def _prune(remote: Remote, mdir: str, keep: int) -> None:
     out = await remote.run(
-        f"cd {q(mdir)} && ls -1A; echo '|'; readlink current || true; echo '|';"
-        " readlink previous || true",
+        f"cd {q(mdir)} && ls -1A; echo '|'; readlink current || true; echo '|'; readlink previous || true",
         what="list versions",
     )
     listing, cur, prev = (part.split() for part in out.split("|"))
     protect = [int(x) for x in (*cur, *prev) if x.isdigit()]
     doomed = device.versions_to_prune(device.version_dirs(listing), keep, protect)
     if doomed:
-        await remote.run(f"cd {q(mdir)} && rm -rf " + " ".join(q(v) for v in doomed),
-                         what="prune old versions")
+        await remote.run(
+            f"cd {q(mdir)} && rm -rf " + " ".join(q(v) for v in doomed), what="prune old versions"
+        )
 
 
-async def _deploy_facelist(remote: Remote, host: Host, payload: Payload, res: HostResult,
-                           hook: UploadHook | None, dry_run: bool) -> None:
+async def _deploy_facelist(
+    remote: Remote, host: Host, payload: Payload, res: HostResult, hook: UploadHook | None, dry_run: bool
+) -> None:
     mdir = host.models_dir.rstrip("/")
     (name,) = payload.files
-    cur = (await remote.run(f"readlink {q(mdir + '/' + FACELIST_CURRENT)} || true",
-                            what="read the device state")).strip()
+    cur = (
+        await remote.run(f"readlink {q(mdir + '/' + FACELIST_CURRENT)} || true", what="read the device state")
+    ).strip()
     digits = cur.removeprefix("facelist_").removesuffix(".csv")
     res.old = int(digits) if digits.isdigit() else None
     if dry_run:
         res.result = "dry-run"
         return
-    tmp = (await remote.run(f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}"
-                            "facelist-XXXXXX", what="create the upload folder")).strip()
+    tmp = (
+        await remote.run(
+            f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}facelist-XXXXXX",
+            what="create the upload folder",
+        )
+    ).strip()
     try:
         await _upload(remote, payload, tmp)
         if hook is not None:
@@ -387,8 +420,9 @@ async def _deploy_facelist(remote: Remote, host: Host, payload: Payload, res: Ho
             if asyncio.iscoroutine(maybe):
                 await maybe
         await _verify_remote(remote, payload, tmp, [name])
-        await remote.run(f"mv -f {q(tmp + '/' + name)} {q(mdir + '/' + name)}",
-                         what="move the facelist into place")
+        await remote.run(
+            f"mv -f {q(tmp + '/' + name)} {q(mdir + '/' + name)}", what="move the facelist into place"
+        )
         await _switch(remote, mdir, FACELIST_CURRENT, name)
         try:
             await _restart_and_check(remote, host, payload)
@@ -397,27 +431,39 @@ async def _deploy_facelist(remote: Remote, host: Host, payload: Payload, res: Ho
             await _switch(remote, mdir, FACELIST_CURRENT, cur or None)
             if host.restart and cur:
                 with contextlib.suppress(DeployError):
-                    await remote.run(f"export {command_env(host, payload)}; {host.restart}",
-                                     what="restart after rollback")
+                    await remote.run(
+                        f"export {command_env(host, payload)}; {host.restart}", what="restart after rollback"
+                    )
             raise
         listing = (await remote.run(f"cd {q(mdir)} && ls -1A", what="list facelists")).split()
-        versions = [n.removeprefix("facelist_").removesuffix(".csv") for n in listing
-                    if n.startswith("facelist_") and n.endswith(".csv") and n != FACELIST_CURRENT]
+        versions = [
+            n.removeprefix("facelist_").removesuffix(".csv")
+            for n in listing
+            if n.startswith("facelist_") and n.endswith(".csv") and n != FACELIST_CURRENT
+        ]
         protect = [payload.version, res.old]
         doomed = device.versions_to_prune(device.version_dirs(versions), host.keep, protect)
         if doomed:
-            await remote.run(f"cd {q(mdir)} && rm -f "
-                             + " ".join(q(f"facelist_{v}.csv") for v in doomed),
-                             what="prune old facelists")
+            await remote.run(
+                f"cd {q(mdir)} && rm -f " + " ".join(q(f"facelist_{v}.csv") for v in doomed),
+                what="prune old facelists",
+            )
         res.result = "ok"
     finally:
         with contextlib.suppress(Exception):
             await remote.run(f"rm -rf {q(tmp)}", what="remove the upload folder")
 
 
-async def deploy_host(host: Host, payload: Payload, *, known_hosts: Path, accept_new: bool,
-                      lock: asyncio.Lock, hook: UploadHook | None = None,
-                      dry_run: bool = False) -> HostResult:
+async def deploy_host(
+    host: Host,
+    payload: Payload,
+    *,
+    known_hosts: Path,
+    accept_new: bool,
+    lock: asyncio.Lock,
+    hook: UploadHook | None = None,
+    dry_run: bool = False,
+) -> HostResult:
     """Deploy ``payload`` to one host; never raises (the result says what happened)."""
     import asyncssh
 
@@ -443,9 +489,16 @@ async def deploy_host(host: Host, payload: Payload, *, known_hosts: Path, accept
     return res
 
 
-async def deploy_hosts(hosts: list[Host], payloads: dict[str, Payload], *, parallel: int,
-                       known_hosts: Path, accept_new: bool, hook: UploadHook | None,
-                       dry_run: bool) -> list[HostResult]:
+async def deploy_hosts(
+    hosts: list[Host],
+    payloads: dict[str, Payload],
+    *,
+    parallel: int,
+    known_hosts: Path,
+    accept_new: bool,
+    hook: UploadHook | None,
+    dry_run: bool,
+) -> list[HostResult]:
     """Deploy to ``hosts`` with at most ``parallel`` at a time; results in host order."""
     if parallel < 1:
         raise DeployError(f"--parallel must be at least 1, got {parallel}")
@@ -453,9 +506,15 @@ async def deploy_hosts(hosts: list[Host], payloads: dict[str, Payload], *, paral
 
     async def one(host: Host) -> HostResult:
         async with sem:
-            return await deploy_host(host, payloads[host.receives], known_hosts=known_hosts,
-                                     accept_new=accept_new, lock=lock, hook=hook,
-                                     dry_run=dry_run)
+            return await deploy_host(
+                host,
+                payloads[host.receives],
+                known_hosts=known_hosts,
+                accept_new=accept_new,
+                lock=lock,
+                hook=hook,
+                dry_run=dry_run,
+            )
 
     return list(await asyncio.gather(*(one(h) for h in hosts)))
 
@@ -483,11 +542,20 @@ def _record(ws: Any, report: DeployReport) -> None:
         for r in report.results:
             if r.result == "dry-run":
                 continue
-            records.record_deployment(store, report.run_id, {
-                "host": r.host, "model": report.model, "old_version": r.old,
-                "new_version": report.version, "result": r.result, "error": r.error,
-                "seconds": r.seconds, "method": f"ssh-{r.kind}",
-            })
+            records.record_deployment(
+                store,
+                report.run_id,
+                {
+                    "host": r.host,
+                    "model": report.model,
+                    "old_version": r.old,
+                    "new_version": report.version,
+                    "result": r.result,
+                    "error": r.error,
+                    "seconds": r.seconds,
+                    "method": f"ssh-{r.kind}",
+                },
+            )
     finally:
         store.close()
     _tag_mlflow(ws, report)
@@ -508,8 +576,9 @@ def _tag_mlflow(ws: Any, report: DeployReport) -> None:
         client.set_model_version_tag(report.model, version, "deployed.hosts", ",".join(ok))
         client.set_model_version_tag(report.model, version, "deployed.failed", ",".join(failed))
         client.set_model_version_tag(report.model, version, "deployed.run", report.run_id)
-        client.set_model_version_tag(report.model, version, "deployed.at",
-                                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        client.set_model_version_tag(
+            report.model, version, "deployed.at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        )
     except Exception as exc:  # noqa: BLE001 - MLflow down must not fail a finished deployment
         log.warning("could not tag the MLflow model version: %s", exc)
 
@@ -547,15 +616,19 @@ def deploy(
 
             csv_path = Path(tmp) / f"facelist_{payload.version}.csv"
             write_facelist(ws, csv_path)
-            payloads["facelist"] = facelist_payload(csv_path, payload.model, payload.version,
-                                                    payload.name)
-        results = asyncio.run(deploy_hosts(
-            hosts, payloads, parallel=parallel, known_hosts=_known_hosts_path(
-                str(known_hosts) if known_hosts else None),
-            accept_new=accept_new_host_keys, hook=upload_hook, dry_run=dry_run,
-        ))
-    report = DeployReport(uuid.uuid4().hex[:12], payload.model, payload.version, payload.name,
-                          results)
+            payloads["facelist"] = facelist_payload(csv_path, payload.model, payload.version, payload.name)
+        results = asyncio.run(
+            deploy_hosts(
+                hosts,
+                payloads,
+                parallel=parallel,
+                known_hosts=_known_hosts_path(str(known_hosts) if known_hosts else None),
+                accept_new=accept_new_host_keys,
+                hook=upload_hook,
+                dry_run=dry_run,
+            )
+        )
+    report = DeployReport(uuid.uuid4().hex[:12], payload.model, payload.version, payload.name, results)
     if record and not dry_run:
         _record(ws, report)
     return report
@@ -568,5 +641,7 @@ def print_report(report: DeployReport, out: Any = None) -> None:
     print(summary_table(report.results), file=out)
     failed = report.failed
     if failed:
-        print(f"{len(failed)} of {len(report.results)} host(s) failed: "
-              + ", ".join(r.host for r in failed), file=out)
+        print(
+            f"{len(failed)} of {len(report.results)} host(s) failed: " + ", ".join(r.host for r in failed),
+            file=out,
+        )

@@ -19,8 +19,28 @@ from typing import Any
 from facefleet.fileio import atomic_write_text
 
 COLUMNS = [
-    "date", "event", "timestamp", "objid", "source", "status", "name", "proba", "dist",
-    "margin", "x1", "y1", "x2", "y2", "rx", "ry", "lx", "ly", "dx", "dy", "angle", "focus",
+    "date",
+    "event",
+    "timestamp",
+    "objid",
+    "source",
+    "status",
+    "name",
+    "proba",
+    "dist",
+    "margin",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "rx",
+    "ry",
+    "lx",
+    "ly",
+    "dx",
+    "dy",
+    "angle",
+    "focus",
 ]
 
 
@@ -33,8 +53,13 @@ def eye_geometry(landmarks: Any) -> dict[str, Any]:
     right, left = (a, b) if a[0] <= b[0] else (b, a)
     dx, dy = left[0] - right[0], left[1] - right[1]
     return {
-        "rx": round(right[0]), "ry": round(right[1]), "lx": round(left[0]), "ly": round(left[1]),
-        "dx": round(dx), "dy": round(dy), "angle": round(math.degrees(math.atan2(dy, dx)), 2),
+        "rx": round(right[0]),
+        "ry": round(right[1]),
+        "lx": round(left[0]),
+        "ly": round(left[1]),
+        "dx": round(dx),
+        "dy": round(dy),
+        "angle": round(math.degrees(math.atan2(dy, dx)), 2),
     }
 
 
@@ -60,7 +85,10 @@ def facelist_row(face: Any) -> dict[str, Any]:
         "proba": meta.get("proba", ""),
         "dist": meta.get("dist", ""),
         "margin": meta.get("margin", ""),
-        "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
         **eye_geometry(face.landmarks),
         "focus": "" if sharp is None else round(float(sharp), 2),
     }

@@ -64,18 +64,12 @@ class Inventory:
     groups: dict[str, list[str]]
     models: dict[str, dict[str, list[str]]]
 
-    def select(
-        self, model: str, *, group: str | None = None, host: str | None = None
-    ) -> list[Host]:
+    def select(self, model: str, *, group: str | None = None, host: str | None = None) -> list[Host]:
         """The hosts that receive ``model``, optionally narrowed to one group or one host."""
         if group is not None and group not in self.groups:
-            raise ConfigError(
-                f"{self.path}: no group {group!r} (groups: {', '.join(sorted(self.groups))})"
-            )
+            raise ConfigError(f"{self.path}: no group {group!r} (groups: {', '.join(sorted(self.groups))})")
         if host is not None and host not in self.hosts:
-            raise ConfigError(
-                f"{self.path}: no host {host!r} (hosts: {', '.join(sorted(self.hosts))})"
-            )
+            raise ConfigError(f"{self.path}: no host {host!r} (hosts: {', '.join(sorted(self.hosts))})")
         targets = self.models.get(model)
         if targets is None:
             names = list(self.hosts)
@@ -200,13 +194,21 @@ def parse_inventory(data: dict[str, Any], path: str = "inventory") -> Inventory:
     host_vars: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     host_groups: dict[str, list[str]] = {}
     groups: dict[str, list[str]] = {}
-    _walk("all", _mapping(data["all"], f"{path}: all"), f"{path}: all", {}, (), host_vars,
-          host_groups, groups)
+    _walk(
+        "all", _mapping(data["all"], f"{path}: all"), f"{path}: all", {}, (), host_vars, host_groups, groups
+    )
     # Ansible also accepts further top-level groups beside 'all'
     for name in sorted(map(str, extra)):
-        _walk(name, _mapping(data[name], f"{path}: {name}"), f"{path}: {name}",
-              _mapping(_mapping(data["all"], "all").get("vars"), f"{path}: all.vars"),
-              ("all",), host_vars, host_groups, groups)
+        _walk(
+            name,
+            _mapping(data[name], f"{path}: {name}"),
+            f"{path}: {name}",
+            _mapping(_mapping(data["all"], "all").get("vars"), f"{path}: all.vars"),
+            ("all",),
+            host_vars,
+            host_groups,
+            groups,
+        )
     if not host_vars:
         raise ConfigError(f"{path}: no hosts")
     hosts = {}

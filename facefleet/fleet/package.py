@@ -23,16 +23,21 @@ from facefleet.fleet import device
 def render_install_sh(model: str, version: int, name: str, archive: str) -> str:
     """The install script with this package's model, version and archive name filled in."""
     template = resources.files("facefleet.fleet").joinpath("install.sh").read_text("utf-8")
-    for key, value in {"@MODEL@": model, "@VERSION@": str(version), "@NAME@": name or "-",
-                       "@ARCHIVE@": archive}.items():
+    for key, value in {
+        "@MODEL@": model,
+        "@VERSION@": str(version),
+        "@NAME@": name or "-",
+        "@ARCHIVE@": archive,
+    }.items():
         if key != "@NAME@" and shlex.quote(value) != value:
             raise FacefleetError(f"{key.strip('@').lower()} {value!r} is not safe in a script")
         template = template.replace(key, value)
     return template
 
 
-def make_package(bundle: Path, public_key_path: Path, out_dir: Path, *,
-                 public_key: Any | None = None) -> Path:
+def make_package(
+    bundle: Path, public_key_path: Path, out_dir: Path, *, public_key: Any | None = None
+) -> Path:
     """Write an offline package for ``bundle`` (folder or .tar.gz) to ``out_dir``."""
     from facefleet.registry.bundle import pack_bundle, unpack_bundle
     from facefleet.registry.keys import load_public_key
@@ -56,11 +61,13 @@ def make_package(bundle: Path, public_key_path: Path, out_dir: Path, *,
                 sums[name] = device.sha256_file(src / name)
             atomic_write_text(staging / "FILES.sha256", device.sha256sum_lines(sums))
             script = staging / "install.sh"
-            atomic_write_text(script, render_install_sh(model, version,
-                                                        str(manifest.get("name", "")), archive))
+            atomic_write_text(
+                script, render_install_sh(model, version, str(manifest.get("name", "")), archive)
+            )
             script.chmod(0o755)
-            pkg_sums = {n: device.sha256_file(staging / n)
-                        for n in (archive, "signing_key.pub.pem", "FILES.sha256")}
+            pkg_sums = {
+                n: device.sha256_file(staging / n) for n in (archive, "signing_key.pub.pem", "FILES.sha256")
+            }
             atomic_write_bytes(staging / "SHA256SUMS", device.sha256sum_lines(pkg_sums).encode())
             if out_dir.exists():
                 if any(out_dir.iterdir()):

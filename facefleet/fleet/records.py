@@ -172,9 +172,7 @@ def revoke_token(store: Any, name: str) -> None:
 
 
 def list_tokens(store: Any) -> list[TokenInfo]:
-    rows = store.conn.execute(
-        "SELECT name, created, revoked, last_used FROM fleet_tokens ORDER BY name"
-    )
+    rows = store.conn.execute("SELECT name, created, revoked, last_used FROM fleet_tokens ORDER BY name")
     return [TokenInfo(r["name"], r["created"], r["revoked"], r["last_used"]) for r in rows]
 
 

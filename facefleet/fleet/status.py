@@ -21,8 +21,9 @@ class DeviceStatus:
     fps: float | None
 
 
-def combine(deploys: list[dict[str, Any]], beats: list[dict[str, Any]],
-            hosts: list[str] | None = None) -> list[DeviceStatus]:
+def combine(
+    deploys: list[dict[str, Any]], beats: list[dict[str, Any]], hosts: list[str] | None = None
+) -> list[DeviceStatus]:
     """One row per (device, model) from deployment rows (newest first) and heartbeats (pure).
 
     ``version``/``since``: the newest successful deployment (a failed one leaves the device on
@@ -31,14 +32,14 @@ def combine(deploys: list[dict[str, Any]], beats: list[dict[str, Any]],
     rows: dict[tuple[str, str], DeviceStatus] = {}
     for d in deploys:
         key = (d["host"], d["model"])
-        row = rows.setdefault(key, DeviceStatus(d["host"], d["model"], None, None, d["result"],
-                                                None, None, None))
+        row = rows.setdefault(
+            key, DeviceStatus(d["host"], d["model"], None, None, d["result"], None, None, None)
+        )
         if row.version is None and d["result"] in ("ok", "unchanged"):
             row.version, row.since = d["new_version"], d["ts"]
     for b in beats:
         key = (b["device"], b["model"])
-        row = rows.setdefault(key, DeviceStatus(b["device"], b["model"], None, None, None,
-                                                None, None, None))
+        row = rows.setdefault(key, DeviceStatus(b["device"], b["model"], None, None, None, None, None, None))
         row.heartbeat, row.heartbeat_version, row.fps = b["ts"], b["version"], b["fps"]
         if row.version is None:
             row.version = b["version"]
@@ -51,8 +52,7 @@ def combine(deploys: list[dict[str, Any]], beats: list[dict[str, Any]],
 def fleet_status(ws: Any, hosts: list[str] | None = None) -> list[DeviceStatus]:
     store = records.open_store(ws)
     try:
-        return combine(records.deployments(store, limit=100_000), records.heartbeats(store),
-                       hosts)
+        return combine(records.deployments(store, limit=100_000), records.heartbeats(store), hosts)
     finally:
         store.close()
 
@@ -70,8 +70,7 @@ def table(rows: list[list[str]]) -> str:
     if not rows:
         return ""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def _v(version: int | None) -> str:
@@ -81,9 +80,18 @@ def _v(version: int | None) -> str:
 def status_table(items: list[DeviceStatus]) -> str:
     rows = [["HOST", "MODEL", "VERSION", "SINCE", "LAST DEPLOY", "HEARTBEAT", "REPORTS", "FPS"]]
     for s in items:
-        rows.append([s.host, s.model, _v(s.version), s.since or "-", s.last_result or "-",
-                     s.heartbeat or "-", _v(s.heartbeat_version),
-                     "-" if s.fps is None else f"{s.fps:.1f}"])
+        rows.append(
+            [
+                s.host,
+                s.model,
+                _v(s.version),
+                s.since or "-",
+                s.last_result or "-",
+                s.heartbeat or "-",
+                _v(s.heartbeat_version),
+                "-" if s.fps is None else f"{s.fps:.1f}",
+            ]
+        )
     return table(rows)
 
 
@@ -91,7 +99,15 @@ def history_table(items: list[dict[str, Any]]) -> str:
     rows = [["TIME", "RUN", "HOST", "MODEL", "OLD -> NEW", "RESULT", "SECONDS"]]
     for d in items:
         result = d["result"] + (f": {d['error']}" if d.get("error") else "")
-        rows.append([d["ts"], d["run_id"], d["host"], d["model"],
-                     f"{_v(d['old_version'])} -> {_v(d['new_version'])}", result,
-                     f"{d['seconds']:.1f}"])
+        rows.append(
+            [
+                d["ts"],
+                d["run_id"],
+                d["host"],
+                d["model"],
+                f"{_v(d['old_version'])} -> {_v(d['new_version'])}",
+                result,
+                f"{d['seconds']:.1f}",
+            ]
+        )
     return table(rows)

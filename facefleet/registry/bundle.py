@@ -59,6 +59,7 @@ class Decision:
 
 # -- files -------------------------------------------------------------------------------------
 
+
 def _check_name(name: str) -> None:
     if (
         not name

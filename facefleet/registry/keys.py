@@ -70,9 +70,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FacefleetError(
-            f"no signing key at {path}: create one with 'facefleet keys init'"
-        ) from None
+        raise FacefleetError(f"no signing key at {path}: create one with 'facefleet keys init'") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

@@ -156,7 +156,7 @@ def find_frame(images_dir: Path, date: str, event: str, timestamp: str) -> Path 
     for path in folder.glob(f"{glob_escape(event)}*"):
         if not path.is_file():
             continue
-        have = frame_key(path.stem[len(event):])
+        have = frame_key(path.stem[len(event) :])
         if have == want:
             return path
         # fractional seconds trimmed or padded differently
@@ -347,9 +347,7 @@ def _person_id(store: Store, name: str, report: ImportReport) -> str:
     return store.add_person(name)
 
 
-def import_facedata(
-    ws: Workspace, path: Path | str, *, embedder_id: str | None = None
-) -> ImportReport:
+def import_facedata(ws: Workspace, path: Path | str, *, embedder_id: str | None = None) -> ImportReport:
     """Read SentinelCam's ``facedata.hdf5`` into the store as in-use faces with embeddings.
 
     The frames themselves are not in the file: each face hangs off a placeholder image
@@ -382,9 +380,7 @@ def import_facedata(
                         continue
                     frame = f"{ref['date']}|{ref['event']}|{ref['timestamp']}|{ref['sink']}"
                     sha = hashlib.sha256(f"sentinelcam-frame:{frame}".encode()).hexdigest()
-                    image_id, _ = store.add_image(
-                        f"sentinelcam:{frame}", source="sentinelcam", sha256=sha
-                    )
+                    image_id, _ = store.add_image(f"sentinelcam:{frame}", source="sentinelcam", sha256=sha)
                     if (image_id, ref["box"]) in existing:
                         report.already_present += 1
                         continue
@@ -518,9 +514,7 @@ def import_facelist(
                     status=rec["status"],
                     detector="sentinelcam",
                     meta={
-                        "sentinelcam": {
-                            k: rec[k] for k in ("date", "event", "timestamp", "objid", "source")
-                        }
+                        "sentinelcam": {k: rec[k] for k in ("date", "event", "timestamp", "objid", "source")}
                         | {"sink": sink}
                     },
                 )

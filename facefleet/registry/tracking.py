@@ -28,9 +28,7 @@ def _mlflow():
     try:
         import mlflow
     except ImportError as exc:
-        raise FacefleetError(
-            f"mlflow is not installed (pip install 'facefleet[server]'): {exc}"
-        ) from None
+        raise FacefleetError(f"mlflow is not installed (pip install 'facefleet[server]'): {exc}") from None
     return mlflow
 
 
@@ -52,7 +50,7 @@ def has_tracking_store(ws: Workspace) -> bool:
     uri = ws.tracking_uri
     if not uri.startswith("sqlite:///"):
         return True
-    return Path(uri[len("sqlite:///"):]).is_file()
+    return Path(uri[len("sqlite:///") :]).is_file()
 
 
 def experiment_name(ws: Workspace, name: str | None = None) -> str:

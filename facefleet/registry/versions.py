@@ -170,9 +170,7 @@ def _registered_aliases(client: MlflowClient, model: str) -> dict[str, int]:
     try:
         reg = client.get_registered_model(model)
     except MlflowException:
-        raise VersionError(
-            f"no registered model {model!r} yet: train one with 'facefleet train'"
-        ) from None
+        raise VersionError(f"no registered model {model!r} yet: train one with 'facefleet train'") from None
     return {alias: int(v) for alias, v in (reg.aliases or {}).items()}
 
 
@@ -356,9 +354,7 @@ def promote(
     return entry
 
 
-def rollback(
-    ws: Workspace, alias: str, why: str = "", user: str | None = None
-) -> dict[str, Any]:
+def rollback(ws: Workspace, alias: str, why: str = "", user: str | None = None) -> dict[str, Any]:
     """Move ``alias`` back to the version that held it before, from the audit log."""
     from mlflow.exceptions import MlflowException
 
@@ -381,8 +377,7 @@ def rollback(
         if target is None:
             held = f"v{current}" if current is not None else "nothing"
             raise VersionError(
-                f"cannot roll back @{alias}: it holds {held} and the audit log "
-                "records no earlier holder"
+                f"cannot roll back @{alias}: it holds {held} and the audit log records no earlier holder"
             )
         entry = _move(ws, alias, target, current, action="rollback", why=why, user=user)
     write_versions_yaml(ws)
@@ -392,9 +387,7 @@ def rollback(
 # -- versions.yaml ---------------------------------------------------------------------------
 
 
-def versions_summary(
-    infos: list[ModelVersionInfo], entries: list[dict[str, Any]]
-) -> dict[str, Any]:
+def versions_summary(infos: list[ModelVersionInfo], entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``versions.yaml`` mapping from the versions and the audit log (pure).
 
     ``production`` is the current holder; ``validated`` lists every version that was ever

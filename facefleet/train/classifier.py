@@ -72,9 +72,7 @@ def squared_extent(X: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
     return float(max(d2.max(), 1e-12))
 
 
-def plan_candidates(
-    space: SearchSpace, extent: float
-) -> tuple[list[dict[str, Any]], int]:
+def plan_candidates(space: SearchSpace, extent: float) -> tuple[list[dict[str, Any]], int]:
     """The parameter grid, with linear-regime RBF candidates folded into linear ones.
 
     Returns (list of param dicts for GridSearch-style ``param_grid``, number pruned).
@@ -142,8 +140,7 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, space: SearchSpace) -> Fitted:
     smallest = int(counts.min())
     folds = min(space.cv_folds, smallest)
     if space.method == "nearest":
-        return Fitted("nearest", "chosen in the configuration", {}, None, 0, 0, 0,
-                      time.perf_counter() - t0)
+        return Fitted("nearest", "chosen in the configuration", {}, None, 0, 0, 0, time.perf_counter() - t0)
     if n_classes < 2 or folds < 2:
         why = (
             "only one person enrolled"
@@ -156,31 +153,55 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, space: SearchSpace) -> Fitted:
     if space.method in ("auto", "centroid"):
         scores["centroid"] = centroid_cv_score(X, y, folds, space.seed)
         if space.method == "centroid":
-            return Fitted("centroid", "chosen in the configuration", {}, scores["centroid"],
-                          folds, 1, 0, time.perf_counter() - t0, scores=scores)
+            return Fitted(
+                "centroid",
+                "chosen in the configuration",
+                {},
+                scores["centroid"],
+                folds,
+                1,
+                0,
+                time.perf_counter() - t0,
+                scores=scores,
+            )
     grid, pruned = plan_candidates(space, squared_extent(X, seed=space.seed))
     search = _search(X, y, grid, folds, space)
     scores["svm"] = float(search.best_score_)
-    params = {k: (float(v) if isinstance(v, (float, np.floating)) else v)
-              for k, v in search.best_params_.items()}
+    params = {
+        k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in search.best_params_.items()
+    }
     n_cand = grid_size(grid)
     if space.method == "auto" and scores.get("centroid", -1.0) > scores["svm"]:
         return Fitted(
             "centroid",
             f"nearest centroid scored {scores['centroid']:.4f} > SVM {scores['svm']:.4f}",
-            {}, scores["centroid"], folds, n_cand + 1, pruned, time.perf_counter() - t0,
+            {},
+            scores["centroid"],
+            folds,
+            n_cand + 1,
+            pruned,
+            time.perf_counter() - t0,
             scores=scores,
         )
     est = search.best_estimator_
     reason = f"SVM {params} scored {scores['svm']:.4f} in {folds}-fold CV"
     if "centroid" in scores:
         reason += f" (nearest centroid {scores['centroid']:.4f})"
-    return Fitted("svm", reason, params, scores["svm"], folds, n_cand, pruned,
-                  time.perf_counter() - t0, estimator=est, scores=scores)
+    return Fitted(
+        "svm",
+        reason,
+        params,
+        scores["svm"],
+        folds,
+        n_cand,
+        pruned,
+        time.perf_counter() - t0,
+        estimator=est,
+        scores=scores,
+    )
 
 
-def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int,
-            space: SearchSpace):
+def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int, space: SearchSpace):
     from sklearn.svm import SVC
 
     base = SVC(class_weight="balanced", cache_size=500)
@@ -197,15 +218,22 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
             from sklearn.model_selection import HalvingGridSearchCV
 
             search = HalvingGridSearchCV(
-                base, grid, cv=cv, factor=3, resource="n_samples",
-                min_resources=min_res, aggressive_elimination=True,
-                n_jobs=space.n_jobs, random_state=space.seed, refit=True, error_score=0.0,
+                base,
+                grid,
+                cv=cv,
+                factor=3,
+                resource="n_samples",
+                min_resources=min_res,
+                aggressive_elimination=True,
+                n_jobs=space.n_jobs,
+                random_state=space.seed,
+                refit=True,
+                error_score=0.0,
             )
         else:
             from sklearn.model_selection import GridSearchCV
 
-            search = GridSearchCV(base, grid, cv=cv, n_jobs=space.n_jobs, refit=True,
-                                  error_score=0.0)
+            search = GridSearchCV(base, grid, cv=cv, n_jobs=space.n_jobs, refit=True, error_score=0.0)
         search.fit(X, y)
     return search
 
@@ -253,5 +281,4 @@ def cv_predictions(X: np.ndarray, y: np.ndarray, fitted: Fitted, seed: int = 0) 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        return cross_val_predict(clone(fitted.estimator), X, y,
-                                 cv=_cv(y, fitted.cv_folds, seed), n_jobs=2)
+        return cross_val_predict(clone(fitted.estimator), X, y, cv=_cv(y, fitted.cv_folds, seed), n_jobs=2)

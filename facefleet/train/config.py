@@ -68,8 +68,18 @@ class TrainConfig:
 
 _INPUT_KEYS = {"statuses", "negatives", "strangers"}
 _OUTPUT_KEYS = {"name", "model_name"}
-_PARAM_KEYS = {"method", "kernels", "C", "gamma", "class_weight", "cv_folds", "search",
-               "n_jobs", "seed", "open_set"}
+_PARAM_KEYS = {
+    "method",
+    "kernels",
+    "C",
+    "gamma",
+    "class_weight",
+    "cv_folds",
+    "search",
+    "n_jobs",
+    "seed",
+    "open_set",
+}
 _OPEN_KEYS = {"target_far", "target_frr", "max_threshold", "min_threshold"}
 
 
@@ -80,8 +90,7 @@ def _section(doc: dict[str, Any], name: str, allowed: set[str], where: str) -> d
     unknown = sorted(set(sec) - allowed)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) in '{name}': {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(allowed))})"
+            f"{where}: unknown key(s) in '{name}': {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
         )
     return sec
 
@@ -123,15 +132,15 @@ def _bool(value: Any, key: str, where: str) -> bool:
     return value
 
 
-def config_from_dict(doc: dict[str, Any], where: str = "config",
-                     defaults: TrainConfig | None = None) -> TrainConfig:
+def config_from_dict(
+    doc: dict[str, Any], where: str = "config", defaults: TrainConfig | None = None
+) -> TrainConfig:
     """Validate a version document (already parsed) over ``defaults``."""
     cfg = defaults or TrainConfig()
     unknown = sorted(set(doc) - {"inputs", "outputs", "parameters", "description"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section(s) {', '.join(unknown)} "
-            "(expected inputs, outputs, parameters)"
+            f"{where}: unknown section(s) {', '.join(unknown)} (expected inputs, outputs, parameters)"
         )
     inp = _section(doc, "inputs", _INPUT_KEYS, where)
     out = _section(doc, "outputs", _OUTPUT_KEYS, where)
@@ -187,10 +196,8 @@ def config_from_dict(doc: dict[str, Any], where: str = "config",
     open_set = OpenSetParams(
         target_far=_rate(osec.get("target_far", o.target_far), "open_set.target_far", where),
         target_frr=_rate(osec.get("target_frr", o.target_frr), "open_set.target_frr", where),
-        max_threshold=_dist(osec.get("max_threshold", o.max_threshold),
-                            "open_set.max_threshold", where),
-        min_threshold=_dist(osec.get("min_threshold", o.min_threshold),
-                            "open_set.min_threshold", where),
+        max_threshold=_dist(osec.get("max_threshold", o.max_threshold), "open_set.max_threshold", where),
+        min_threshold=_dist(osec.get("min_threshold", o.min_threshold), "open_set.min_threshold", where),
     )
     if open_set.min_threshold > open_set.max_threshold:
         raise ConfigError(f"{where}: open_set.min_threshold is above open_set.max_threshold")
@@ -206,8 +213,9 @@ def config_from_dict(doc: dict[str, Any], where: str = "config",
     )
 
 
-def load_config(path: Path | None = None, *, workspace_train: dict[str, Any] | None = None,
-                **overrides: Any) -> TrainConfig:
+def load_config(
+    path: Path | None = None, *, workspace_train: dict[str, Any] | None = None, **overrides: Any
+) -> TrainConfig:
     """The run's configuration: workspace ``train:`` section, then the version YAML at
     ``path``, then non-None ``overrides`` (name, model_name, method, cv_folds, target_far,
     max_threshold, n_jobs)."""

@@ -81,8 +81,11 @@ def score_decisions(
         mine = [d for d, t in kd if t == person]
         ok = sum(d.name == person for d in mine)
         rej = sum(d.name is None for d in mine)
-        rows.append(PersonRow(person, len(mine), sum(d.candidate == person for d in mine),
-                              ok, rej, len(mine) - ok - rej))
+        rows.append(
+            PersonRow(
+                person, len(mine), sum(d.candidate == person for d in mine), ok, rej, len(mine) - ok - rej
+            )
+        )
     order = list(labels) + [UNKNOWN]
     index = {n: i for i, n in enumerate(order)}
     cm = np.zeros((len(order), len(order)), dtype=np.int64)
@@ -96,14 +99,18 @@ def score_decisions(
     frr = [(float((kdist > g).mean()) if n_k else 0.0) for g in grid]
     far = [(float((udist <= g).mean()) if n_u else 0.0) for g in grid]
     return EvalResult(
-        metrics=metrics, people=rows, labels=order, confusion=cm.tolist(),
+        metrics=metrics,
+        people=rows,
+        labels=order,
+        confusion=cm.tolist(),
         curve={"threshold": grid.tolist(), "far": far, "frr": frr},
         counts={"known_faces": n_k, "unknown_faces": n_u},
     )
 
 
-def embed_folder(ws: Workspace, folder: Path, *, labelled: bool,
-                 fallback: bool = True) -> tuple[np.ndarray, list[str], dict[str, int]]:
+def embed_folder(
+    ws: Workspace, folder: Path, *, labelled: bool, fallback: bool = True
+) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """Embeddings of the photos under ``folder``.
 
     ``labelled``: one sub-folder per person, the largest face of each photo is that person;
@@ -127,8 +134,11 @@ def embed_folder(ws: Workspace, folder: Path, *, labelled: bool,
     names: list[str] = []
     counts = {"photos": len(items), "no_face": 0, "unreadable": 0}
     analyses = analyse_files(
-        [path for _, path in items], VisionConfig.from_workspace(ws), fallback=fallback,
-        engine=ws.engine(), desc=f"embed {folder.name}",
+        [path for _, path in items],
+        VisionConfig.from_workspace(ws),
+        fallback=fallback,
+        engine=ws.engine(),
+        desc=f"embed {folder.name}",
     )
     for (name, _), analysis in zip(items, analyses):
         if analysis.error:
@@ -147,20 +157,32 @@ def embed_folder(ws: Workspace, folder: Path, *, labelled: bool,
     return np.array(X, dtype=np.float32).reshape(-1, 128), names, counts
 
 
-def evaluate_bundle(bundle: Bundle, X: np.ndarray, truth: list[str],
-                    X_unknown: np.ndarray | None = None) -> EvalResult:
+def evaluate_bundle(
+    bundle: Bundle, X: np.ndarray, truth: list[str], X_unknown: np.ndarray | None = None
+) -> EvalResult:
     """Classify and score embeddings with a loaded bundle."""
     known = bundle.classify(X) if len(X) else []
     unknown = bundle.classify(X_unknown) if X_unknown is not None and len(X_unknown) else []
     result = score_decisions(known, truth, unknown, bundle.labels)
-    result.model = {"model": bundle.model, "version": bundle.version, "name": bundle.name,
-                    "method": bundle.method, "embedder_id": bundle.embedder_id}
+    result.model = {
+        "model": bundle.model,
+        "version": bundle.version,
+        "name": bundle.name,
+        "method": bundle.method,
+        "embedder_id": bundle.embedder_id,
+    }
     return result
 
 
-def evaluate(ws: Workspace, test_dir: Path, *, unknown_dir: Path | None = None,
-             model: str | None = None, fallback: bool = True,
-             log_to_mlflow: bool = True) -> EvalResult:
+def evaluate(
+    ws: Workspace,
+    test_dir: Path,
+    *,
+    unknown_dir: Path | None = None,
+    model: str | None = None,
+    fallback: bool = True,
+    log_to_mlflow: bool = True,
+) -> EvalResult:
     """Evaluate the bundle ``model`` (see ``latest_bundle``) on a folder per person and an
     optional folder of strangers; logged as an MLflow run."""
     from facefleet.registry.bundle import load_bundle
@@ -169,8 +191,9 @@ def evaluate(ws: Workspace, test_dir: Path, *, unknown_dir: Path | None = None,
 
     embedder_id = current_embedder_id(ws)
     path = latest_bundle(ws, model)
-    bundle = load_bundle(path, load_public_key(public_key_path(ws.keys_dir)),
-                         expected_embedder_id=embedder_id)
+    bundle = load_bundle(
+        path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
+    )
     X, truth, c1 = embed_folder(ws, test_dir, labelled=True, fallback=fallback)
     Xu, c2 = None, {}
     if unknown_dir is not None:
@@ -183,8 +206,9 @@ def evaluate(ws: Workspace, test_dir: Path, *, unknown_dir: Path | None = None,
     return result
 
 
-def log_evaluation(ws: Workspace, result: EvalResult, *, test_dir: Path | None = None,
-                   unknown_dir: Path | None = None) -> str:
+def log_evaluation(
+    ws: Workspace, result: EvalResult, *, test_dir: Path | None = None, unknown_dir: Path | None = None
+) -> str:
     """One MLflow run: metrics, per-person table, confusion matrix and FAR/FRR plots."""
     from facefleet.registry import tracking
     from facefleet.train.plots import confusion_png, far_frr_png
@@ -193,13 +217,23 @@ def log_evaluation(ws: Workspace, result: EvalResult, *, test_dir: Path | None =
     import mlflow
 
     m = result.model
-    tags = {"facefleet.kind": "evaluate", "model_name": m.get("model"),
-            "model_version": m.get("version"), "facefleet.name": m.get("name")}
-    with tracking.start_run(ws, run_name=f"evaluate-{m.get('name')}-v{m.get('version')}",
-                            tags=tags) as run:
-        mlflow.log_params({"model": m.get("model"), "version": m.get("version"),
-                           "name": m.get("name"), "method": m.get("method"),
-                           "test_dir": str(test_dir), "unknown_dir": str(unknown_dir)})
+    tags = {
+        "facefleet.kind": "evaluate",
+        "model_name": m.get("model"),
+        "model_version": m.get("version"),
+        "facefleet.name": m.get("name"),
+    }
+    with tracking.start_run(ws, run_name=f"evaluate-{m.get('name')}-v{m.get('version')}", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "model": m.get("model"),
+                "version": m.get("version"),
+                "name": m.get("name"),
+                "method": m.get("method"),
+                "test_dir": str(test_dir),
+                "unknown_dir": str(unknown_dir),
+            }
+        )
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
         mlflow.log_dict(result.to_dict(), "evaluation.json")
         mlflow.log_text(format_table(result), "per_person.txt")
@@ -208,11 +242,19 @@ def log_evaluation(ws: Workspace, result: EvalResult, *, test_dir: Path | None =
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in (
                 ("confusion_matrix.png", confusion_png(cm, result.labels)),
-                ("far_frr.png", far_frr_png(
-                    np.array(c["threshold"]), np.array(c["far"]), np.array(c["frr"]),
-                    (result.metrics["unknown_false_accept_rate"],
-                     result.metrics["known_false_reject_rate"]),
-                    "Test: FAR (strangers) / FRR (known) vs a global threshold")),
+                (
+                    "far_frr.png",
+                    far_frr_png(
+                        np.array(c["threshold"]),
+                        np.array(c["far"]),
+                        np.array(c["frr"]),
+                        (
+                            result.metrics["unknown_false_accept_rate"],
+                            result.metrics["known_false_reject_rate"],
+                        ),
+                        "Test: FAR (strangers) / FRR (known) vs a global threshold",
+                    ),
+                ),
             ):
                 (Path(tmp) / name).write_bytes(data)
                 mlflow.log_artifact(str(Path(tmp) / name), "plots")
@@ -223,11 +265,12 @@ def format_table(result: EvalResult) -> str:
     """The metrics and the per-person table as plain text."""
     lines = [f"{k:32s} {v:.4f}" for k, v in result.metrics.items()]
     width = max([len(r.name) for r in result.people] + [6])
-    lines += ["", f"{'person':{width}s} {'faces':>5s} {'top1':>5s} {'named':>5s} "
-                  f"{'unknown':>7s} {'wrong':>5s}"]
+    lines += [
+        "",
+        f"{'person':{width}s} {'faces':>5s} {'top1':>5s} {'named':>5s} {'unknown':>7s} {'wrong':>5s}",
+    ]
     for r in result.people:
-        lines.append(f"{r.name:{width}s} {r.faces:5d} {r.top1:5d} {r.named:5d} "
-                     f"{r.rejected:7d} {r.wrong:5d}")
+        lines.append(f"{r.name:{width}s} {r.faces:5d} {r.top1:5d} {r.named:5d} {r.rejected:7d} {r.wrong:5d}")
     return "\n".join(lines)
 
 

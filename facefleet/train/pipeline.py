@@ -68,8 +68,7 @@ def signing_key(ws: Workspace):
     path = private_key_path(ws.keys_dir)
     if not path.exists() and not (ws.keys_dir / "signing_key.pub.pem").exists():
         generate_keypair(ws.keys_dir)
-        log.warning("created a signing key pair in %s (devices need signing_key.pub.pem)",
-                    ws.keys_dir)
+        log.warning("created a signing key pair in %s (devices need signing_key.pub.pem)", ws.keys_dir)
     return load_private_key(path)
 
 
@@ -78,8 +77,9 @@ def _now() -> str:
 
 
 # -- training -------------------------------------------------------------------------------
-def train(ws: Workspace, config: TrainConfig | None = None, *, report: bool = False,
-          embedder_id: str | None = None) -> TrainResult:
+def train(
+    ws: Workspace, config: TrainConfig | None = None, *, report: bool = False, embedder_id: str | None = None
+) -> TrainResult:
     """Train on the store's faces (statuses from the config) and publish a signed bundle."""
     from facefleet.train.config import load_config
 
@@ -97,8 +97,16 @@ def train(ws: Workspace, config: TrainConfig | None = None, *, report: bool = Fa
             f"no faces to train on (statuses {', '.join(config.statuses)}, embedder "
             f"{embedder_id}): enrol photos first with 'facefleet enrol'"
         )
-    return train_arrays(ws, ts.X, list(ts.names), embedder_id=embedder_id, config=config,
-                        negatives=negatives, strangers=strangers, report=report)
+    return train_arrays(
+        ws,
+        ts.X,
+        list(ts.names),
+        embedder_id=embedder_id,
+        config=config,
+        negatives=negatives,
+        strangers=strangers,
+        report=report,
+    )
 
 
 def train_arrays(
@@ -121,15 +129,18 @@ def train_arrays(
     model = model_name(ws, config.model_name)
     steps = iter(progress(["fit", "publish"], total=2, desc="train"))
     next(steps)
-    trained = build_model(X, names, config.search, config.open_set,
-                          negatives=negatives, strangers=strangers)
+    trained = build_model(X, names, config.search, config.open_set, negatives=negatives, strangers=strangers)
     next(steps, None)
     human = config.name or f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = tracking.configure(ws)
     import mlflow
 
-    tags = {"facefleet.kind": "train", "facefleet.embedder_id": embedder_id,
-            "facefleet.name": human, "facefleet.method": trained.fitted.method}
+    tags = {
+        "facefleet.kind": "train",
+        "facefleet.embedder_id": embedder_id,
+        "facefleet.name": human,
+        "facefleet.method": trained.fitted.method,
+    }
     with tracking.start_run(ws, run_name=human, tags=tags) as run:
         run_id = run.info.run_id
         _log_training(mlflow, config, trained)
@@ -171,9 +182,18 @@ def train_arrays(
             except Exception:  # noqa: BLE001 - report the original failure
                 log.warning("could not delete incomplete model version %s/%s", model, version)
             raise
-    result = TrainResult(run_id, model, version, human, trained.fitted.method,
-                         trained.fitted.reason, bundle_dir, tar_path, trained.metrics,
-                         trained.thresholds)
+    result = TrainResult(
+        run_id,
+        model,
+        version,
+        human,
+        trained.fitted.method,
+        trained.fitted.reason,
+        bundle_dir,
+        tar_path,
+        trained.metrics,
+        trained.thresholds,
+    )
     if report:
         run_training_report(ws, result, config)
     return result
@@ -186,8 +206,11 @@ def run_training_report(ws: Workspace, result: TrainResult, config: TrainConfig)
     except ImportError:
         log.warning("the training report is not available in this installation")
         return None
-    return run_report(ws, result.run_id, {**config.params(), "model": result.model,
-                                          "version": result.version, "name": result.name})
+    return run_report(
+        ws,
+        result.run_id,
+        {**config.params(), "model": result.model, "version": result.version, "name": result.name},
+    )
 
 
 def _new_version(client, model: str, artifact_uri: str, run_id: str, human: str) -> int:
@@ -200,8 +223,9 @@ def _new_version(client, model: str, artifact_uri: str, run_id: str, human: str)
             client.create_registered_model(model, description="facefleet face recogniser")
         except MlflowException:  # created meanwhile by another run
             client.get_registered_model(model)
-    mv = client.create_model_version(model, source=f"{artifact_uri}/bundle", run_id=run_id,
-                                     tags={"name": human})
+    mv = client.create_model_version(
+        model, source=f"{artifact_uri}/bundle", run_id=run_id, tags={"name": human}
+    )
     return int(mv.version)
 
 
@@ -212,23 +236,33 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
     from facefleet.train.thresholds import far_frr_curve
 
     f = trained.fitted
-    params = {**config.params(), "chosen_method": f.method, "cv_folds_used": f.cv_folds,
-              **{f"best_{k}": v for k, v in f.params.items()},
-              "n_faces": trained.counts["faces"], "n_people": trained.counts["people"],
-              "n_negatives": trained.counts["negatives"],
-              "n_strangers": trained.counts["strangers"]}
+    params = {
+        **config.params(),
+        "chosen_method": f.method,
+        "cv_folds_used": f.cv_folds,
+        **{f"best_{k}": v for k, v in f.params.items()},
+        "n_faces": trained.counts["faces"],
+        "n_people": trained.counts["people"],
+        "n_negatives": trained.counts["negatives"],
+        "n_strangers": trained.counts["strangers"],
+    }
     mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
     mlflow.log_metrics({k: float(v) for k, v in trained.metrics.items()})
     mlflow.set_tag("facefleet.method_reason", f.reason[:5000])
     mlflow.log_text(config.source or config.to_yaml(), "config/version.yaml")
     labels = trained.labels
     rep_kw = dict(labels=list(range(len(labels))), target_names=labels, zero_division=0)
-    mlflow.log_text(classification_report(trained.y, trained.cv_pred, digits=4, **rep_kw),
-                    "classification_report.txt")
-    mlflow.log_dict(classification_report(trained.y, trained.cv_pred, output_dict=True, **rep_kw),
-                    "classification_report.json")
-    mlflow.log_dict({"thresholds": trained.thresholds, "method": f.method, "reason": f.reason,
-                     "params": f.params}, "thresholds.json")
+    mlflow.log_text(
+        classification_report(trained.y, trained.cv_pred, digits=4, **rep_kw), "classification_report.txt"
+    )
+    mlflow.log_dict(
+        classification_report(trained.y, trained.cv_pred, output_dict=True, **rep_kw),
+        "classification_report.json",
+    )
+    mlflow.log_dict(
+        {"thresholds": trained.thresholds, "method": f.method, "reason": f.reason, "params": f.params},
+        "thresholds.json",
+    )
     n, k = trained.loo.shape
     genuine = trained.loo[np.arange(n), trained.y]
     mask = np.ones_like(trained.loo, dtype=bool)
@@ -239,11 +273,18 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
     far, frr = far_frr_curve(genuine, impostor, grid)
     with tempfile.TemporaryDirectory() as tmp:
         for fname, data in (
-            ("far_frr_train.png", far_frr_png(grid, far, frr, (trained.op.far, trained.op.frr),
-                                              "Training (leave-one-out): FAR / FRR")),
-            ("distances_train.png", distance_hist_png(
-                genuine, impostor, thr,
-                trained.strangers.min(axis=1) if len(trained.strangers) else None)),
+            (
+                "far_frr_train.png",
+                far_frr_png(
+                    grid, far, frr, (trained.op.far, trained.op.frr), "Training (leave-one-out): FAR / FRR"
+                ),
+            ),
+            (
+                "distances_train.png",
+                distance_hist_png(
+                    genuine, impostor, thr, trained.strangers.min(axis=1) if len(trained.strangers) else None
+                ),
+            ),
         ):
             (Path(tmp) / fname).write_bytes(data)
             mlflow.log_artifact(str(Path(tmp) / fname), "plots")
@@ -255,8 +296,7 @@ def _local_versions(ws: Workspace, model: str) -> list[int]:
     if not folder.is_dir():
         return []
     return sorted(
-        int(p.name) for p in folder.iterdir()
-        if p.name.isdigit() and p.is_dir() and (p / MANIFEST).is_file()
+        int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir() and (p / MANIFEST).is_file()
     )
 
 

@@ -37,27 +37,40 @@ def confusion_png(cm: np.ndarray, labels: list[str], title: str = "Confusion mat
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
-                            color="white" if cm[i, j] > cm.max() / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(cm[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black",
+                    )
     ax.set_xlabel("decision")
     ax.set_ylabel("truth")
     ax.set_title(title)
     return _png(fig)
 
 
-def far_frr_png(grid: np.ndarray, far: np.ndarray, frr: np.ndarray,
-                operating: tuple[float, float] | None = None,
-                title: str = "FAR / FRR vs distance threshold") -> bytes:
+def far_frr_png(
+    grid: np.ndarray,
+    far: np.ndarray,
+    frr: np.ndarray,
+    operating: tuple[float, float] | None = None,
+    title: str = "FAR / FRR vs distance threshold",
+) -> bytes:
     """Curves over a global threshold; ``operating`` = (FAR, FRR) of the per-person thresholds."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(grid, far, label="false accept rate")
     ax.plot(grid, frr, label="false reject rate")
     if operating is not None:
-        ax.axhline(operating[0], color="C0", ls=":", lw=1,
-                   label=f"per-person thresholds: FAR {operating[0]:.3f}")
-        ax.axhline(operating[1], color="C1", ls=":", lw=1,
-                   label=f"per-person thresholds: FRR {operating[1]:.3f}")
+        ax.axhline(
+            operating[0], color="C0", ls=":", lw=1, label=f"per-person thresholds: FAR {operating[0]:.3f}"
+        )
+        ax.axhline(
+            operating[1], color="C1", ls=":", lw=1, label=f"per-person thresholds: FRR {operating[1]:.3f}"
+        )
     ax.set_xlabel("distance threshold")
     ax.set_ylabel("rate")
     ax.set_ylim(-0.02, 1.02)
@@ -66,15 +79,15 @@ def far_frr_png(grid: np.ndarray, far: np.ndarray, frr: np.ndarray,
     return _png(fig)
 
 
-def distance_hist_png(genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray,
-                      strangers: np.ndarray | None = None) -> bytes:
+def distance_hist_png(
+    genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray, strangers: np.ndarray | None = None
+) -> bytes:
     """Leave-one-out genuine vs impostor distances, with the fitted thresholds."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1.4, 71)
     ax.hist(genuine[np.isfinite(genuine)], bins=bins, alpha=0.6, density=True, label="genuine")
-    ax.hist(impostor[np.isfinite(impostor)], bins=bins, alpha=0.6, density=True,
-            label="impostor")
+    ax.hist(impostor[np.isfinite(impostor)], bins=bins, alpha=0.6, density=True, label="impostor")
     if strangers is not None and len(strangers):
         ax.hist(strangers, bins=bins, alpha=0.6, density=True, label="strangers")
     for t in np.unique(np.round(thresholds, 3))[:50]:

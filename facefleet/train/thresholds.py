@@ -30,9 +30,7 @@ class OpenSetParams:
     min_threshold: float = 0.3  # floor: below this nobody is ever recognised
 
 
-def loo_class_distances(
-    X: np.ndarray, y: np.ndarray, n_classes: int, chunk: int = 1024
-) -> np.ndarray:
+def loo_class_distances(X: np.ndarray, y: np.ndarray, n_classes: int, chunk: int = 1024) -> np.ndarray:
     """N x K: for each face, the distance to each class's nearest *other* gallery face
     (the face itself excluded; ``inf`` when its class has no other face)."""
     X = np.asarray(X, dtype=np.float64)
@@ -52,8 +50,9 @@ def loo_class_distances(
     return out
 
 
-def class_distances(X: np.ndarray, gallery: np.ndarray, gallery_y: np.ndarray,
-                    n_classes: int, chunk: int = 1024) -> np.ndarray:
+def class_distances(
+    X: np.ndarray, gallery: np.ndarray, gallery_y: np.ndarray, n_classes: int, chunk: int = 1024
+) -> np.ndarray:
     """N x K: distance from each row of ``X`` to each class's nearest gallery face."""
     if len(X) == 0:
         return np.zeros((0, n_classes))
@@ -62,14 +61,14 @@ def class_distances(X: np.ndarray, gallery: np.ndarray, gallery_y: np.ndarray,
     starts = np.searchsorted(gy, np.arange(n_classes))
     out = np.empty((len(X), n_classes), dtype=np.float64)
     for a in range(0, len(X), chunk):
-        out[a : a + chunk] = np.minimum.reduceat(
-            pairwise_distances(X[a : a + chunk], G), starts, axis=1
-        )
+        out[a : a + chunk] = np.minimum.reduceat(pairwise_distances(X[a : a + chunk], G), starts, axis=1)
     return out
 
 
 def choose_threshold(
-    genuine: np.ndarray, impostor: np.ndarray, params: OpenSetParams,
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    params: OpenSetParams,
     fallback_genuine: float | None = None,
 ) -> float:
     """One person's threshold.
@@ -112,11 +111,7 @@ def fit_thresholds(
     n, k = loo.shape
     genuine_all = loo[np.arange(n), y]
     finite = genuine_all[np.isfinite(genuine_all)]
-    pooled = (
-        float(np.quantile(finite, 1.0 - params.target_frr, method="higher"))
-        if len(finite)
-        else None
-    )
+    pooled = float(np.quantile(finite, 1.0 - params.target_frr, method="higher")) if len(finite) else None
     out = np.empty(k, dtype=np.float64)
     for p in range(k):
         imp = [loo[y != p, p]]
@@ -138,7 +133,9 @@ class OperatingPoint:
 
 
 def operating_point(
-    loo: np.ndarray, y: np.ndarray, thresholds: np.ndarray,
+    loo: np.ndarray,
+    y: np.ndarray,
+    thresholds: np.ndarray,
     strangers: np.ndarray | None = None,
 ) -> OperatingPoint:
     """FAR and FRR of per-person ``thresholds`` on leave-one-out training distances."""

@@ -107,9 +107,10 @@ def analyse_files(
         return
     # spawn, not fork: forking after onnxruntime or dlib started threads can deadlock the child.
     ctx = mp.get_context("spawn")
-    with _main_script_hidden(), ProcessPoolExecutor(
-        count, mp_context=ctx, initializer=_init_worker, initargs=(config,)
-    ) as pool:
+    with (
+        _main_script_hidden(),
+        ProcessPoolExecutor(count, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool,
+    ):
         results = pool.map(_worker_task, jobs, chunksize=1)
         yield from progress(results, total=len(jobs), desc=desc)
 

@@ -356,8 +356,7 @@ def check_face_resnet(net: DlibNet, source: str = "model") -> list[tuple[tuple, 
             bad = p["weights"].shape[1] != spec[1]
         if bad:
             raise DlibModelFormatError(
-                f"{source}: layer {i} (from the input) is {layer.kind} {_describe(p)}, "
-                f"expected {spec}"
+                f"{source}: layer {i} (from the input) is {layer.kind} {_describe(p)}, expected {spec}"
             )
         pairs.append((spec, layer))
     if net.input_size != (150, 150):

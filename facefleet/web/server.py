@@ -53,15 +53,15 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 def create_app(ws: Any) -> FastAPI:
     """The FastAPI application serving ``ws``'s bundles."""
-    app = FastAPI(title="facefleet model server", version="1",
-                  description="Signed face-model bundles for edge devices.")
+    app = FastAPI(
+        title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
+    )
     sha_cache: dict[tuple[str, float, int], str] = {}
 
     def device(authorization: Annotated[str | None, Header()] = None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, "bearer token required",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
         # one short-lived connection per request: sqlite connections stay in their thread
         st = records.open_store(ws)
         try:
@@ -69,8 +69,9 @@ def create_app(ws: Any) -> FastAPI:
         finally:
             st.close()
         if name is None:
-            raise HTTPException(401, "unknown or revoked token",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise HTTPException(
+                401, "unknown or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
         return name
 
     def bundle_for(model: str, ref: str) -> catalog.BundleRef:
@@ -102,22 +103,24 @@ def create_app(ws: Any) -> FastAPI:
         return data
 
     @app.get(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz")
-    def bundle(model: str, ref: str, request: Request,
-               _: Annotated[str, Depends(device)]) -> Response:
+    def bundle(model: str, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
         """The packed bundle; ETag = sha256 of the archive, If-None-Match -> 304."""
         found = bundle_for(model, ref)
         path = catalog.packed(ws, found)
         etag = etag_of(path)
-        headers = {"ETag": f'"{etag}"', "X-Facefleet-Version": str(found.version),
-                   "Cache-Control": "no-cache"}
+        headers = {
+            "ETag": f'"{etag}"',
+            "X-Facefleet-Version": str(found.version),
+            "Cache-Control": "no-cache",
+        }
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        return FileResponse(path, media_type="application/gzip", headers=headers,
-                            filename=f"{model}-{found.version}.tar.gz")
+        return FileResponse(
+            path, media_type="application/gzip", headers=headers, filename=f"{model}-{found.version}.tar.gz"
+        )
 
     @app.post(API_PREFIX + "/heartbeat")
-    def heartbeat(beat: Heartbeat, request: Request,
-                  name: Annotated[str, Depends(device)]) -> dict[str, str]:
+    def heartbeat(beat: Heartbeat, request: Request, name: Annotated[str, Depends(device)]) -> dict[str, str]:
         """Record a device's running version and FPS (the token names the device)."""
         if beat.device is not None and beat.device != name:
             raise HTTPException(403, f"this token belongs to {name!r}, not {beat.device!r}")

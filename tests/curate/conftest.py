@@ -48,13 +48,20 @@ def camera_runs(base_ws, tmp_path_factory, shared_data: Path):
         models = dev / "models" / first.model
         shutil.copytree(first.bundle_dir, models / str(first.version))
         install_version(models, str(first.version))
-        summary = recognize(RecognizeOptions(
-            source=str(shared_data / "video/pbs_whitehouse_meeting_17s.mp4"),
-            model=models, public_key=ws.keys_dir / "signing_key.pub.pem",
-            output_dir=dev / "output", unknown_dir=dev / "few_shot_examples" / "unknown",
-            display=False, cache_dir=ws.cache_dir, device=name,
-            pipeline=PipelineConfig(crop_margin=margin),
-            unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0)))
+        summary = recognize(
+            RecognizeOptions(
+                source=str(shared_data / "video/pbs_whitehouse_meeting_17s.mp4"),
+                model=models,
+                public_key=ws.keys_dir / "signing_key.pub.pem",
+                output_dir=dev / "output",
+                unknown_dir=dev / "few_shot_examples" / "unknown",
+                display=False,
+                cache_dir=ws.cache_dir,
+                device=name,
+                pipeline=PipelineConfig(crop_margin=margin),
+                unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
+            )
+        )
         assert summary.unknown_saved >= 2, (name, summary.unknown_saved)
         devices[name] = dev
     return devices

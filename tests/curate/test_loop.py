@@ -28,8 +28,11 @@ NEW = "pbs_speaker"
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _bundle(ws, ref):
@@ -43,8 +46,11 @@ def loop(base_ws, camera_runs, tmp_path_factory, shared_data):
     ws, first = base_ws
     v1_before = _tree_hashes(first.bundle_dir)
     test = tmp_path_factory.mktemp("heldout")
-    for person, photo in (("obama", "obama1.jpg"), ("alex_lacamoire", "alex_lacamoire1.jpg"),
-                          ("kit_harington", "johnsnow_test1.jpg")):
+    for person, photo in (
+        ("obama", "obama1.jpg"),
+        ("alex_lacamoire", "alex_lacamoire1.jpg"),
+        ("kit_harington", "johnsnow_test1.jpg"),
+    ):
         (test / person).mkdir()
         os.symlink(shared_data / "faces/examples/knn_examples/test" / photo, test / person / photo)
     cfg = yaml.safe_load(ws.config_path.read_text())
@@ -67,14 +73,26 @@ def loop(base_ws, camera_runs, tmp_path_factory, shared_data):
     finally:
         store.close()
     result = autotrain(ws)
-    return dict(ws=ws, first=first, v1_before=v1_before, collected=first_collect, again=again,
-                captures=captures, placed=placed, clusters=found, big=big, held_out=held_out,
-                labelled=labelled, vecs=vecs, result=result, emb=emb)
+    return dict(
+        ws=ws,
+        first=first,
+        v1_before=v1_before,
+        collected=first_collect,
+        again=again,
+        captures=captures,
+        placed=placed,
+        clusters=found,
+        big=big,
+        held_out=held_out,
+        labelled=labelled,
+        vecs=vecs,
+        result=result,
+        emb=emb,
+    )
 
 
 def test_collect_keeps_provenance_and_imports_nothing_twice(loop, camera_runs):
-    n_files = sum(len(list((d / "few_shot_examples/unknown").glob("*.jpg")))
-                  for d in camera_runs.values())
+    n_files = sum(len(list((d / "few_shot_examples/unknown").glob("*.jpg"))) for d in camera_runs.values())
     assert len(loop["collected"].added) == n_files == len(loop["captures"])
     assert loop["again"].added == [] and loop["again"].duplicates == n_files
     metas = [f.meta for f in loop["captures"]]

@@ -62,9 +62,11 @@ def _sentinelcam_sink(root: Path, shared_data: Path, engine) -> Path:
     from facefleet.vision.image import load_image
 
     rows = []
-    specs = [("obama1.jpg", "obama", 0.995, 0.41, 0.19, "evA"),
-             ("alex_lacamoire1.jpg", "alex_lacamoire", 0.90, 0.45, 0.15, "evB"),
-             ("johnsnow_test1.jpg", "kit_harington", 0.999, 0.70, -0.10, "evC")]
+    specs = [
+        ("obama1.jpg", "obama", 0.995, 0.41, 0.19, "evA"),
+        ("alex_lacamoire1.jpg", "alex_lacamoire", 0.90, 0.45, 0.15, "evB"),
+        ("johnsnow_test1.jpg", "kit_harington", 0.999, 0.70, -0.10, "evC"),
+    ]
     for i, (photo, name, proba, dist, margin, event) in enumerate(specs):
         src = shared_data / "faces/examples/knn_examples/test" / photo
         ts = f"2024-05-0{i + 1}T10:00:0{i}.500000"
@@ -73,9 +75,22 @@ def _sentinelcam_sink(root: Path, shared_data: Path, engine) -> Path:
         shutil.copyfile(src, folder / f"{event}_{ts.replace(':', '.')}.jpg")
         box = max(engine.detect(load_image(src)), key=lambda d: d.box[2] - d.box[0]).box
         row = dict.fromkeys(FACELIST_COLUMNS, "")
-        row.update(date=f"2024-05-0{i + 1}", event=event, timestamp=ts, objid=str(i),
-                   source="outpost1", status="0", name=name, proba=proba, dist=dist,
-                   margin=margin, x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+        row.update(
+            date=f"2024-05-0{i + 1}",
+            event=event,
+            timestamp=ts,
+            objid=str(i),
+            source="outpost1",
+            status="0",
+            name=name,
+            proba=proba,
+            dist=dist,
+            margin=margin,
+            x1=box[0],
+            y1=box[1],
+            x2=box[2],
+            y2=box[3],
+        )
         rows.append(row)
     with open(root / "facelist.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FACELIST_COLUMNS)
@@ -98,10 +113,13 @@ def test_sentinelcam_rows_filters_and_ranking(fresh_ws, shared_data, tmp_path, c
         # ranked: clear faces with the smallest |margin| first
         margins = [abs(c.meta["margin"]) for c in everyone]
         assert margins == sorted(margins)
-        assert [c.meta["name"] for c in list_candidates(
-            store, emb, Filters(None, None, person="alex_lacamoire"))] == ["alex_lacamoire"]
-        assert list_candidates(store, emb, Filters(None, None, since="2024-05-03")) \
+        assert [
+            c.meta["name"] for c in list_candidates(store, emb, Filters(None, None, person="alex_lacamoire"))
+        ] == ["alex_lacamoire"]
+        assert (
+            list_candidates(store, emb, Filters(None, None, since="2024-05-03"))
             and len(list_candidates(store, emb, Filters(None, None, since="2024-05-02"))) == 2
+        )
         face = store.face(report.added[0])
         assert face.meta["origin"] == "sentinelcam" and face.meta["device"] == "datasink1"
     finally:
@@ -161,8 +179,7 @@ def test_labels_statuses_and_facelist_export(fresh_ws, camera_runs, tmp_path, ca
     assert "no face(s) 99999" in capsys.readouterr().err
     store = fresh_ws.open_store()
     try:
-        assert [store.face(i).status for i in ids[:4]] == ["selected", "selected", "revoked",
-                                                            "candidate"]
+        assert [store.face(i).status for i in ids[:4]] == ["selected", "selected", "revoked", "candidate"]
         assert store.face(ids[0]).person_name == "visitor"
         with pytest.raises(StoreError, match="no person"):
             labels.label_not(store, [ids[3]], "nobody-like-this")
@@ -179,18 +196,18 @@ def test_labels_statuses_and_facelist_export(fresh_ws, camera_runs, tmp_path, ca
 
 def test_schedule_files(fresh_ws, tmp_path, capsys):
     d = tmp_path / "units"
-    assert main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "03:00",
-                 "--dir", str(d)]) == 0
+    assert main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "03:00", "--dir", str(d)]) == 0
     timer = (d / "facefleet-autotrain.timer").read_text()
     service = (d / "facefleet-autotrain.service").read_text()
     assert "OnCalendar=*-*-* 03:00:00" in timer and "WantedBy=timers.target" in timer
     assert f"--workspace {fresh_ws.root} autotrain" in service and "Type=oneshot" in service
     assert "systemctl --user enable --now facefleet-autotrain.timer" in capsys.readouterr().out
-    assert main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "4:30", "--crontab",
-                 "--dir", str(d)]) == 0
+    assert (
+        main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "4:30", "--crontab", "--dir", str(d)])
+        == 0
+    )
     assert (d / "facefleet-autotrain.crontab").read_text().startswith("30 4 * * * ")
-    assert main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "25:00",
-                 "--dir", str(d)]) == 2
+    assert main(["-w", str(fresh_ws.root), "schedule", "install", "--at", "25:00", "--dir", str(d)]) == 2
 
 
 def test_policy_config_and_judge():
@@ -199,8 +216,12 @@ def test_policy_config_and_judge():
     with pytest.raises(ConfigError, match="true or false"):
         Policy.from_config({"promote_production": "yes"})
     p = Policy.from_config({"min_accuracy": 0.8, "min_improvement": 0.05})
-    good = {"open_set_accuracy": 0.95, "unknown_false_accept_rate": 0.0,
-            "known_false_reject_rate": 0.05, "known_faces": 20}
+    good = {
+        "open_set_accuracy": 0.95,
+        "unknown_false_accept_rate": 0.0,
+        "known_false_reject_rate": 0.05,
+        "known_faces": 20,
+    }
     assert all(c.ok for c in judge(good, None, p))  # no production: floors only
     base = {**good, "open_set_accuracy": 0.93}
     failed = [c.name for c in judge(good, base, p) if not c.ok]

@@ -27,18 +27,30 @@ def server(start_device, ssh_env, tmp_path, edge_ws):
     install_version(model_dir, str(first.version))
     known = tmp_path / "known_hosts"
     known.write_text(device.host_key_line)
-    yield {"port": device.port, "key": ssh_env[1], "known": known, "remote": device.models_dir,
-           "model_dir": model_dir, "ws": ws, "first": first}
+    yield {
+        "port": device.port,
+        "key": ssh_env[1],
+        "known": known,
+        "remote": device.models_dir,
+        "model_dir": model_dir,
+        "ws": ws,
+        "first": first,
+    }
 
 
 def _fetch(server, local: Path, **kw):
     ws = server["ws"]
     return fetch_model(
-        "127.0.0.1", os.environ.get("USER") or "root",
-        models_dir=local, model=server["first"].model,
+        "127.0.0.1",
+        os.environ.get("USER") or "root",
+        models_dir=local,
+        model=server["first"].model,
         public_key=load_public_key(ws.keys_dir / "signing_key.pub.pem"),
-        remote_dir=str(server["remote"]), port=server["port"],
-        known_hosts=kw.get("known", server["known"]), client_keys=[server["key"]], timeout=10,
+        remote_dir=str(server["remote"]),
+        port=server["port"],
+        known_hosts=kw.get("known", server["known"]),
+        client_keys=[server["key"]],
+        timeout=10,
     )
 
 
@@ -50,8 +62,7 @@ def test_fetch_installs_current_version(server, tmp_path):
     assert installed == model_dir / str(first.version)
     assert os.readlink(model_dir / "current") == str(first.version)
     assert resolve_model(model_dir) == installed.resolve()
-    assert sorted(p.name for p in installed.iterdir()) == sorted(
-        p.name for p in first.bundle_dir.iterdir())
+    assert sorted(p.name for p in installed.iterdir()) == sorted(p.name for p in first.bundle_dir.iterdir())
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]  # no leftovers
 
 

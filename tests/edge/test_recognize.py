@@ -47,17 +47,20 @@ def test_hamilton_named_saved_and_logged(edge_ws, hamilton, tmp_path, shared_dat
     ws, first = edge_ws
     engine = ws.engine()
     lin_vec = engine.analyse(
-        np.ascontiguousarray(cv2.cvtColor(
-            cv2.imread(str(shared_data / "faces/examples/lin-manuel-miranda.png")),
-            cv2.COLOR_BGR2RGB)), fallback=False)[0].embedding
+        np.ascontiguousarray(
+            cv2.cvtColor(
+                cv2.imread(str(shared_data / "faces/examples/lin-manuel-miranda.png")), cv2.COLOR_BGR2RGB
+            )
+        ),
+        fallback=False,
+    )[0].embedding
     truth: list[tuple[bool, bool]] = []  # (oracle says Lin, pipeline showed Lin) per face frame
     sample: dict[int, tuple[np.ndarray, tuple]] = {}
 
     def on_frame(frame, result):
         for t in result.tracks:
             if result.detected:  # the box is exact on detection frames
-                truth.append((_oracle_is_lin(engine, lin_vec, frame.bgr_source, t.box),
-                              t.name == LIN))
+                truth.append((_oracle_is_lin(engine, lin_vec, frame.bgr_source, t.box), t.name == LIN))
                 if t.name == LIN and len(sample) < 3:
                     sample[frame.index] = (frame.bgr_source, t.box)
 
@@ -89,14 +92,26 @@ def test_hamilton_named_saved_and_logged(edge_ws, hamilton, tmp_path, shared_dat
         left, top, right, bottom = box
         edge = slice(top, top + 2), slice(left, right)  # the box's top border
         diff = np.abs(decoded[idx][edge].astype(int) - src[edge].astype(int)).mean()
-        green = decoded[idx][top:top + 2, left + 5:right - 5].mean(axis=(0, 1))
+        green = decoded[idx][top : top + 2, left + 5 : right - 5].mean(axis=(0, 1))
         assert diff > 30 and green[1] > green[2] + 40, (idx, diff, green)
 
     events = read_events(out / "events.jsonl")
     assert any(e["name"] == LIN and e["model_version"] == first.version for e in events)
     for e in events:
-        assert {"ts", "device", "source", "frame", "track_id", "name", "distance", "score",
-                "box", "quality", "model_version", "crop"} <= set(e)
+        assert {
+            "ts",
+            "device",
+            "source",
+            "frame",
+            "track_id",
+            "name",
+            "distance",
+            "score",
+            "box",
+            "quality",
+            "model_version",
+            "crop",
+        } <= set(e)
     rows = (out / "facelist.csv").read_text().splitlines()
     assert rows[0].split(",") == FACELIST_COLUMNS
     assert len(rows) == len(events) + 1
@@ -139,8 +154,9 @@ def test_pbs_nobody_named_unknowns_deduplicated(edge_ws, pbs, tmp_path):
     assert {e["crop"] for e in events if e["crop"]} <= {str(p) for p in jpgs}
 
 
-def test_hot_reload_new_version_and_tampered_refused(edge_ws, second_bundle, device_models,
-                                                     hamilton, tmp_path):
+def test_hot_reload_new_version_and_tampered_refused(
+    edge_ws, second_bundle, device_models, hamilton, tmp_path
+):
     ws, first = edge_ws
     v2 = device_models / str(second_bundle.version)
     shutil.copytree(second_bundle.bundle_dir, v2)
@@ -187,8 +203,7 @@ def test_cli_imports_no_server_side(edge_ws, hamilton, tmp_path):
         "print('HEAVY', heavy, 'RC', rc)\n"
     )
     env = {**os.environ, "FACEFLEET_NO_PROGRESS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert "HEAVY [] RC 0" in proc.stdout, proc.stdout + proc.stderr
     bench = json.loads((tmp_path / "b.json").read_text())
     assert bench["frames"] == 20 and bench["fps"] > 0
@@ -218,8 +233,9 @@ def test_anonymize_blurs_saved_faces(edge_ws, hamilton, tmp_path, mode):
             boxes[frame.index] = (frame.bgr_source, result.tracks[0].box)
 
     out = tmp_path / "out"
-    opts = _opts(ws, ws.models_dir / first.model, hamilton, out, save=True, anonymize=mode,
-                 screenshot_every=100)
+    opts = _opts(
+        ws, ws.models_dir / first.model, hamilton, out, save=True, anonymize=mode, screenshot_every=100
+    )
     summary = _run_keeping_source(opts, on_frame)
     assert len(summary.screenshots) == 2 and all(p.is_file() for p in summary.screenshots)
     assert not list((out / "unknown").glob("*.jpg"))  # anonymised faces are not kept
@@ -232,10 +248,8 @@ def test_anonymize_blurs_saved_faces(edge_ws, hamilton, tmp_path, mode):
         if n in boxes:
             src, (left, top, right, bottom) = boxes[n]
             inner = (slice(top + 10, bottom - 10), slice(left + 10, right - 10))
-            sharp_src = cv2.Laplacian(cv2.cvtColor(src[inner], cv2.COLOR_BGR2GRAY),
-                                      cv2.CV_64F).var()
-            sharp_out = cv2.Laplacian(cv2.cvtColor(img[inner], cv2.COLOR_BGR2GRAY),
-                                      cv2.CV_64F).var()
+            sharp_src = cv2.Laplacian(cv2.cvtColor(src[inner], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+            sharp_out = cv2.Laplacian(cv2.cvtColor(img[inner], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
             assert sharp_out < sharp_src / 5, (sharp_out, sharp_src)
         n += 1
     assert n == 275 and boxes

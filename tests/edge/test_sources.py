@@ -27,8 +27,7 @@ from facefleet.edge.sources import (
 
 
 def test_csi_pipeline_for_options():
-    opts = CameraOptions(width=960, height=540, fps=21, flip=2, capture_width=1920,
-                         capture_height=1080)
+    opts = CameraOptions(width=960, height=540, fps=21, flip=2, capture_width=1920, capture_height=1080)
     assert csi_pipeline(1, opts) == (
         "nvarguscamerasrc sensor-id=1 ! "
         "video/x-raw(memory:NVMM),width=1920,height=1080,framerate=21/1 ! "
@@ -86,6 +85,7 @@ def test_every_source_failing_is_one_clear_error():
     def broken(spec, opts):
         def open_():
             raise SourceError(f"{spec}: cannot open")
+
         return open_, False
 
     with pytest.raises(SourceError, match="csi:0.*usb:0"):
@@ -135,9 +135,9 @@ class _MjpegHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http_clip(shared_data):
     """A real MJPEG-over-HTTP server on 127.0.0.1 sending 60 frames per connection."""
-    handler = type("H", (_MjpegHandler,), {
-        "frames": _jpeg_frames(shared_data / "video" / "short_hamilton_clip.mp4", 60)
-    })
+    handler = type(
+        "H", (_MjpegHandler,), {"frames": _jpeg_frames(shared_data / "video" / "short_hamilton_clip.mp4", 60)}
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -82,12 +82,15 @@ def test_unknown_collector_dedup_rate_and_upgrade(tmp_path):
     a, b = np.zeros(128, np.float32), np.full(128, 0.2, np.float32)  # |a - b| = 2.26
     p1 = col.offer(run="r", track_id=1, crop=crop, embedding=a, quality=0.3, info={}, now=100.0)
     assert p1 is not None and p1.is_file()
-    assert col.offer(run="r", track_id=2, crop=crop, embedding=a + 0.01, quality=0.9,
-                     info={}, now=200.0) is None  # same face again
-    assert col.offer(run="r", track_id=3, crop=crop, embedding=b, quality=0.9, info={},
-                     now=100.5) is None  # too soon
-    assert col.offer(run="r", track_id=1, crop=crop, embedding=a, quality=0.6, info={},
-                     now=300.0) == p1  # better crop of the same track replaces its files
+    assert (
+        col.offer(run="r", track_id=2, crop=crop, embedding=a + 0.01, quality=0.9, info={}, now=200.0) is None
+    )  # same face again
+    assert (
+        col.offer(run="r", track_id=3, crop=crop, embedding=b, quality=0.9, info={}, now=100.5) is None
+    )  # too soon
+    assert (
+        col.offer(run="r", track_id=1, crop=crop, embedding=a, quality=0.6, info={}, now=300.0) == p1
+    )  # better crop of the same track replaces its files
     assert json.loads(p1.with_suffix(".json").read_text())["quality_score"] == 0.6
     assert col.saved == 1 and col.skipped_duplicate == 1 and col.skipped_rate == 1
     # a restart remembers what it saw
@@ -99,10 +102,19 @@ def test_facelist_row_matches_columns():
     pts = np.array([[60, 40], [50, 40], [20, 40], [30, 40], [40, 60]], np.float32)
     eyes = eye_geometry(pts)
     assert eyes["rx"] == 55.0 and eyes["lx"] == 25.0 and abs(eyes["angle"]) == 180.0
-    event = {"ts": "2026-01-02T03:04:05.000+00:00", "run": "abc", "track_id": 4,
-             "source": "usb:0", "name": None, "score": 0.7, "distance": 0.8, "margin": -0.2,
-             "box": [1, 2, 3, 4], "landmarks": pts.tolist(),
-             "quality": {"sharpness": 42.0}}
+    event = {
+        "ts": "2026-01-02T03:04:05.000+00:00",
+        "run": "abc",
+        "track_id": 4,
+        "source": "usb:0",
+        "name": None,
+        "score": 0.7,
+        "distance": 0.8,
+        "margin": -0.2,
+        "box": [1, 2, 3, 4],
+        "landmarks": pts.tolist(),
+        "quality": {"sharpness": 42.0},
+    }
     row = dict(zip(FACELIST_COLUMNS, facelist_row(event), strict=True))
     assert row["date"] == "2026-01-02" and row["status"] == "unknown"
     assert row["name"] == "Unknown" and row["focus"] == 42.0 and row["x2"] == 3
@@ -112,11 +124,19 @@ def test_percentile_and_table():
     assert percentile([], 50) == 0.0
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile(list(range(101)), 95) == 95
-    text = format_table({"frames": 1, "seconds": 1.0, "fps": 1.0, "embeddings": 0,
-                         "embeddings_per_s": 0.0, "cpu_percent": 5.0, "peak_rss_mb": 10.0,
-                         "dropped_frames": 0,
-                         "stages": {"detect": {"count": 1, "p50_ms": 1, "p95_ms": 2,
-                                               "max_ms": 3}}})
+    text = format_table(
+        {
+            "frames": 1,
+            "seconds": 1.0,
+            "fps": 1.0,
+            "embeddings": 0,
+            "embeddings_per_s": 0.0,
+            "cpu_percent": 5.0,
+            "peak_rss_mb": 10.0,
+            "dropped_frames": 0,
+            "stages": {"detect": {"count": 1, "p50_ms": 1, "p95_ms": 2, "max_ms": 3}},
+        }
+    )
     assert "detect" in text and "FPS" in text
 
 

@@ -9,14 +9,12 @@ from fleet_helpers import known_hosts_for, write_inventory
 from facefleet.cli.main import main
 
 
-def test_cli_deploy_status_history_tokens(start_device, ssh_env, workspace, bundle_factory,
-                                          tmp_path, capsys):
+def test_cli_deploy_status_history_tokens(start_device, ssh_env, workspace, bundle_factory, tmp_path, capsys):
     _, key = ssh_env
     cams = {n: start_device(n) for n in ("cam1", "cam2")}
     sinks = {"sink1": start_device("sink1")}
     known = known_hosts_for(tmp_path / "known_hosts", [*cams.values(), *sinks.values()])
-    inv = write_inventory(workspace.root / "inventory.yaml",
-                          {"sentinels": cams, "datasinks": sinks}, key)
+    inv = write_inventory(workspace.root / "inventory.yaml", {"sentinels": cams, "datasinks": sinks}, key)
     bundle = bundle_factory(1)
     ws = ["-w", str(workspace.root)]
     assert main([*ws, "deploy", str(bundle), "--known-hosts", str(known), "--parallel", "2"]) == 0

@@ -44,8 +44,7 @@ def fleet(start_device, ssh_env, tmp_path, workspace):
     known = known_hosts_for(tmp_path / "known_hosts", [*sentinels.values(), *sinks.values()])
     groups = {"sentinels": sentinels, "datasinks": sinks}
     inv = write_inventory(tmp_path / "inventory.yaml", groups, key)
-    return {"ws": workspace, "groups": groups, "known": known, "inv": inv, "key": key,
-            "tmp": tmp_path}
+    return {"ws": workspace, "groups": groups, "known": known, "inv": inv, "key": key, "tmp": tmp_path}
 
 
 def test_deploy_to_all_then_update_keeps_previous(fleet, bundle_factory):
@@ -73,14 +72,21 @@ def test_deploy_to_all_then_update_keeps_previous(fleet, bundle_factory):
     deploy(ws, inv, bundle_factory(3), known_hosts=known)
     for dev in sentinels.values():
         assert sorted(p.name for p in (dev.models_dir / "face_model").iterdir()) == [
-            "2", "3", "current", "previous"]
+            "2",
+            "3",
+            "current",
+            "previous",
+        ]
     store = records.open_store(ws)
     try:
         rows = records.deployments(store, host="cam2")
     finally:
         store.close()
     assert [(r["old_version"], r["new_version"], r["result"]) for r in rows] == [
-        (2, 3, "ok"), (1, 2, "ok"), (None, 1, "ok")]
+        (2, 3, "ok"),
+        (1, 2, "ok"),
+        (None, 1, "ok"),
+    ]
 
 
 def _immutable_supported(path: Path) -> bool:
@@ -99,16 +105,14 @@ def _immutable_supported(path: Path) -> bool:
         shutil.rmtree(probe, ignore_errors=True)
 
 
-def test_faults_leave_failed_devices_on_their_previous_version(
-        fleet, start_device, ssh_env, bundle_factory):
+def test_faults_leave_failed_devices_on_their_previous_version(fleet, start_device, ssh_env, bundle_factory):
     ws, tmp = fleet["ws"], fleet["tmp"]
     _, key = ssh_env
     sentinels = dict(fleet["groups"]["sentinels"])
     sentinels["cam4"] = start_device("cam4")
     sentinels["cam5"] = start_device("cam5")
     groups = {"sentinels": sentinels, "datasinks": fleet["groups"]["datasinks"]}
-    known = known_hosts_for(tmp / "known_hosts", [*sentinels.values(),
-                                                   *groups["datasinks"].values()])
+    known = known_hosts_for(tmp / "known_hosts", [*sentinels.values(), *groups["datasinks"].values()])
     inv_path = write_inventory(tmp / "inventory.yaml", groups, key)
     first = deploy(ws, load_inventory(inv_path), bundle_factory(1), known_hosts=known)
     assert all(r.result == "ok" for r in first.results), first.results
@@ -136,12 +140,12 @@ def test_faults_leave_failed_devices_on_their_previous_version(
             data[len(data) // 2] ^= 0xFF  # one flipped byte, as a bad link might do
             target.write_bytes(bytes(data))
 
-    report = deploy(ws, load_inventory(inv_path), bundle_factory(2), known_hosts=known,
-                    upload_hook=corrupt, parallel=6)
+    report = deploy(
+        ws, load_inventory(inv_path), bundle_factory(2), known_hosts=known, upload_hook=corrupt, parallel=6
+    )
     by_host = {r.host: r for r in report.results}
     assert by_host["cam1"].result == "ok" and by_host["sink1"].result == "ok"
-    assert {h for h, r in by_host.items() if r.result == "failed"} == {
-        "cam2", "cam3", "cam4", "cam5"}
+    assert {h for h, r in by_host.items() if r.result == "failed"} == {"cam2", "cam3", "cam4", "cam5"}
     assert "ssh" in by_host["cam2"].error
     assert "restart command failed" in by_host["cam4"].error and by_host["cam4"].rolled_back
     assert "checksum" in by_host["cam5"].error
@@ -177,24 +181,27 @@ def test_unknown_host_key_refused_then_accepted_and_recorded(fleet, bundle_facto
     report = deploy(ws, inv, bundle_factory(1), known_hosts=empty, host="cam1")
     assert report.results[0].result == "failed"
     assert "host key" in report.results[0].error
-    report = deploy(ws, inv, bundle_factory(1), known_hosts=empty, host="cam1",
-                    accept_new_host_keys=True)
+    report = deploy(ws, inv, bundle_factory(1), known_hosts=empty, host="cam1", accept_new_host_keys=True)
     assert report.results[0].result == "ok", report.results[0].error
     cam1 = fleet["groups"]["sentinels"]["cam1"]
     assert cam1.host_key_line.split()[2] in empty.read_text()
     # a wrong recorded key is never overwritten, even with accept-new
     cam2 = fleet["groups"]["sentinels"]["cam2"]
-    wrong = cam2.host_key_line.replace(cam2.host_key_line.split()[2],
-                                       cam1.host_key_line.split()[2])
+    wrong = cam2.host_key_line.replace(cam2.host_key_line.split()[2], cam1.host_key_line.split()[2])
     empty.write_text(wrong)
-    report = deploy(ws, inv, bundle_factory(1), known_hosts=empty, host="cam2",
-                    accept_new_host_keys=True)
+    report = deploy(ws, inv, bundle_factory(1), known_hosts=empty, host="cam2", accept_new_host_keys=True)
     assert report.results[0].result == "failed" and "impostor" in report.results[0].error
 
 
 def test_dry_run_changes_nothing(fleet, bundle_factory):
-    report = deploy(fleet["ws"], load_inventory(fleet["inv"]), bundle_factory(1),
-                    known_hosts=fleet["known"], dry_run=True, group="sentinels")
+    report = deploy(
+        fleet["ws"],
+        load_inventory(fleet["inv"]),
+        bundle_factory(1),
+        known_hosts=fleet["known"],
+        dry_run=True,
+        group="sentinels",
+    )
     assert [r.result for r in report.results] == ["dry-run"] * 3
     for dev in fleet["groups"]["sentinels"].values():
         assert list(dev.models_dir.iterdir()) == []
@@ -212,5 +219,9 @@ def test_device_module_install_and_rollback_locally(workspace, bundle_factory, t
     assert device.state(models, "face_model")["current"] == 2
     assert device.rollback(models / "face_model") == (2, 1)
     assert device.state(models, "face_model") == {
-        "model": "face_model", "current": 1, "previous": 2, "versions": [1, 2]}
+        "model": "face_model",
+        "current": 1,
+        "previous": 2,
+        "versions": [1, 2],
+    }
     assert not [p for p in models.iterdir() if p.name.startswith(".")]

@@ -16,9 +16,13 @@ from facefleet.registry.keys import public_key_path
 
 def run_install(pkg: Path, models: Path, python: str, *extra: str):
     env = {**os.environ, "FACEFLEET_PYTHON": python}
-    return subprocess.run(["sh", str(pkg / "install.sh"), "--models-dir", str(models),
-                           "--keep", "2", *extra], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        ["sh", str(pkg / "install.sh"), "--models-dir", str(models), "--keep", "2", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("python", [sys.executable, "none"], ids=["facefleet", "sha256sum-only"])
@@ -40,8 +44,7 @@ def test_install_sh_installs_switches_and_prunes(workspace, bundle_factory, tmp_
 def test_install_sh_refuses_a_tampered_bundle(workspace, bundle_factory, tmp_path, python):
     pub = public_key_path(workspace.keys_dir)
     models = tmp_path / "device"
-    assert run_install(make_package(bundle_factory(1), pub, tmp_path / "p1"), models,
-                       python).returncode == 0
+    assert run_install(make_package(bundle_factory(1), pub, tmp_path / "p1"), models, python).returncode == 0
     pkg = make_package(bundle_factory(2), pub, tmp_path / "p2")
     # replace the archive's model.npz and "fix" SHA256SUMS, as an attacker with the files would
     import io
@@ -56,8 +59,12 @@ def test_install_sh_refuses_a_tampered_bundle(workspace, bundle_factory, tmp_pat
                 data = data[:-4] + b"evil"
                 m.size = len(data)
             tar.addfile(m, io.BytesIO(data))
-    sums = subprocess.run(["sha256sum", "face_model-2.tar.gz", "signing_key.pub.pem",
-                           "FILES.sha256"], cwd=pkg, capture_output=True, text=True).stdout
+    sums = subprocess.run(
+        ["sha256sum", "face_model-2.tar.gz", "signing_key.pub.pem", "FILES.sha256"],
+        cwd=pkg,
+        capture_output=True,
+        text=True,
+    ).stdout
     (pkg / "SHA256SUMS").write_text(sums)
     res = run_install(pkg, models, python)
     assert res.returncode != 0

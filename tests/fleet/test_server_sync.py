@@ -26,8 +26,7 @@ from facefleet.web.server import create_app, etag_matches
 @pytest.fixture
 def server(workspace):
     port = free_port()
-    config = uvicorn.Config(create_app(workspace), host="127.0.0.1", port=port,
-                            log_level="warning")
+    config = uvicorn.Config(create_app(workspace), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -71,8 +70,7 @@ def test_token_required_and_wrong_token_refused(server, token, workspace, bundle
     assert httpx.get(f"{server}/docs").status_code == 200
 
 
-def test_manifest_by_alias_and_etag_saves_the_download(server, token, workspace,
-                                                      bundle_factory):
+def test_manifest_by_alias_and_etag_saves_the_download(server, token, workspace, bundle_factory):
     bundle_factory(1)
     bundle_factory(2)
     set_alias(workspace, 2)
@@ -85,8 +83,10 @@ def test_manifest_by_alias_and_etag_saves_the_download(server, token, workspace,
 
     etag = first.headers["ETag"].strip('"')
     assert hashlib.sha256(first.content).hexdigest() == etag
-    again = httpx.get(f"{server}/v1/models/face_model/production/bundle.tar.gz",
-                      headers={**auth, "If-None-Match": f'"{etag}"'})
+    again = httpx.get(
+        f"{server}/v1/models/face_model/production/bundle.tar.gz",
+        headers={**auth, "If-None-Match": f'"{etag}"'},
+    )
     assert again.status_code == 304 and again.content == b""
     missing = httpx.get(f"{server}/v1/models/face_model/9/manifest", headers=auth)
     assert missing.status_code == 404
@@ -112,13 +112,13 @@ def _tampered_archive(bundle_dir, out):
 
 
 def test_edge_sync_installs_skips_unchanged_refuses_tampered(
-        server, token, workspace, bundle_factory, tmp_path):
+    server, token, workspace, bundle_factory, tmp_path
+):
     key = load_public_key(public_key_path(workspace.keys_dir))
     dev = tmp_path / "device-models"
     bundle_factory(1)
     set_alias(workspace, 1)
-    kw = dict(token=token, public_key=key, models_dir=dev, device_id="cam1", fps=9.5,
-              base_delay=0.01)
+    kw = dict(token=token, public_key=key, models_dir=dev, device_id="cam1", fps=9.5, base_delay=0.01)
     first = sync.sync_once(server, **kw)
     assert (first.status, first.version) == ("installed", 1)
     assert os.readlink(dev / "face_model" / "current") == "1"
@@ -154,8 +154,15 @@ def test_sync_gives_up_after_bounded_retries(tmp_path, workspace):
     waits: list[float] = []
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(sync.SyncError, match="gave up after 4 attempts"):
-        sync.sync_once(dead, token="t", public_key=key, models_dir=tmp_path / "m",
-                       attempts=4, base_delay=0.5, sleep=waits.append)
+        sync.sync_once(
+            dead,
+            token="t",
+            public_key=key,
+            models_dir=tmp_path / "m",
+            attempts=4,
+            base_delay=0.5,
+            sleep=waits.append,
+        )
     assert waits == [0.5, 1.0, 2.0]
     assert list((tmp_path / "m").iterdir()) == []
 
@@ -164,8 +171,10 @@ def test_edge_sync_imports_no_server_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, facefleet.edge.sync; "
-            "bad = [m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, facefleet.edge.sync; "
+        "bad = [m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

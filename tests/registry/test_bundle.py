@@ -56,12 +56,24 @@ def make_bundle(out: Path, private, method: str = "centroid", svm=None, X=None, 
 
         arrays.update(svm_arrays(svm))
     manifest = {
-        "format": 1, "model": "face_model", "version": 7, "name": "gamma4",
-        "embedder_id": EMBEDDER, "labels": labels, "thresholds": dict.fromkeys(labels, 0.5),
-        "method": method, "metrics": {"cv_accuracy": 1.0}, "created": "2024-01-01T00:00:00Z",
+        "format": 1,
+        "model": "face_model",
+        "version": 7,
+        "name": "gamma4",
+        "embedder_id": EMBEDDER,
+        "labels": labels,
+        "thresholds": dict.fromkeys(labels, 0.5),
+        "method": method,
+        "metrics": {"cv_accuracy": 1.0},
+        "created": "2024-01-01T00:00:00Z",
     }
-    return write_bundle(out, manifest=manifest, arrays=arrays, private_key=private,
-                        extra_files={"config.yaml": b"parameters: {}\n"})
+    return write_bundle(
+        out,
+        manifest=manifest,
+        arrays=arrays,
+        private_key=private,
+        extra_files={"config.yaml": b"parameters: {}\n"},
+    )
 
 
 def test_keypair_private_is_owner_only_and_not_overwritten(tmp_path):
@@ -142,8 +154,9 @@ def _tar_with(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "folder", "device"])
 def test_unsafe_archives_are_refused(tmp_path, kind):
-    info = tarfile.TarInfo({"dotdot": "../escape", "absolute": "/tmp/abs",
-                            "folder": "sub/model.npz"}.get(kind, "model.npz"))
+    info = tarfile.TarInfo(
+        {"dotdot": "../escape", "absolute": "/tmp/abs", "folder": "sub/model.npz"}.get(kind, "model.npz")
+    )
     data: bytes | None = b"x"
     if kind == "symlink":
         info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
@@ -165,8 +178,9 @@ def test_write_is_atomic_over_an_existing_bundle(tmp_path, keys):
     private, public = keys
     d = make_bundle(tmp_path / "b", private)
     with pytest.raises(BundleError):  # object arrays are refused before anything is written
-        write_bundle(d, manifest={"labels": []}, arrays={"bad": np.array([{}], dtype=object)},
-                     private_key=private)
+        write_bundle(
+            d, manifest={"labels": []}, arrays={"bad": np.array([{}], dtype=object)}, private_key=private
+        )
     verify_bundle(d, public)
     make_bundle(d, private)  # replacing works
     verify_bundle(d, public)

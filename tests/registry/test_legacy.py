@@ -58,7 +58,13 @@ def test_refkey_and_status_helpers():
         legacy.parse_refkey("2024-03-01|ev1|(1,2,3,4)")
     assert legacy.normalise_timestamp("2024-03-01 10:11:12.5") == "2024-03-01T10:11:12.500000"
     assert [legacy.parse_status(s) for s in ("0", "1", "2.0", "3", "4", "in_use")] == [
-        "candidate", "selected", "in_use", "revoked", None, "in_use"]
+        "candidate",
+        "selected",
+        "in_use",
+        "revoked",
+        None,
+        "in_use",
+    ]
     with pytest.raises(ValueError):
         legacy.parse_status("7")
     with pytest.raises(ValueError):
@@ -151,19 +157,27 @@ def test_baselines_from_a_signed_bundle(ws, embedder_id, tmp_path):
     store.close()
     labels, cents = legacy.centroids(ts.X, list(ts.names))
     idx = np.array([labels.index(n) for n in ts.names], dtype=np.int32)
-    manifest = {"model": "face_model", "version": 1, "name": "alpha1", "embedder_id": embedder_id,
-                "labels": labels, "thresholds": {n: 0.5 + i / 10 for i, n in enumerate(labels)},
-                "method": "centroid", "metrics": {}}
-    arrays = {"gallery": ts.X, "gallery_labels": idx, "centroids": cents,
-              "temperature": np.float32(0.1)}
+    manifest = {
+        "model": "face_model",
+        "version": 1,
+        "name": "alpha1",
+        "embedder_id": embedder_id,
+        "labels": labels,
+        "thresholds": {n: 0.5 + i / 10 for i, n in enumerate(labels)},
+        "method": "centroid",
+        "metrics": {},
+    }
+    arrays = {"gallery": ts.X, "gallery_labels": idx, "centroids": cents, "temperature": np.float32(0.1)}
     priv = keys.load_private_key(keys.private_key_path(ws.keys_dir))
-    folder = bundle_mod.write_bundle(tmp_path / "bundle", manifest=manifest, arrays=arrays,
-                                     private_key=priv)
+    folder = bundle_mod.write_bundle(tmp_path / "bundle", manifest=manifest, arrays=arrays, private_key=priv)
     out = tmp_path / "b.hdf5"
     assert legacy.export_baselines(ws, out, bundle=folder) == 3
     with h5py.File(out, "r") as fh:
         assert {n: round(float(fh[n].attrs["threshold"]), 3) for n in fh} == {
-            "ben_afflek": 0.5, "elton_john": 0.6, "madonna": 0.7}
+            "ben_afflek": 0.5,
+            "elton_john": 0.6,
+            "madonna": 0.7,
+        }
         np.testing.assert_allclose(fh["madonna"][()], cents[2], rtol=1e-6)
 
 
@@ -196,22 +210,119 @@ def test_facelist_import_embeds_frames(ws, embedder_id, engine, faces_dir, tmp_p
     images = tmp_path / "images" / "2024-05-06"
     images.mkdir(parents=True)
     rows, expected = [], {}
-    cases = [("ben_afflek", "2", "ben_afflek"), ("elton_john", "1", "elton_john"),
-             ("madonna", "0", "madonna"), ("madonna", "3", "Unknown")]
+    cases = [
+        ("ben_afflek", "2", "ben_afflek"),
+        ("elton_john", "1", "elton_john"),
+        ("madonna", "0", "madonna"),
+        ("madonna", "3", "Unknown"),
+    ]
     for i, (person, status, label) in enumerate(cases):
         photo = faces_dir / "five_celebrity" / "val" / person / f"{i + 1}.jpg"
         box, vec = _embed_photo(engine, photo)
         ts = f"2024-05-06 10:00:0{i}.25"
         (images / f"evt{i}_2024-05-06_10.00.0{i}.250000.jpg").symlink_to(photo)
-        rows.append(["2024-05-06", f"evt{i}", ts, "1", "cam1", status, label, "0.9", "0.4", "0.1",
-                     *box, "0", "0", "0", "0", "0", "0", "0.0", "55.5"])
+        rows.append(
+            [
+                "2024-05-06",
+                f"evt{i}",
+                ts,
+                "1",
+                "cam1",
+                status,
+                label,
+                "0.9",
+                "0.4",
+                "0.1",
+                *box,
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0.0",
+                "55.5",
+            ]
+        )
         expected[f"evt{i}"] = (box, vec, status)
-    rows.append(["2024-05-06", "gone", "2024-05-06 11:00:00", "1", "cam1", "1", "x", "", "", "",
-                 "1", "1", "50", "50", "0", "0", "0", "0", "0", "0", "0", "0"])  # frame missing
-    rows.append(["2024-05-06", "evt0", "2024-05-06 10:00:00.25", "1", "cam1", "4", "x", "", "", "",
-                 "1", "1", "50", "50", "0", "0", "0", "0", "0", "0", "0", "0"])  # remove
-    rows.append(["2024-05-06", "evt0", "yesterday", "1", "cam1", "1", "x", "", "", "",
-                 "1", "1", "50", "50", "0", "0", "0", "0", "0", "0", "0", "0"])  # bad timestamp
+    rows.append(
+        [
+            "2024-05-06",
+            "gone",
+            "2024-05-06 11:00:00",
+            "1",
+            "cam1",
+            "1",
+            "x",
+            "",
+            "",
+            "",
+            "1",
+            "1",
+            "50",
+            "50",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+        ]
+    )  # frame missing
+    rows.append(
+        [
+            "2024-05-06",
+            "evt0",
+            "2024-05-06 10:00:00.25",
+            "1",
+            "cam1",
+            "4",
+            "x",
+            "",
+            "",
+            "",
+            "1",
+            "1",
+            "50",
+            "50",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+        ]
+    )  # remove
+    rows.append(
+        [
+            "2024-05-06",
+            "evt0",
+            "yesterday",
+            "1",
+            "cam1",
+            "1",
+            "x",
+            "",
+            "",
+            "",
+            "1",
+            "1",
+            "50",
+            "50",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+        ]
+    )  # bad timestamp
     csv_path = tmp_path / "facelist.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -227,7 +338,11 @@ def test_facelist_import_embeds_frames(ws, embedder_id, engine, faces_dir, tmp_p
     store = other.open_store()
     faces = {f.meta["sentinelcam"]["event"]: f for f in store.faces()}
     assert {e: f.status for e, f in faces.items()} == {
-        "evt0": "in_use", "evt1": "selected", "evt2": "candidate", "evt3": "revoked"}
+        "evt0": "in_use",
+        "evt1": "selected",
+        "evt2": "candidate",
+        "evt3": "revoked",
+    }
     assert faces["evt3"].person_name is None and faces["evt0"].person_name == "ben_afflek"
     assert faces["evt0"].quality["focus"] == 55.5
     for event, (box, vec, _) in expected.items():
@@ -257,8 +372,9 @@ def test_cli_export_and_import(ws, tmp_path):
     )
 
     def run(root: Path, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", cli, "-w", str(root), *args],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", cli, "-w", str(root), *args], capture_output=True, text=True, timeout=300
+        )
 
     out = run(ws.root, "export", "facedata", str(tmp_path / "fd.hdf5"))
     assert out.returncode == 0, out.stderr

@@ -109,7 +109,10 @@ def test_ui_serves_the_page_and_stops_cleanly(ws, tmp_path):
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "-w", str(ws.root), "ui", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         status, deadline = None, time.monotonic() + 120
@@ -123,7 +126,8 @@ def test_ui_serves_the_page_and_stops_cleanly(ws, tmp_path):
         assert status == 200
         api = httpx.get(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name",
-            params={"experiment_name": "facefleet"}, timeout=10,
+            params={"experiment_name": "facefleet"},
+            timeout=10,
         )
         assert api.status_code == 200 and api.json()["experiment"]["name"] == "facefleet"
         kids = _children(proc.pid)

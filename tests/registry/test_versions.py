@@ -42,12 +42,27 @@ def _register(ws: Workspace, name: str, accuracy: float, params: dict, manifest:
 def ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("ws")
     ws = Workspace.init(root)
-    _register(ws, "alpha1", 0.90, {"method": "svm", "C": "1.0"},
-              {"labels": ["ann", "bob"], "thresholds": {"ann": 0.5, "bob": 0.55}})
-    _register(ws, "beta2", 0.93, {"method": "svm", "C": "10.0"},
-              {"labels": ["ann", "bob", "cy"], "thresholds": {"ann": 0.5, "bob": 0.6, "cy": 0.5}})
-    _register(ws, "gamma3", 0.95, {"method": "centroid"},
-              {"labels": ["ann", "cy"], "thresholds": {"ann": 0.45, "cy": 0.5}})
+    _register(
+        ws,
+        "alpha1",
+        0.90,
+        {"method": "svm", "C": "1.0"},
+        {"labels": ["ann", "bob"], "thresholds": {"ann": 0.5, "bob": 0.55}},
+    )
+    _register(
+        ws,
+        "beta2",
+        0.93,
+        {"method": "svm", "C": "10.0"},
+        {"labels": ["ann", "bob", "cy"], "thresholds": {"ann": 0.5, "bob": 0.6, "cy": 0.5}},
+    )
+    _register(
+        ws,
+        "gamma3",
+        0.95,
+        {"method": "centroid"},
+        {"labels": ["ann", "cy"], "thresholds": {"ann": 0.45, "cy": 0.5}},
+    )
     return ws
 
 
@@ -169,7 +184,10 @@ def _cli(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, FACEFLEET_NO_PROGRESS="1")
     return subprocess.run(
         [sys.executable, "-c", CLI, "-w", str(ws.root), *args],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 

@@ -135,12 +135,8 @@ def real_data(request, shared_faces) -> RealData:
     cache = EmbeddingCache(request.config.cache.mkdir("facefleet-embeddings") / "dlib.npz")
     celeb_train = embed_folder(cache, shared_faces / "five_celebrity" / "train")
     celeb_val = embed_folder(cache, shared_faces / "five_celebrity" / "val")
-    orl_train = embed_folder(
-        cache, shared_faces / "orl", lambda fs: [f for f in fs if _orl_index(f) <= 7]
-    )
-    orl_test = embed_folder(
-        cache, shared_faces / "orl", lambda fs: [f for f in fs if _orl_index(f) > 7]
-    )
+    orl_train = embed_folder(cache, shared_faces / "orl", lambda fs: [f for f in fs if _orl_index(f) <= 7])
+    orl_test = embed_folder(cache, shared_faces / "orl", lambda fs: [f for f in fs if _orl_index(f) > 7])
     examples = shared_faces / "examples"
     strangers = [
         f

@@ -23,8 +23,7 @@ def test_keys_init_refuses_to_replace(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, faces_dir,
-                                           tmp_path, capsys):
+def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, faces_dir, tmp_path, capsys):
     ws = copy_workspace(celebrity_workspace)
     bad = tmp_path / "bad.yaml"
     bad.write_text("parameters:\n  C: [1, oops]\n")
@@ -41,9 +40,21 @@ def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, 
     strangers.mkdir()
     for name in ("obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png"):
         os.symlink(faces_dir / "examples" / name, strangers / name)
-    code = main(["-w", str(ws.root), "evaluate", "--model", "@experimental", "--test",
-                 str(faces_dir / "five_celebrity" / "val"), "--unknown", str(strangers),
-                 "--no-fallback", "--json"])
+    code = main(
+        [
+            "-w",
+            str(ws.root),
+            "evaluate",
+            "--model",
+            "@experimental",
+            "--test",
+            str(faces_dir / "five_celebrity" / "val"),
+            "--unknown",
+            str(strangers),
+            "--no-fallback",
+            "--json",
+        ]
+    )
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     m = res["metrics"]
@@ -67,7 +78,8 @@ def test_evaluate_unknown_model(tmp_path, faces_dir, capsys, ref):
     from facefleet.workspace import Workspace
 
     ws = Workspace.init(tmp_path / "w")
-    code = main(["-w", str(ws.root), "evaluate", "--model", ref, "--test",
-                 str(faces_dir / "five_celebrity" / "val")])
+    code = main(
+        ["-w", str(ws.root), "evaluate", "--model", ref, "--test", str(faces_dir / "five_celebrity" / "val")]
+    )
     assert code == 2
     assert "face_model" in capsys.readouterr().err

@@ -38,7 +38,10 @@ def test_plain_makes_yaml_values_injectable():
     import numpy as np
 
     assert report.plain({"a": (1, np.float32(0.5)), 2: dt.date(2024, 1, 2), "p": Path("/x")}) == {
-        "a": [1, 0.5], "2": "2024-01-02", "p": "/x"}
+        "a": [1, 0.5],
+        "2": "2024-01-02",
+        "p": "/x",
+    }
 
 
 def test_report_runs_the_notebook_and_logs_it(ws_run):
@@ -51,9 +54,7 @@ def test_report_runs_the_notebook_and_logs_it(ws_run):
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and '"grid": {"C": [1, 10]}' in injected[0].source
-    html = "".join(
-        o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", [])
-    )
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
     assert "0.9831" in html and "stranger_reject" in html and "[1, 10]" in html
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) == 1

@@ -82,8 +82,9 @@ def test_fit_thresholds_uses_negatives_and_strangers():
 
 
 def test_far_frr_curve():
-    far, frr = far_frr_curve(np.array([0.1, 0.2, 0.3, np.inf]), np.array([0.25, 0.5]),
-                             np.array([0.0, 0.2, 0.3, 0.6]))
+    far, frr = far_frr_curve(
+        np.array([0.1, 0.2, 0.3, np.inf]), np.array([0.25, 0.5]), np.array([0.0, 0.2, 0.3, 0.6])
+    )
     assert far.tolist() == [0.0, 0.0, 0.5, 1.0]
     assert frr == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
 

@@ -23,11 +23,21 @@ EMBEDDER = "dlib-resnet-v1:test"
 
 def _bundle(tmp_path: Path, trained, method=None):
     priv, pub = generate_keypair(tmp_path / "keys")
-    manifest = {"format": 1, "model": "m", "version": 1, "name": "t", "embedder_id": EMBEDDER,
-                "labels": trained.labels, "thresholds": trained.thresholds,
-                "method": method or trained.fitted.method, "metrics": {}, "created": "x"}
-    d = write_bundle(tmp_path / "b", manifest=manifest, arrays=trained.arrays,
-                     private_key=load_private_key(priv))
+    manifest = {
+        "format": 1,
+        "model": "m",
+        "version": 1,
+        "name": "t",
+        "embedder_id": EMBEDDER,
+        "labels": trained.labels,
+        "thresholds": trained.thresholds,
+        "method": method or trained.fitted.method,
+        "metrics": {},
+        "created": "x",
+    }
+    d = write_bundle(
+        tmp_path / "b", manifest=manifest, arrays=trained.arrays, private_key=load_private_key(priv)
+    )
     return load_bundle(d, load_public_key(pub), expected_embedder_id=EMBEDDER)
 
 
@@ -55,16 +65,20 @@ def test_open_set_on_real_faces(tmp_path, real_data, trained):
 
 
 def test_bundle_predictions_equal_sklearn(tmp_path, real_data):
-    svm = build_model(real_data.train.X, real_data.train.names, SearchSpace(method="svm"),
-                      OpenSetParams())
+    svm = build_model(real_data.train.X, real_data.train.names, SearchSpace(method="svm"), OpenSetParams())
     assert svm.fitted.method == "svm"
     bundle = _bundle(tmp_path, svm)
     X = np.vstack([real_data.test.X, real_data.strangers.X, real_data.train.X])
-    np.testing.assert_array_equal(bundle.predict_candidates(X),
-                                  svm.fitted.estimator.predict(X.astype(np.float64)))
+    np.testing.assert_array_equal(
+        bundle.predict_candidates(X), svm.fitted.estimator.predict(X.astype(np.float64))
+    )
     # an RBF winner exports just as exactly
-    rbf = build_model(real_data.celeb_train.X, real_data.celeb_train.names,
-                      SearchSpace(kernels=("rbf",), gamma=(0.5,), method="svm"), OpenSetParams())
+    rbf = build_model(
+        real_data.celeb_train.X,
+        real_data.celeb_train.names,
+        SearchSpace(kernels=("rbf",), gamma=(0.5,), method="svm"),
+        OpenSetParams(),
+    )
     assert rbf.fitted.params["kernel"] == "rbf"
     b2 = _bundle(tmp_path / "rbf", rbf)
     np.testing.assert_array_equal(b2.predict_candidates(X), rbf.fitted.estimator.predict(X))
@@ -89,8 +103,14 @@ def trained_ws(tmp_path_factory, real_data):
 
     ws = Workspace.init(tmp_path_factory.mktemp("trainws"))
     cfg = load_config(EXAMPLE)
-    res = train_arrays(ws, real_data.train.X, real_data.train.names, embedder_id=EMBEDDER,
-                       config=cfg, strangers=real_data.strangers.X[:3])
+    res = train_arrays(
+        ws,
+        real_data.train.X,
+        real_data.train.names,
+        embedder_id=EMBEDDER,
+        config=cfg,
+        strangers=real_data.strangers.X[:3],
+    )
     return ws, res
 
 
@@ -113,9 +133,16 @@ def test_training_run_lands_in_mlflow(trained_ws):
         return out
 
     arts = set(files())
-    assert {"config/version.yaml", "classification_report.txt", "plots/far_frr_train.png",
-            "plots/distances_train.png", "bundle/manifest.json", "bundle/model.npz",
-            "bundle/manifest.sig", "packed/face_model-1.tar.gz"} <= arts
+    assert {
+        "config/version.yaml",
+        "classification_report.txt",
+        "plots/far_frr_train.png",
+        "plots/distances_train.png",
+        "bundle/manifest.json",
+        "bundle/model.npz",
+        "bundle/manifest.sig",
+        "packed/face_model-1.tar.gz",
+    } <= arts
     local = Path(client.download_artifacts(res.run_id, "plots/far_frr_train.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(ws.artifacts_dir) in run.info.artifact_uri  # never ./mlruns
@@ -150,13 +177,16 @@ def test_evaluation_is_logged(trained_ws, real_data):
 
     ws, res = trained_ws
     bundle = load_bundle(latest_bundle(ws), load_public_key(ws.keys_dir / "signing_key.pub.pem"))
-    result = evaluate_bundle(bundle, real_data.test.X, real_data.test.names,
-                             real_data.strangers.X[3:])
+    result = evaluate_bundle(bundle, real_data.test.X, real_data.test.names, real_data.strangers.X[3:])
     run_id = log_evaluation(ws, result)
     client = MlflowClient(tracking_uri=ws.tracking_uri)
     run = client.get_run(run_id)
-    for key in ("closed_set_accuracy", "known_false_reject_rate", "unknown_false_accept_rate",
-                "open_set_accuracy"):
+    for key in (
+        "closed_set_accuracy",
+        "known_false_reject_rate",
+        "unknown_false_accept_rate",
+        "open_set_accuracy",
+    ):
         assert run.data.metrics[key] == pytest.approx(result.metrics[key])
     assert run.data.tags["model_version"] == "1"
     names = {f.path for f in client.list_artifacts(run_id, "plots")}
@@ -172,8 +202,9 @@ def test_second_version_and_refetch_from_mlflow(trained_ws, real_data):
 
     ws, first = trained_ws
     cfg = load_config(EXAMPLE, name="delta1", method="centroid")
-    res = train_arrays(ws, real_data.celeb_train.X, real_data.celeb_train.names,
-                       embedder_id=EMBEDDER, config=cfg)
+    res = train_arrays(
+        ws, real_data.celeb_train.X, real_data.celeb_train.names, embedder_id=EMBEDDER, config=cfg
+    )
     assert res.version == 2 and res.method == "centroid"
     assert latest_bundle(ws) == res.bundle_dir
     assert latest_bundle(ws, "@experimental") == res.bundle_dir
