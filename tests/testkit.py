@@ -1,8 +1,10 @@
 """Helpers the test folders share: free loopback ports, real OpenSSH servers standing for
-devices, and consistent copies of workspaces. (Fixtures built on them live in conftest.py.)"""
+devices with their inventory and known_hosts, and consistent copies of workspaces.
+(Fixtures built on them live in conftest.py.)"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sqlite3
@@ -10,6 +12,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = shutil.which("ssh-keygen")
@@ -119,3 +123,38 @@ def clone_workspace(ws, target: Path):
             src.close()
             dst.close()
     return Workspace.open(target)
+
+
+def write_inventory(
+    path: Path, groups: dict[str, dict], key: Path, overrides: dict[str, dict] | None = None
+) -> Path:
+    """An Ansible-shaped inventory for ``groups`` of devices; restart/health write markers."""
+    children = {}
+    for group, devices in groups.items():
+        hosts = {}
+        for name, dev in devices.items():
+            hv = {
+                "ansible_host": "127.0.0.1",
+                "ansible_port": dev.port,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(key),
+                "facefleet_models_dir": str(dev.models_dir),
+                "facefleet_restart": f'echo "$FACEFLEET_VERSION" >> {dev.restarts}',
+            }
+            hv.update((overrides or {}).get(name, {}))
+            hosts[name] = hv
+        gvars = {"facefleet_receives": "facelist" if group == "datasinks" else "bundle"}
+        if group != "datasinks":
+            gvars["facefleet_health"] = (
+                'test -f "$FACEFLEET_MODELS_DIR/$FACEFLEET_MODEL/current/manifest.json"'
+            )
+        children[group] = {"vars": gvars, "hosts": hosts}
+    data = {"all": {"vars": {"facefleet_keep": 2}, "children": children}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def known_hosts_for(path: Path, devices) -> Path:
+    path.write_text("".join(d.host_key_line for d in devices))
+    os.chmod(path, 0o600)
+    return path

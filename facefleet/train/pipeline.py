@@ -173,7 +173,6 @@ def train_arrays(
                 shutil.copyfile(tar_path, named)
                 mlflow.log_artifact(str(named), "packed")
             client.set_model_version_tag(model, str(version), "name", human)
-            client.set_registered_model_alias(model, EXPERIMENTAL, str(version))
             mlflow.set_tags({"model_name": model, "model_version": str(version)})
         except BaseException:
             # no registry entry may point at a bundle that was never completed
@@ -182,6 +181,10 @@ def train_arrays(
             except Exception:  # noqa: BLE001 - report the original failure
                 log.warning("could not delete incomplete model version %s/%s", model, version)
             raise
+    from facefleet.registry.versions import promote
+
+    # through the audited move, so "rollback experimental" and versions.yaml know of it
+    promote(ws, version, EXPERIMENTAL, why=f"trained {human}")
     result = TrainResult(
         run_id,
         model,

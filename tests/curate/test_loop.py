@@ -156,7 +156,7 @@ def test_old_version_unchanged_and_audit_shows_the_move(loop):
     ws, first, res = loop["ws"], loop["first"], loop["result"]
     assert _tree_hashes(first.bundle_dir) == loop["v1_before"]
     moves = [e for e in audit_log(ws) if e["to_version"] == res.version]
-    assert {e["alias"] for e in moves} == {"validated", "production"}
+    assert {e["alias"] for e in moves} == {"experimental", "validated", "production"}
     prod = [e for e in moves if e["alias"] == "production"][0]
     assert prod["from_version"] == first.version and "validated:" in prod["why"]
     assert resolve_version(ws, "@production").version == res.version

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fleet_helpers import known_hosts_for, write_inventory
+from testkit import known_hosts_for, write_inventory
 
 from facefleet.cli.main import main
 from facefleet.curate import labels

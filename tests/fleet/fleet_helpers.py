@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 
 def make_bundle(ws, version: int, *, name: str | None = None, model: str = "face_model") -> Path:
@@ -38,38 +36,3 @@ def make_bundle(ws, version: int, *, name: str | None = None, model: str = "face
     return write_bundle(
         ws.models_dir / model / str(version), manifest=manifest, arrays=arrays, private_key=key
     )
-
-
-def write_inventory(
-    path: Path, groups: dict[str, dict], key: Path, overrides: dict[str, dict] | None = None
-) -> Path:
-    """An Ansible-shaped inventory for ``groups`` of devices; restart/health write markers."""
-    children = {}
-    for group, devices in groups.items():
-        hosts = {}
-        for name, dev in devices.items():
-            hv = {
-                "ansible_host": "127.0.0.1",
-                "ansible_port": dev.port,
-                "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(key),
-                "facefleet_models_dir": str(dev.models_dir),
-                "facefleet_restart": f'echo "$FACEFLEET_VERSION" >> {dev.restarts}',
-            }
-            hv.update((overrides or {}).get(name, {}))
-            hosts[name] = hv
-        gvars = {"facefleet_receives": "facelist" if group == "datasinks" else "bundle"}
-        if group != "datasinks":
-            gvars["facefleet_health"] = (
-                'test -f "$FACEFLEET_MODELS_DIR/$FACEFLEET_MODEL/current/manifest.json"'
-            )
-        children[group] = {"vars": gvars, "hosts": hosts}
-    data = {"all": {"vars": {"facefleet_keep": 2}, "children": children}}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def known_hosts_for(path: Path, devices) -> Path:
-    path.write_text("".join(d.host_key_line for d in devices))
-    os.chmod(path, 0o600)
-    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fleet_helpers import known_hosts_for, write_inventory
+from testkit import known_hosts_for, write_inventory
 
 from facefleet.cli.main import main
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleet_helpers import known_hosts_for, write_inventory
+from testkit import known_hosts_for, write_inventory
 
 from facefleet.errors import BundleError
 from facefleet.fleet import device, records
