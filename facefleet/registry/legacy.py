@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facefleet.edge.events import FACELIST_COLUMNS
 from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import atomic_write_bytes
 
@@ -33,10 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
     from facefleet.workspace import Workspace
 
-FACELIST_COLUMNS = [
-    "date", "event", "timestamp", "objid", "source", "status", "name", "proba", "dist",
-    "margin", "x1", "y1", "x2", "y2", "rx", "ry", "lx", "ly", "dx", "dy", "angle", "focus",
-]  # fmt: skip
 # SentinelCam's numeric face statuses; 4 ("remove") rows are not imported.
 STATUS_CODES = {"0": "candidate", "1": "selected", "2": "in_use", "3": "revoked"}
 UNKNOWN_NAMES = {"", "unknown", "none", "nan", "stranger"}
