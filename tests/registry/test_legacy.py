@@ -206,6 +206,13 @@ def test_face_database_json(ws, tmp_path):
     assert all(p["examples"] >= 3 for p in data["people"])
 
 
+def _facelist_row(event, timestamp, status, name, box, proba="", dist="", margin=""):
+    """One SentinelCam facelist.csv row (eye geometry zeroed, focus 55.5)."""
+    eyes = ["0"] * 6 + ["0.0"]
+    return ["2024-05-06", event, timestamp, "1", "cam1", status, name, proba, dist, margin,
+            *box, *eyes, "55.5"]  # fmt: skip
+
+
 def test_facelist_import_embeds_frames(ws, embedder_id, engine, faces_dir, tmp_path):
     images = tmp_path / "images" / "2024-05-06"
     images.mkdir(parents=True)
@@ -221,108 +228,12 @@ def test_facelist_import_embeds_frames(ws, embedder_id, engine, faces_dir, tmp_p
         box, vec = _embed_photo(engine, photo)
         ts = f"2024-05-06 10:00:0{i}.25"
         (images / f"evt{i}_2024-05-06_10.00.0{i}.250000.jpg").symlink_to(photo)
-        rows.append(
-            [
-                "2024-05-06",
-                f"evt{i}",
-                ts,
-                "1",
-                "cam1",
-                status,
-                label,
-                "0.9",
-                "0.4",
-                "0.1",
-                *box,
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0.0",
-                "55.5",
-            ]
-        )
+        rows.append(_facelist_row(f"evt{i}", ts, status, label, box, proba="0.9", dist="0.4", margin="0.1"))
         expected[f"evt{i}"] = (box, vec, status)
-    rows.append(
-        [
-            "2024-05-06",
-            "gone",
-            "2024-05-06 11:00:00",
-            "1",
-            "cam1",
-            "1",
-            "x",
-            "",
-            "",
-            "",
-            "1",
-            "1",
-            "50",
-            "50",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-        ]
-    )  # frame missing
-    rows.append(
-        [
-            "2024-05-06",
-            "evt0",
-            "2024-05-06 10:00:00.25",
-            "1",
-            "cam1",
-            "4",
-            "x",
-            "",
-            "",
-            "",
-            "1",
-            "1",
-            "50",
-            "50",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-        ]
-    )  # remove
-    rows.append(
-        [
-            "2024-05-06",
-            "evt0",
-            "yesterday",
-            "1",
-            "cam1",
-            "1",
-            "x",
-            "",
-            "",
-            "",
-            "1",
-            "1",
-            "50",
-            "50",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-            "0",
-        ]
-    )  # bad timestamp
+    box = ("1", "1", "50", "50")
+    rows.append(_facelist_row("gone", "2024-05-06 11:00:00", "1", "x", box))  # frame missing
+    rows.append(_facelist_row("evt0", "2024-05-06 10:00:00.25", "4", "x", box))  # remove
+    rows.append(_facelist_row("evt0", "yesterday", "1", "x", box))  # bad timestamp
     csv_path = tmp_path / "facelist.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
