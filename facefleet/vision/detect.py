@@ -1,11 +1,14 @@
 """Face detectors behind one interface: dlib HOG (default), dlib CNN (accurate, ~3 s a frame on a
-CPU), OpenCV Haar (fast, more false positives). Detection runs on a downscaled copy; boxes come
-back in the original image's coordinates.
+CPU), OpenCV Haar (fast, more false positives), BlazeFace on ONNX Runtime (``blazeface``,
+``blazeface-full``: fast, for the edge; :mod:`facefleet.vision.blazeface`). Detection runs on a
+downscaled copy; boxes come back in the original image's coordinates.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -13,6 +16,8 @@ import numpy as np
 
 from facefleet.errors import ConfigError
 from facefleet.vision.models import model_path
+
+log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 
@@ -82,13 +87,27 @@ class HaarDetector:
 
 
 _DETECTORS = {"hog": HogDetector, "cnn": CnnDetector, "haar": HaarDetector}
+_BLAZEFACE = {"blazeface": "short", "blazeface-full": "full"}
+DETECTOR_NAMES = (*_DETECTORS, *_BLAZEFACE)
 
 
-def make_detector(name: str) -> Detector:
+def make_detector(name: str, cache_dir: Path | None = None) -> Detector:
+    """The detector called ``name``. BlazeFace converts (once, cached in ``cache_dir``) and
+    falls back to HOG with a one-line warning when its weights or conversion are unusable."""
+    if name in _BLAZEFACE:
+        from facefleet.errors import ModelError
+        from facefleet.vision.blazeface import BlazeFaceDetector
+
+        try:
+            return BlazeFaceDetector.create(_BLAZEFACE[name], cache_dir=cache_dir)
+        except (ModelError, ImportError, OSError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            log.warning("%s detector unavailable (%s); using hog", name, reason)
+            return HogDetector()
     try:
         return _DETECTORS[name]()
     except KeyError:
-        raise ConfigError(f"unknown detector {name!r}: use one of {', '.join(_DETECTORS)}") from None
+        raise ConfigError(f"unknown detector {name!r}: use one of {', '.join(DETECTOR_NAMES)}") from None
 
 
 def downscale(rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:

@@ -29,17 +29,21 @@ class VisionConfig:
     fallback_max_side: int = 640  # the CNN is slow: run it on a smaller copy
     embedder: str = "auto"
     cache_dir: Path | None = None
+    calibration_dir: Path | None = None  # photos the int8 embedder calibrates on
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], cache_dir: Path | None = None) -> VisionConfig:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "cache_dir"}
+    def from_dict(
+        cls, data: dict[str, Any], cache_dir: Path | None = None, calibration_dir: Path | None = None
+    ) -> VisionConfig:
+        paths = ("cache_dir", "calibration_dir")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in paths}
         if known.get("fallback_detector") in ("", "none"):
             known["fallback_detector"] = None
-        return cls(**known, cache_dir=cache_dir)
+        return cls(**known, cache_dir=cache_dir, calibration_dir=calibration_dir)
 
     @classmethod
     def from_workspace(cls, ws) -> VisionConfig:
-        return cls.from_dict(ws.section("vision"), cache_dir=ws.cache_dir)
+        return cls.from_dict(ws.section("vision"), cache_dir=ws.cache_dir, calibration_dir=ws.images_dir)
 
 
 @dataclass
@@ -70,7 +74,7 @@ class FaceEngine:
         import dlib
 
         self.config = config or VisionConfig()
-        self._detector = det.make_detector(self.config.detector)
+        self._detector = det.make_detector(self.config.detector, cache_dir=self.config.cache_dir)
         self._fallback: det.Detector | None = None
         self._predictor = dlib.shape_predictor(str(model_path("landmarks5")))
         self._embedder: Embedder | None = None
@@ -78,7 +82,11 @@ class FaceEngine:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = make_embedder(self.config.embedder, cache_dir=self.config.cache_dir)
+            self._embedder = make_embedder(
+                self.config.embedder,
+                cache_dir=self.config.cache_dir,
+                calibration_dir=self.config.calibration_dir,
+            )
         return self._embedder
 
     def detect(
@@ -96,7 +104,7 @@ class FaceEngine:
         if not self.config.fallback_detector:
             return []
         if self._fallback is None:
-            self._fallback = det.make_detector(self.config.fallback_detector)
+            self._fallback = det.make_detector(self.config.fallback_detector, cache_dir=self.config.cache_dir)
         return det.detect(self._fallback, rgb, upsample=1, max_side=self.config.fallback_max_side)
 
     def landmarks(self, rgb: np.ndarray, box: det.Box) -> np.ndarray:
