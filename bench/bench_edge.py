@@ -1,8 +1,14 @@
-"""Edge throughput on short_hamilton_clip.mp4: facefleet's pipeline (detect every N frames,
-track, embed per track) against the naive loop of the face_recognition examples (detect and
-embed every face on every frame), same machine, same engine, one run each.
+"""Edge throughput on both clips: facefleet's pipeline (detect every N frames, track, embed per
+track) with dlib's HOG and with BlazeFace, against the naive loop of the face_recognition
+examples (detect and embed every face on every frame), same machine, one run each.
 
-    .venv/bin/python bench/bench_edge.py [--workspace WS] [--json FILE]
+    taskset -c 0 .venv/bin/python bench/bench_edge.py [--workspace WS] [--json FILE]
+        [--detectors hog blazeface blazeface-full] [--clips hamilton pbs] [--embedder auto]
+
+Prints FPS and per-stage p50 latency per clip and detector, and for the hamilton clip how many
+frames Lin-Manuel Miranda's track went unnamed after it entered (sum over his tracks of the
+frames between a track's first frame and the first frame it showed his name, plus the frames
+of tracks of him that never got named) and on how many frames his name was shown.
 
 Needs a workspace with a trained bundle (``facefleet train``); without one it builds a
 throwaway workspace (Lin-Manuel Miranda + knn_examples enrolled, one training run).
@@ -22,7 +28,11 @@ import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEFLEET_SHARED_DATA", ROOT.parent / "shared" / "data"))
-CLIP = DATA / "video" / "short_hamilton_clip.mp4"
+CLIPS = {
+    "hamilton": DATA / "video" / "short_hamilton_clip.mp4",
+    "pbs": DATA / "video" / "pbs_whitehouse_meeting_17s.mp4",
+}
+LIN = "lin_manuel_miranda"
 
 
 def throwaway_workspace(root: Path):
@@ -40,9 +50,9 @@ def throwaway_workspace(root: Path):
     return ws
 
 
-def naive(engine, bundle) -> dict:
+def naive(engine, bundle, clip: Path) -> dict:
     """Every frame: detect (HOG upsample 0, full frame), landmarks, chip, embed, classify."""
-    cap = cv2.VideoCapture(str(CLIP))
+    cap = cv2.VideoCapture(str(clip))
     frames = named = embeds = 0
     t0 = time.perf_counter()
     while True:
@@ -66,22 +76,79 @@ def naive(engine, bundle) -> dict:
     }
 
 
+class NamingWatch:
+    """Per track: first frame seen, first frame shown with ``name``; from ``on_frame``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.first: dict[int, int] = {}
+        self.named_at: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.shown = 0
+
+    def __call__(self, frame, result) -> None:
+        shown = False
+        for t in result.tracks:
+            self.first.setdefault(t.id, frame.index)
+            self.last[t.id] = frame.index
+            if t.name == self.name:
+                self.named_at.setdefault(t.id, frame.index)
+                shown = True
+        self.shown += shown
+
+    def unnamed_after_entering(self) -> dict:
+        """Frames before naming on the tracks that got named, and the frames of short tracks
+        that never were (tracks of at least 5 frames: shorter ones are detector flicker)."""
+        delays = {t: self.named_at[t] - self.first[t] for t in self.named_at}
+        never = {
+            t: self.last[t] - self.first[t] + 1
+            for t in self.first
+            if t not in self.named_at and self.last[t] - self.first[t] + 1 >= 5
+        }
+        return {
+            "named_tracks": len(delays),
+            "frames_before_named": sum(delays.values()),
+            "max_delay": max(delays.values(), default=0),
+            "unnamed_tracks": len(never),
+            "unnamed_track_frames": sum(never.values()),
+        }
+
+
+def run_pipeline(opts, engine, watch=None) -> dict:
+    from facefleet.edge.recognize import recognize
+
+    summary = recognize(opts, engine=engine, on_frame=watch)
+    ff = summary.stats
+    out = {
+        "frames": summary.frames,
+        "seconds": ff["seconds"],
+        "fps": ff["fps"],
+        "embeddings": ff["embeddings"],
+        "face_frames": summary.face_frames,
+        "stages_p50_ms": {k: v["p50_ms"] for k, v in ff["stages"].items()},
+        "detect_every": opts.pipeline.detect_every,
+    }
+    if watch is not None:
+        out["named_frames"] = watch.shown
+        out["naming"] = watch.unnamed_after_entering()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--embedder",
-        choices=["auto", "onnx", "dlib"],
-        default="auto",
-        help="dlib = before the ONNX embedder, onnx/auto = after",
-    )
+    parser.add_argument("--embedder", choices=["auto", "onnx", "dlib", "onnx-int8"], default="auto")
+    parser.add_argument("--detectors", nargs="+", default=["hog", "blazeface", "blazeface-full"])
+    parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=list(CLIPS))
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
 
     from facefleet.edge.model import resolve_model
-    from facefleet.edge.recognize import RecognizeOptions, make_engine, recognize
+    from facefleet.edge.pipeline import PipelineConfig
+    from facefleet.edge.recognize import RecognizeOptions, default_detect_every, make_engine
     from facefleet.registry.bundle import load_bundle
     from facefleet.registry.keys import load_public_key
     from facefleet.workspace import Workspace
@@ -94,45 +161,63 @@ def main() -> int:
         ws = throwaway_workspace(Path(tmp.name))
     model = ws.models_dir / ws.section("registry").get("model_name", "face_model")
     pub = ws.keys_dir / "signing_key.pub.pem"
-    with tempfile.TemporaryDirectory(prefix="bench-edge-out-") as out:
-        opts = RecognizeOptions(
-            source=str(CLIP),
-            model=model,
-            public_key=pub,
-            output_dir=Path(out),
-            unknown_dir=None,
-            display=False,
-            events=False,
-            cache_dir=ws.cache_dir,
-            embedder=args.embedder,
-        )
-        engine = make_engine(opts)
-        engine.embed_chips(
-            [cv2.resize(cv2.imread(str(DATA / "faces/examples/obama-240p.jpg")), (150, 150))]
-        )  # load the embedder outside the timing
-        summary = recognize(opts, engine=engine)
-    bundle = load_bundle(resolve_model(model), load_public_key(pub), engine.embedder.id)
-    base = naive(engine, bundle)
-    ff = summary.stats
-    result = {
-        "clip": CLIP.name,
-        "embedder": f"{type(engine.embedder).__name__} ({engine.embedder.id})",
-        "cores": os.cpu_count(),
-        "facefleet": {
-            "frames": summary.frames,
-            "seconds": ff["seconds"],
-            "fps": ff["fps"],
-            "embeddings": ff["embeddings"],
-            "face_frames": summary.face_frames,
-            "named_frames": summary.name_frames.get("lin_manuel_miranda", 0),
-            "stages": ff["stages"],
-        },
-        "naive": base,
-        "speedup": round(ff["fps"] / base["fps"], 2),
-    }
-    print(f"facefleet  {ff['fps']:7.1f} FPS  ({ff['embeddings']} embeddings)")
-    print(f"naive loop {base['fps']:7.1f} FPS  ({base['embeddings']} embeddings)")
-    print(f"ratio      {result['speedup']:7.2f}x   embedder {result['embedder']}")
+    warm = [cv2.resize(cv2.imread(str(DATA / "faces/examples/obama-240p.jpg")), (150, 150))]
+    result: dict = {"embedder": args.embedder, "cpus": len(os.sched_getaffinity(0)), "clips": {}}
+    for clip_name in args.clips:
+        clip = CLIPS[clip_name]
+        rows: dict = {}
+        engine = None
+        for detector in args.detectors:
+            with tempfile.TemporaryDirectory(prefix="bench-edge-out-") as out:
+                opts = RecognizeOptions(
+                    source=str(clip),
+                    model=model,
+                    public_key=pub,
+                    output_dir=Path(out),
+                    unknown_dir=None,
+                    display=False,
+                    events=False,
+                    cache_dir=ws.cache_dir,
+                    embedder=args.embedder,
+                    detector=detector,
+                    pipeline=PipelineConfig(detect_every=default_detect_every(detector)),
+                )
+                engine = make_engine(opts)
+                engine.embed_chips(warm)  # load the embedder outside the timing
+                engine.detect(cv2.cvtColor(warm[0], cv2.COLOR_BGR2RGB))
+                watch = NamingWatch(LIN) if clip_name == "hamilton" else None
+                rows[detector] = run_pipeline(opts, engine, watch)
+        if not args.no_naive:
+            hog_engine = make_engine(
+                RecognizeOptions(
+                    source=str(clip),
+                    model=model,
+                    public_key=pub,
+                    output_dir=Path("."),
+                    cache_dir=ws.cache_dir,
+                    embedder=args.embedder,
+                )
+            )
+            hog_engine.embed_chips(warm)
+            bundle = load_bundle(resolve_model(model), load_public_key(pub), hog_engine.embedder.id)
+            rows["naive (hog, every frame)"] = naive(hog_engine, bundle, clip)
+        result["clips"][clip.name] = rows
+        if engine is not None:
+            result["embedder_id"] = engine.embedder.id
+        print(f"\n{clip.name}")
+        print(f"  {'pipeline':26} {'FPS':>7} {'detect':>7} {'align':>7} {'embed':>7}  naming")
+        for name, row in rows.items():
+            st = row.get("stages_p50_ms", {})
+            naming = row.get("naming")
+            extra = ""
+            if naming is not None:
+                extra = (
+                    f"  {row['named_frames']} frames named; {naming['frames_before_named']} frames before "
+                    f"naming over {naming['named_tracks']} tracks (max {naming['max_delay']}), "
+                    f"{naming['unnamed_tracks']} tracks never named ({naming['unnamed_track_frames']} frames)"
+                )
+            cells = " ".join(f"{st.get(k, float('nan')):7.2f}" for k in ("detect", "align", "embed"))
+            print(f"  {name:26} {row['fps']:7.1f} {cells}{extra}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if tmp is not None:

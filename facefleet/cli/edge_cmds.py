@@ -30,7 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
     )
-    g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx"))
+    g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx", "onnx-int8"))
+    g.add_argument(
+        "--detector",
+        default=None,
+        choices=("hog", "blazeface", "blazeface-full"),
+        help="face detector (default hog)",
+    )
     g.add_argument(
         "--fetch-model",
         action="store_true",
@@ -96,7 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--detect-width", type=int, default=640, help="longer side of the copy faces are detected on"
     )
-    c.add_argument("--detect-every", type=int, default=3, help="detect every N frames")
+    c.add_argument(
+        "--detect-every",
+        type=int,
+        default=None,
+        help="detect every N frames (default 3 with hog, 1 with blazeface)",
+    )
     c.add_argument("--embed-every", type=int, default=30, help="re-embed a tracked face every K frames")
     p.set_defaults(func=cmd_recognize)
 
@@ -114,7 +125,7 @@ def _workspace(args):
 
 def cmd_recognize(args: argparse.Namespace) -> int:
     from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import RecognizeOptions, recognize
+    from facefleet.edge.recognize import RecognizeOptions, default_detect_every, recognize
     from facefleet.edge.sources import CameraOptions
     from facefleet.edge.stats import format_table, write_json
     from facefleet.registry.keys import load_public_key
@@ -150,6 +161,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     unknown_dir = None
     if not args.no_unknowns:
         unknown_dir = ws.unknown_dir if ws else root / "few_shot_examples" / "unknown"
+    detector = args.detector or RecognizeOptions.detector
     opts = RecognizeOptions(
         source=args.source,
         model=model,
@@ -164,11 +176,14 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         events=not args.no_events,
         embedder=args.embedder,
+        detector=detector,
         camera=CameraOptions(
             args.width, args.height, args.fps, args.flip, args.capture_width, args.capture_height
         ),
         pipeline=PipelineConfig(
-            detect_width=args.detect_width, detect_every=args.detect_every, embed_every=args.embed_every
+            detect_width=args.detect_width,
+            detect_every=args.detect_every or default_detect_every(detector),
+            embed_every=args.embed_every,
         ),
         reload_interval=args.reload_interval,
         cache_dir=ws.cache_dir if ws else None,

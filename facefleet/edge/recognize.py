@@ -54,6 +54,7 @@ class RecognizeOptions:
     events: bool = True
     device: str = field(default_factory=socket.gethostname)
     embedder: str = "auto"
+    detector: str = "hog"  # hog | blazeface | blazeface-full (vision.detect.DETECTOR_NAMES)
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
@@ -131,12 +132,17 @@ class _Screenshots:
         return path
 
 
+def default_detect_every(detector: str) -> int:
+    """Detect on every frame with BlazeFace (a few ms); every 3rd with HOG (~20 ms)."""
+    return 1 if detector.startswith("blazeface") else 3
+
+
 def make_engine(opts: RecognizeOptions):
     from facefleet.vision.engine import FaceEngine, VisionConfig
 
     return FaceEngine(
         VisionConfig(
-            detector="hog",
+            detector=opts.detector,
             upsample=opts.pipeline.upsample,
             max_side=opts.pipeline.detect_width,
             fallback_detector=None,

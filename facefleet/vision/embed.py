@@ -50,12 +50,25 @@ class DlibEmbedder:
         return out
 
 
-def make_embedder(name: str = "auto", cache_dir=None) -> Embedder:
-    """``dlib``, ``onnx``, or ``auto`` (ONNX when available and verified, else dlib)."""
-    if name not in ("auto", "dlib", "onnx"):
+EMBEDDER_NAMES = ("auto", "dlib", "onnx", "onnx-int8")
+
+
+def make_embedder(name: str = "auto", cache_dir=None, calibration_dir=None) -> Embedder:
+    """``dlib``, ``onnx``, ``auto`` (ONNX when available and verified, else dlib), or
+    ``onnx-int8`` (quantised, its own embedder id; calibrated on photos in ``calibration_dir``
+    unless a cached int8 model exists; else ONNX with a one-line warning)."""
+    if name not in EMBEDDER_NAMES:
         from facefleet.errors import ConfigError
 
-        raise ConfigError(f"unknown embedder {name!r}: use auto, dlib or onnx")
+        raise ConfigError(f"unknown embedder {name!r}: use {', '.join(EMBEDDER_NAMES)}")
+    if name == "onnx-int8":
+        try:
+            from facefleet.vision.int8_embedder import create_int8_embedder
+
+            return create_int8_embedder(cache_dir, calibration_dir=calibration_dir)
+        except Exception as exc:  # any failure: fall back, one line, never a crash
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            log.warning("int8 embedder unavailable (%s); using onnx", reason)
     if name in ("auto", "onnx"):
         try:
             from facefleet.vision.onnx_embedder import OnnxEmbedder

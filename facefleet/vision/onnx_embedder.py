@@ -316,6 +316,7 @@ class OnnxEmbedder:
         self.threads: int = opts.intra_op_num_threads
         self.batch_size = max(1, int(batch_size))
         self.id = embedder_id
+        self.onnx_bytes = onnx_bytes
         self.verification: dict[str, Any] = {}
 
     @classmethod
