@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_blazeface.py recall  [--every 10] [--json FILE]
     .venv/bin/python bench/bench_blazeface.py verify  [--pairs 3000] [--json FILE]
     .venv/bin/python bench/bench_blazeface.py fit
+    taskset -c 0 .venv/bin/python bench/bench_blazeface.py latency [--frames 60] [--reps 5]
 
 - ``recall``: on every ``--every``-th frame of both clips (640x360) and on every
   ``five_celebrity`` photo, the faces found by HOG (upsample 1) or dlib's CNN are the truth;
@@ -14,6 +15,9 @@
   (same landmarks model, chip and ONNX ResNet) and, for ``--int8``, by the int8 embedder; the
   accuracy at the best distance threshold of each (10-fold: threshold chosen on 9 folds,
   scored on the 10th) is printed side by side.
+- ``latency``: per 640x360 frame of both clips, each detector in turn on the same frame
+  (interleaved, so a loaded machine slows all alike), ``--reps`` times: p50 and min
+  (the min is the closest to an idle core) and each one's speed-up over HOG upsample 0.
 - ``fit``: the BlazeFace box -> dlib box transform (``BOX_TO_DLIB``) from lfw_dev photos where
   both find exactly one face: medians of the centre shift and side ratio.
 """
@@ -246,6 +250,37 @@ def cmd_verify(args) -> dict:
     return result
 
 
+def cmd_latency(args) -> dict:
+    from facefleet.vision import detect as det
+
+    detectors = {"hog (upsample 0)": (det.HogDetector(), 0)}
+    for name in args.detectors:
+        detectors[name] = (det.make_detector(name, cache_dir=args.cache.parent), 0)
+    every = max(1, (275 + 510) // max(1, args.frames))
+    images = [rgb for name, rgb in frames(every) if not name.startswith("five_celebrity")]
+    times: dict[str, list[float]] = {d: [] for d in detectors}
+    for _ in range(args.reps):
+        for rgb in images:
+            for dname, (d, up) in detectors.items():
+                t0 = time.perf_counter()
+                det.detect(d, rgb, upsample=up, max_side=640)
+                times[dname].append(time.perf_counter() - t0)
+    result = {"frames": len(images), "reps": args.reps, "cpus": len(os.sched_getaffinity(0)), "ms": {}}
+    hog = None
+    for dname, ts in times.items():
+        arr = np.asarray(ts) * 1000
+        row = {"p50": round(float(np.median(arr)), 2), "min": round(float(arr.min()), 2)}
+        hog = hog or row
+        row["speedup_p50"] = round(hog["p50"] / row["p50"], 1)
+        row["speedup_min"] = round(hog["min"] / row["min"], 1)
+        result["ms"][dname] = row
+        print(
+            f"{dname:18} p50 {row['p50']:7.2f} ms  min {row['min']:7.2f} ms   "
+            f"x{row['speedup_p50']} (p50) x{row['speedup_min']} (min) vs hog"
+        )
+    return result
+
+
 def cmd_fit(args) -> dict:
     from facefleet.vision import detect as det
     from facefleet.vision.image import load_image
@@ -279,18 +314,21 @@ def cmd_fit(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("recall", "verify", "fit"))
+    parser.add_argument("command", choices=("recall", "verify", "fit", "latency"))
+    parser.add_argument("--frames", type=int, default=60, help="latency: frames from both clips")
+    parser.add_argument("--reps", type=int, default=5, help="latency: passes over the frames")
     parser.add_argument("--every", type=int, default=10, help="recall: every Nth video frame")
     parser.add_argument("--pairs", type=int, default=3000)
     parser.add_argument("--int8", action="store_true", help="verify: also the int8 embedder")
     parser.add_argument("--step", type=int, default=3, help="fit: every Nth lfw_dev photo")
     parser.add_argument("--detector", default="blazeface")
-    parser.add_argument("--detectors", nargs="*", default=["blazeface", "blazeface-full"])
+    parser.add_argument("--detectors", nargs="*", default=["blazeface", "blazeface-short"])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/facefleet-bench/truth.json"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
-    result = {"recall": cmd_recall, "verify": cmd_verify, "fit": cmd_fit}[args.command](args)
+    commands = {"recall": cmd_recall, "verify": cmd_verify, "fit": cmd_fit, "latency": cmd_latency}
+    result = commands[args.command](args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -3,7 +3,7 @@ track) with dlib's HOG and with BlazeFace, against the naive loop of the face_re
 examples (detect and embed every face on every frame), same machine, one run each.
 
     taskset -c 0 .venv/bin/python bench/bench_edge.py [--workspace WS] [--json FILE]
-        [--detectors hog blazeface blazeface-full] [--clips hamilton pbs] [--embedder auto]
+        [--detectors hog blazeface blazeface-short] [--clips hamilton pbs] [--detect-every N]
 
 Prints FPS and per-stage p50 latency per clip and detector, and for the hamilton clip how many
 frames Lin-Manuel Miranda's track went unnamed after it entered (sum over his tracks of the
@@ -115,6 +115,7 @@ class NamingWatch:
 
 
 def run_pipeline(opts, engine, watch=None) -> dict:
+    from facefleet.edge.pipeline import default_detect_every
     from facefleet.edge.recognize import recognize
 
     summary = recognize(opts, engine=engine, on_frame=watch)
@@ -126,7 +127,7 @@ def run_pipeline(opts, engine, watch=None) -> dict:
         "embeddings": ff["embeddings"],
         "face_frames": summary.face_frames,
         "stages_p50_ms": {k: v["p50_ms"] for k, v in ff["stages"].items()},
-        "detect_every": opts.pipeline.detect_every,
+        "detect_every": opts.pipeline.detect_every or default_detect_every(engine._detector.name),
     }
     if watch is not None:
         out["named_frames"] = watch.shown
@@ -139,7 +140,8 @@ def main() -> int:
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--embedder", choices=["auto", "onnx", "dlib", "onnx-int8"], default="auto")
-    parser.add_argument("--detectors", nargs="+", default=["hog", "blazeface", "blazeface-full"])
+    parser.add_argument("--detectors", nargs="+", default=["hog", "blazeface", "blazeface-short"])
+    parser.add_argument("--detect-every", type=int, help="default: 1 with BlazeFace, 3 with HOG")
     parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=list(CLIPS))
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     args = parser.parse_args()
@@ -148,7 +150,7 @@ def main() -> int:
 
     from facefleet.edge.model import resolve_model
     from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import RecognizeOptions, default_detect_every, make_engine
+    from facefleet.edge.recognize import RecognizeOptions, make_engine
     from facefleet.registry.bundle import load_bundle
     from facefleet.registry.keys import load_public_key
     from facefleet.workspace import Workspace
@@ -180,7 +182,7 @@ def main() -> int:
                     cache_dir=ws.cache_dir,
                     embedder=args.embedder,
                     detector=detector,
-                    pipeline=PipelineConfig(detect_every=default_detect_every(detector)),
+                    pipeline=PipelineConfig(detect_every=args.detect_every),
                 )
                 engine = make_engine(opts)
                 engine.embed_chips(warm)  # load the embedder outside the timing

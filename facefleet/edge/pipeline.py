@@ -29,11 +29,13 @@ class Classifier(Protocol):
 @dataclass
 class PipelineConfig:
     detect_width: int = 640  # longer side of the copy detection runs on
-    detect_every: int = 3  # run the detector on every Nth processed frame
+    detect_every: int | None = None  # detect on every Nth frame; None: default_detect_every()
     upsample: int = 0  # HOG upsampling on that copy
     embed_every: int = 30  # re-embed a track after this many frames
     quality_gain: float = 0.08  # ... or when its quality score rises this much over the best
     unknown_looks: int = 4  # an unnamed track is embedded on every detection until this many
+    look_gap: int = 3  # ... at least this many frames apart (detecting every frame gives twins)
+    confirm_looks: int = 6  # extra looks when the latest decision disagrees with the vote
     min_face_px: int = 30  # smaller faces are tracked and drawn but never embedded
     max_missed: int = 2  # detection passes a track survives without a match
     crop_margin: float = 0.25  # context around the box kept in crops
@@ -64,6 +66,11 @@ class FrameResult:
     embedded: int = 0
 
 
+def default_detect_every(detector: str) -> int:
+    """Detect on every frame with BlazeFace (a few ms); every 3rd with HOG (~15-20 ms)."""
+    return 1 if detector.startswith("blazeface") else 3
+
+
 def vote(votes: dict[str | None, float]) -> str | None:
     """The name with the largest summed weight (None = unknown); ties go to unknown."""
     if not votes:
@@ -75,12 +82,17 @@ def vote(votes: dict[str | None, float]) -> str | None:
 
 def should_embed(track: Track, view_score: float, frame: int, cfg: PipelineConfig) -> bool:
     """Embed a track when it has no embedding yet, on each of its first looks while it is
-    still unnamed, when ``embed_every`` frames passed since its
-    last one, or when this view is clearly better than the best one embedded so far."""
+    still unnamed (``look_gap`` frames apart), while its latest decision disagrees with its
+    vote (a face that turned towards the camera: confirm it quickly rather than wait for
+    ``embed_every``), when ``embed_every`` frames passed since its last one, or when this view
+    is clearly better than the best one embedded so far."""
     if track.embeddings == 0:
         return True
-    if track.name is None and track.embeddings < cfg.unknown_looks:
+    spaced = frame - track.last_embed_frame >= cfg.look_gap
+    if track.name is None and track.embeddings < cfg.unknown_looks and spaced:
         return True  # not recognised yet: a few more looks before settling on unknown
+    if track.last_name != track.name and track.embeddings < cfg.unknown_looks + cfg.confirm_looks and spaced:
+        return True
     if frame - track.last_embed_frame >= cfg.embed_every:
         return True
     return view_score >= track.best_quality + cfg.quality_gain
@@ -107,6 +119,10 @@ class Pipeline:
         self.model = model
         self.cfg = cfg or PipelineConfig()
         self.tracker = Tracker(max_missed=self.cfg.max_missed)
+        # the detector the engine really has (BlazeFace falls back to HOG when unavailable)
+        self.detect_every = self.cfg.detect_every or default_detect_every(
+            getattr(getattr(engine, "_detector", None), "name", "hog")
+        )
         self._processed = 0
         self.embeddings = 0
 
@@ -119,12 +135,13 @@ class Pipeline:
             t.embeddings = 0
             t.best_quality = -1.0
             t.decided = False
+            t.last_name = None
 
     def process(self, bgr: np.ndarray, index: int) -> FrameResult:
         import cv2
 
         timings: dict[str, float] = {}
-        detect_now = self._processed % max(self.cfg.detect_every, 1) == 0
+        detect_now = self._processed % max(self.detect_every, 1) == 0
         self._processed += 1
         if not detect_now:
             return FrameResult(index, False, self.tracker.visible(), [], [], timings)
@@ -139,6 +156,9 @@ class Pipeline:
 
         to_embed: list[tuple[Track, View]] = []
         for track in matched:
+            last = track.view
+            if track.embeddings and last is not None and index - last.frame < self.cfg.look_gap:
+                continue  # detecting every frame: no fresh look (landmarks, chip) more often
             view = self._view(rgb, bgr, track.box, index)
             track.view = view
             if view is None:
@@ -184,6 +204,7 @@ class Pipeline:
         track.last_embed_frame = index
         track.best_quality = max(track.best_quality, view.score)
         track.votes[decision.name] = track.votes.get(decision.name, 0.0) + max(view.score, 1e-3)
+        track.last_name = decision.name
         name = vote(track.votes)
         if name == decision.name or track.candidate is None:
             track.distance, track.score, track.candidate = (

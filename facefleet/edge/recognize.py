@@ -54,7 +54,7 @@ class RecognizeOptions:
     events: bool = True
     device: str = field(default_factory=socket.gethostname)
     embedder: str = "auto"
-    detector: str = "hog"  # hog | blazeface | blazeface-full (vision.detect.DETECTOR_NAMES)
+    detector: str = "blazeface"  # the edge default; hog | blazeface | blazeface-short
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
@@ -130,11 +130,6 @@ class _Screenshots:
             self.saved.append(path)
             log.warning("screenshot saved: %s", path)
         return path
-
-
-def default_detect_every(detector: str) -> int:
-    """Detect on every frame with BlazeFace (a few ms); every 3rd with HOG (~20 ms)."""
-    return 1 if detector.startswith("blazeface") else 3
 
 
 def make_engine(opts: RecognizeOptions):

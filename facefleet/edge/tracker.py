@@ -82,6 +82,7 @@ class Track:
     best_quality: float = -1.0
     last_embed_frame: int = -(10**9)
     embeddings: int = 0
+    last_name: str | None = None  # the latest classification alone (the vote may disagree)
     decided: bool = False  # an event was written for the current name
     best_view: object = None  # the embedded View with the highest quality score so far
     view: object = None  # the latest View (landmarks, quality) on a detection frame

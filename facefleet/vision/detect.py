@@ -1,7 +1,8 @@
 """Face detectors behind one interface: dlib HOG (default), dlib CNN (accurate, ~3 s a frame on a
-CPU), OpenCV Haar (fast, more false positives), BlazeFace on ONNX Runtime (``blazeface``,
-``blazeface-full``: fast, for the edge; :mod:`facefleet.vision.blazeface`). Detection runs on a
-downscaled copy; boxes come back in the original image's coordinates.
+CPU), OpenCV Haar (fast, more false positives), BlazeFace on ONNX Runtime (``blazeface``: the
+full-range model, the edge default; ``blazeface-short``: faster, close faces only; see
+:mod:`facefleet.vision.blazeface`). Detection runs on a downscaled copy; boxes come back in the
+original image's coordinates.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class HaarDetector:
 
 
 _DETECTORS = {"hog": HogDetector, "cnn": CnnDetector, "haar": HaarDetector}
-_BLAZEFACE = {"blazeface": "short", "blazeface-full": "full"}
+_BLAZEFACE = {"blazeface": "full", "blazeface-short": "short"}
 DETECTOR_NAMES = (*_DETECTORS, *_BLAZEFACE)
 
 

@@ -258,8 +258,7 @@ def test_anonymize_blurs_saved_faces(edge_ws, hamilton, tmp_path, mode):
 def test_blazeface_on_every_frame_names_lin(edge_ws, device_models, hamilton, tmp_path):
     """The fast detector feeds the same alignment: Lin-Manuel Miranda is named on the clip
     with BlazeFace detecting on every frame, and the run reports its detection stage."""
-    from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import default_detect_every, make_engine
+    from facefleet.edge.recognize import make_engine
 
     ws, _ = edge_ws
     opts = _opts(
@@ -267,12 +266,11 @@ def test_blazeface_on_every_frame_names_lin(edge_ws, device_models, hamilton, tm
         device_models,
         hamilton,
         tmp_path / "out",
-        detector="blazeface-full",
-        pipeline=PipelineConfig(detect_every=default_detect_every("blazeface-full")),
+        detector="blazeface",
     )
     opts.unknown_dir = None
     engine = make_engine(opts)
-    assert engine._detector.name == "blazeface-full"
+    assert engine._detector.name == "blazeface"
     summary = recognize(opts, engine=engine)
     assert summary.frames == 275
     assert summary.stats["stages"]["detect"]["count"] == 275  # every frame

@@ -54,12 +54,20 @@ def test_should_embed_schedule():
     cfg = PipelineConfig(embed_every=30, quality_gain=0.1, unknown_looks=3)
     t = Track(id=1, box=(0, 0, 10, 10), first_frame=0, last_seen=0)
     assert should_embed(t, 0.5, 0, cfg)  # new
-    t.embeddings, t.last_embed_frame, t.best_quality, t.name = 1, 0, 0.5, "a"
+    t.embeddings, t.last_embed_frame, t.best_quality, t.name, t.last_name = 1, 0, 0.5, "a", "a"
     assert not should_embed(t, 0.55, 3, cfg)
     assert should_embed(t, 0.61, 3, cfg)  # clearly better view
     assert should_embed(t, 0.5, 30, cfg)  # periodic
     t.name = None
     assert should_embed(t, 0.5, 3, cfg)  # unnamed and young: look again
+    assert not should_embed(t, 0.5, 2, cfg)  # ... but not on the very next frames
+    t.embeddings, t.last_embed_frame, t.last_name = 3, 10, "a"  # unknown so far, then a match
+    assert not should_embed(t, 0.5, 12, cfg)
+    assert should_embed(t, 0.5, 13, cfg)  # confirm the disagreeing decision soon
+    t.last_name = None
+    assert not should_embed(t, 0.5, 13, cfg)  # settled on unknown: wait for embed_every
+    t.embeddings, t.last_name = 3 + cfg.confirm_looks, "a"
+    assert not should_embed(t, 0.5, 13, cfg)  # confirmation is bounded
 
 
 def test_crop_box_clips():

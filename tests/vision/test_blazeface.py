@@ -152,7 +152,7 @@ def test_boxes_agree_with_hog_on_portraits(short, faces_dir):
         rgb = load_image(path)
         h = det.detect(hog, rgb, upsample=1, max_side=1024)
         b = det.detect(short, rgb, upsample=0, max_side=640)
-        assert all(d.detector == "blazeface" for d in b)
+        assert all(d.detector == "blazeface-short" for d in b)
         if len(h) == 1 and b:
             ious.append(max(bf.iou(np.array(h[0].box, float), np.array([d.box for d in b], float))))
     assert len(ious) >= 10
@@ -160,8 +160,46 @@ def test_boxes_agree_with_hog_on_portraits(short, faces_dir):
 
 
 def test_full_range_finds_the_hamilton_face(cache, shared_data):
-    full = det.make_detector("blazeface-full", cache_dir=cache)
+    full = det.make_detector("blazeface", cache_dir=cache)
+    assert full.name == "blazeface" and full.variant.name == "full"
     frames = _frames(shared_data / "video/short_hamilton_clip.mp4", set(range(150, 275, 25)))
     hits = [det.detect(full, f, upsample=0, max_side=640) for f in frames]
     assert sum(bool(h) for h in hits) >= 3
     assert all(0 <= d.box[0] < d.box[2] <= 640 and 0 <= d.box[1] < d.box[3] <= 360 for h in hits for d in h)
+
+
+def test_recognition_from_blazeface_boxes_matches_hog(cache, faces_dir):
+    """A small version of ``bench/bench_blazeface.py verify``: on lfw_dev same/different pairs,
+    embeddings from BlazeFace boxes separate people as well as those from HOG boxes."""
+    import random
+
+    from facefleet.vision.engine import FaceEngine, VisionConfig
+    from facefleet.vision.image import load_image
+
+    rng = random.Random(7)
+    people = sorted(p for p in (faces_dir / "lfw_dev/people").iterdir() if p.is_dir())
+    people = rng.sample(people, 40)
+    photos = {p: sorted(p.glob("*.jpg"))[:3] for p in people}
+    same = [(photos[p][0], photos[p][1]) for p in people]
+    diff = [(photos[p][2], photos[q][2]) for p, q in zip(people, people[1:] + people[:1])]
+    engine = FaceEngine(VisionConfig(fallback_detector=None, cache_dir=cache))
+    detectors = {"hog": det.HogDetector(), "blazeface": det.make_detector("blazeface", cache_dir=cache)}
+
+    def vector(name, path):
+        rgb = load_image(path)
+        found = det.detect(detectors[name], rgb, upsample=1, max_side=1024)
+        centre = np.array([rgb.shape[1] / 2, rgb.shape[0] / 2])
+        box = min((d.box for d in found), key=lambda b: np.hypot(*(np.add(b[:2], b[2:]) / 2 - centre)))
+        return engine.embed_chips([engine.chip(rgb, engine.landmarks(rgb, box), box)])[0]
+
+    dist = {name: [] for name in detectors}
+    for name in detectors:
+        cached = {}
+        for a, b in same + diff:
+            va = cached.setdefault(a, vector(name, a))
+            vb = cached.setdefault(b, vector(name, b))
+            dist[name].append(float(np.linalg.norm(va - vb)))
+    truth = np.array([True] * len(same) + [False] * len(diff))
+    acc = {n: float(((np.array(d) < 0.6) == truth).mean()) for n, d in dist.items()}
+    assert acc["hog"] >= 0.95 and acc["blazeface"] >= acc["hog"] - 0.02, acc
+    assert np.median(np.abs(np.subtract(dist["blazeface"], dist["hog"]))) < 0.05
