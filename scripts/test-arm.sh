@@ -148,6 +148,7 @@ log "host: model trained, promoted and packaged"
 # --- 4. into the arm64 root: a venv, facefleet from the wheels, the model via install.sh --
 mkdir -p "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/dev" "$ROOTFS/data" "$ROOTFS/work"
 mount -t proc proc "$ROOTFS/proc"
+mount -t sysfs -o ro sysfs "$ROOTFS/sys"  # onnxruntime reads the CPU list there
 mount --rbind /dev "$ROOTFS/dev"
 mount -o bind,ro "$DATA" "$ROOTFS/data"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true

@@ -72,7 +72,8 @@ def test_hamilton_named_saved_and_logged(edge_ws, hamilton, tmp_path, shared_dat
     lin_frames = [named for is_lin, named in truth if is_lin]
     assert len(lin_frames) >= 30
     assert sum(lin_frames) / len(lin_frames) >= 0.9, (sum(lin_frames), len(lin_frames))
-    assert summary.stats["embeddings"] < summary.face_frames / 5  # embedding is per track
+    # embedding is per track, not per frame (BlazeFace also tracks the dim audience faces)
+    assert summary.stats["embeddings"] < summary.face_frames / 4
     assert summary.model_versions == [first.version]
 
     # the saved video decodes, has every frame, and carries the overlay in the face box
