@@ -145,9 +145,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--embedder", choices=["auto", "onnx", "dlib", "onnx-int8"], default="auto")
     parser.add_argument("--detectors", nargs="+", default=["hog", "blazeface", "blazeface-short"])
-    parser.add_argument("--detect-every", type=int, help="default: 1 with BlazeFace, 3 with HOG")
+    parser.add_argument("--detect-every", type=int, help="default: 2 with BlazeFace, 3 with HOG")
     parser.add_argument(
-        "--also-every", type=int, nargs="*", default=[2], help="BlazeFace again, detecting every N frames"
+        "--also-every", type=int, nargs="*", default=[1], help="BlazeFace again, detecting every N frames"
     )
     parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=list(CLIPS))
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")

@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--detect-every",
         type=int,
         default=None,
-        help="detect every N frames (default 3 with hog, 1 with blazeface)",
+        help="detect every N frames (default 2 with blazeface, 3 with hog)",
     )
     c.add_argument("--embed-every", type=int, default=30, help="re-embed a tracked face every K frames")
     p.set_defaults(func=cmd_recognize)

@@ -256,9 +256,9 @@ def test_anonymize_blurs_saved_faces(edge_ws, hamilton, tmp_path, mode):
     assert n == 275 and boxes
 
 
-def test_blazeface_on_every_frame_names_lin(edge_ws, device_models, hamilton, tmp_path):
+def test_blazeface_names_lin(edge_ws, device_models, hamilton, tmp_path):
     """The fast detector feeds the same alignment: Lin-Manuel Miranda is named on the clip
-    with BlazeFace detecting on every frame, and the run reports its detection stage."""
+    with BlazeFace detecting every 2nd frame, and the run reports its detection stage."""
     from facefleet.edge.recognize import make_engine
 
     ws, _ = edge_ws
@@ -274,6 +274,6 @@ def test_blazeface_on_every_frame_names_lin(edge_ws, device_models, hamilton, tm
     assert engine._detector.name == "blazeface"
     summary = recognize(opts, engine=engine)
     assert summary.frames == 275
-    assert summary.stats["stages"]["detect"]["count"] == 275  # every frame
+    assert summary.stats["stages"]["detect"]["count"] == 138  # every 2nd frame
     assert summary.name_frames.get(LIN, 0) >= 40, summary.name_frames
     assert LIN in {e["name"] for e in read_events(tmp_path / "out" / "events.jsonl")}

@@ -51,7 +51,7 @@ def test_vote_weights_and_ties():
 
 
 def test_should_embed_schedule():
-    cfg = PipelineConfig(embed_every=30, quality_gain=0.1, unknown_looks=3)
+    cfg = PipelineConfig(embed_every=30, quality_gain=0.1, unknown_looks=3, look_gap=3)
     t = Track(id=1, box=(0, 0, 10, 10), first_frame=0, last_seen=0)
     assert should_embed(t, 0.5, 0, cfg)  # new
     t.embeddings, t.last_embed_frame, t.best_quality, t.name, t.last_name = 1, 0, 0.5, "a", "a"
