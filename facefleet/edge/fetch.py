@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from facefleet.edge.model import install_version
 from facefleet.errors import BundleError, DeployError
+from facefleet.layout import switch
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def fetch_model(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        install_version(model_dir, version)
+        switch(model_dir, version)
         log.warning("fetched model %s version %s from %s", model, manifest.get("version"), host)
         return final
     finally:

@@ -5,7 +5,6 @@ stopping the stream; a bundle that fails verification is refused and the old one
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -121,21 +120,3 @@ class ModelWatcher:
     @property
     def version(self):
         return None if self.bundle is None else self.bundle.version
-
-
-def switch_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` atomically (temporary symlink renamed over it)."""
-    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def install_version(model_dir: Path, version_dir_name: str) -> None:
-    """Make ``<model_dir>/<version>`` current, the old current becoming ``previous``."""
-    current = model_dir / "current"
-    if current.is_symlink():
-        old = os.readlink(current)
-        if Path(old).name != version_dir_name:
-            switch_symlink(model_dir / "previous", old)
-    switch_symlink(current, version_dir_name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import sys
 import tempfile
 import time
@@ -25,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facefleet import layout
 from facefleet.errors import BundleError, DeployError
-from facefleet.fleet import device
+from facefleet.fileio import sha256_file
 from facefleet.fleet.inventory import Host, Inventory
+from facefleet.layout import q
+from facefleet.registry.install import SIGNED_FILES, verify
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +88,6 @@ class Payload:
 # -- small pure helpers -------------------------------------------------------------------
 
 
-def q(value: Any) -> str:
-    return shlex.quote(str(value))
-
-
 def format_version(version: int | None) -> str:
     return "-" if version is None else f"v{version}"
 
@@ -134,11 +132,11 @@ def command_env(host: Host, payload: Payload) -> str:
 
 def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
     """The files of a verified, unpacked bundle."""
-    manifest = device.verify(bundle_dir, public_key)
+    manifest = verify(bundle_dir, public_key)
     files = {p.name: p for p in sorted(Path(bundle_dir).iterdir())}
     sums = dict(manifest["files"])
-    for name in device.SIGNED_FILES:
-        sums[name] = device.sha256_file(files[name])
+    for name in SIGNED_FILES:
+        sums[name] = sha256_file(files[name])
     return Payload(
         "bundle", manifest["model"], int(manifest["version"]), str(manifest.get("name", "")), files, sums
     )
@@ -146,9 +144,7 @@ def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
 
 def facelist_payload(csv_path: Path, model: str, version: int, name: str) -> Payload:
     remote = f"facelist_{version}.csv"
-    return Payload(
-        "facelist", model, version, name, {remote: csv_path}, {remote: device.sha256_file(csv_path)}
-    )
+    return Payload("facelist", model, version, name, {remote: csv_path}, {remote: sha256_file(csv_path)})
 
 
 # -- SSH ----------------------------------------------------------------------------------
@@ -278,13 +274,12 @@ async def _deploy_bundle(
     mdir = f"{host.models_dir.rstrip('/')}/{payload.model}"
     vdir = f"{mdir}/{payload.version}"
     out = await remote.run(
-        f"readlink {q(mdir + '/current')} || true; echo '|'; readlink {q(mdir + '/previous')}"
-        " || true; echo '|'; command -v sha256sum >/dev/null && echo ok",
+        layout.sh_read_links(mdir) + "; echo '|'; command -v sha256sum >/dev/null && echo ok",
         what="read the device state",
     )
-    cur_text, prev_text, tools = (part.strip() for part in out.split("|"))
-    res.old = int(cur_text) if cur_text.isdigit() else None
-    old_prev = int(prev_text) if prev_text.isdigit() else None
+    links, _, tools = out.rpartition("|")
+    res.old, old_prev = layout.parse_links(links)
+    tools = tools.strip()
     if tools != "ok":
         raise DeployError("sha256sum is not installed on the device")
     if dry_run:
@@ -309,11 +304,7 @@ async def _deploy_bundle(
                 await remote.run(f"rm -rf {q(vdir)}", what="remove a damaged copy")
         if not exists:
             tmp = (
-                await remote.run(
-                    f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}"
-                    f"{payload.version}-XXXXXX",
-                    what="create the upload folder",
-                )
+                await remote.run(layout.sh_make_tmp(mdir, payload.version), what="create the upload folder")
             ).strip()
             await _upload(remote, payload, tmp)
             if hook is not None:
@@ -328,9 +319,9 @@ async def _deploy_bundle(
             await remote.run(f"mv -T {q(tmp)} {q(vdir)}", what="move the version into place")
             tmp, installed_now = None, True
         try:
-            await _switch(remote, mdir, "current", payload.version)
+            await _switch(remote, mdir, layout.CURRENT, payload.version)
             if res.old is not None:
-                await _switch(remote, mdir, "previous", res.old)
+                await _switch(remote, mdir, layout.PREVIOUS, res.old)
             await _restart_and_check(remote, host, payload)
         except DeployError:
             await _roll_back(remote, host, payload, mdir, res, old_prev, installed_now)
@@ -344,12 +335,8 @@ async def _deploy_bundle(
 
 
 async def _switch(remote: Remote, folder: str, link: str, target: int | str | None) -> None:
-    path = f"{folder}/{link}"
-    if target is None:
-        await remote.run(f"rm -f {q(path)}", what=f"remove {link}")
-        return
-    tmp = f"{folder}/.{link}.tmp"
-    await remote.run(f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(path)}", what=f"switch {link}")
+    what = f"remove {link}" if target is None else f"switch {link}"
+    await remote.run(layout.sh_set_link(folder, link, target), what=what)
 
 
 async def _roll_back(
@@ -364,8 +351,8 @@ async def _roll_back(
     # Errors here are logged, not raised: the host is failed either way and the first
     # error is the one worth reporting.
     try:
-        await _switch(remote, mdir, "current", res.old)
-        await _switch(remote, mdir, "previous", old_prev)
+        await _switch(remote, mdir, layout.CURRENT, res.old)
+        await _switch(remote, mdir, layout.PREVIOUS, old_prev)
         res.rolled_back = True
         if installed_now:
             await remote.run(
@@ -381,17 +368,10 @@ async def _roll_back(
 
 
 async def _prune(remote: Remote, mdir: str, keep: int) -> None:
-    out = await remote.run(
-        f"cd {q(mdir)} && ls -1A; echo '|'; readlink current || true; echo '|'; readlink previous || true",
-        what="list versions",
-    )
-    listing, cur, prev = (part.split() for part in out.split("|"))
-    protect = [int(x) for x in (*cur, *prev) if x.isdigit()]
-    doomed = device.versions_to_prune(device.version_dirs(listing), keep, protect)
+    out = await remote.run(layout.sh_list(mdir), what="list versions")
+    doomed = layout.prune_from_listing(out, keep)
     if doomed:
-        await remote.run(
-            f"cd {q(mdir)} && rm -rf " + " ".join(q(v) for v in doomed), what="prune old versions"
-        )
+        await remote.run(layout.sh_remove(mdir, doomed), what="prune old versions")
 
 
 async def _deploy_facelist(
@@ -407,12 +387,7 @@ async def _deploy_facelist(
     if dry_run:
         res.result = "dry-run"
         return
-    tmp = (
-        await remote.run(
-            f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}facelist-XXXXXX",
-            what="create the upload folder",
-        )
-    ).strip()
+    tmp = (await remote.run(layout.sh_make_tmp(mdir, "facelist"), what="create the upload folder")).strip()
     try:
         await _upload(remote, payload, tmp)
         if hook is not None:
@@ -442,7 +417,7 @@ async def _deploy_facelist(
             if n.startswith("facelist_") and n.endswith(".csv") and n != FACELIST_CURRENT
         ]
         protect = [payload.version, res.old]
-        doomed = device.versions_to_prune(device.version_dirs(versions), host.keep, protect)
+        doomed = layout.versions_to_prune(layout.version_dirs(versions), host.keep, protect)
         if doomed:
             await remote.run(
                 f"cd {q(mdir)} && rm -f " + " ".join(q(f"facelist_{v}.csv") for v in doomed),

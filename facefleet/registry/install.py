@@ -1,0 +1,188 @@
+"""Installing a bundle on a device: unpack, verify, move into the model-folder layout, switch.
+
+The folder layout and its switch/rollback/prune rules are ``facefleet.layout``; this
+module adds installing a verified bundle into it and the device command line.
+
+Every change is atomic: bundles are unpacked and verified in a hidden temporary directory and
+renamed into place; symlinks are switched by renaming a temporary symlink over the old one.
+A crash leaves either the old state or the new one, plus at most a hidden ``.incoming-*`` dir
+that the next install removes. Pure Python (numpy, cryptography through the bundle module):
+usable on devices, by ``install.sh`` (``python3 -m facefleet.fleet.device install ...``), by
+the pull client and locally; ``facefleet.fleet.device`` is its command line. Never imports
+sklearn, mlflow or pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facefleet.errors import BundleError, DeployError
+from facefleet.fileio import sha256_file
+from facefleet.layout import (
+    CURRENT,
+    DEFAULT_KEEP,
+    TMP_PREFIX,
+    link_target,
+    prune,
+    switch,
+)
+
+SIGNED_FILES = ("manifest.json", "manifest.sig")
+
+
+@dataclass
+class InstallResult:
+    """What an install did on one device."""
+
+    model: str
+    version: int
+    old_version: int | None
+    path: str
+    switched: bool
+    pruned: list[int]
+
+
+# -- small pure helpers -------------------------------------------------------------------
+
+
+def sha256sum_lines(files: dict[str, str]) -> str:
+    """The ``sha256sum -c`` input for ``{name: sha256}`` (two spaces, text mode)."""
+    for name in files:
+        if "/" in name or name.startswith(".") or "\n" in name:
+            raise BundleError(f"manifest lists an unsafe file name {name!r}")
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+
+
+def read_manifest(bundle_dir: Path) -> dict[str, Any]:
+    """``manifest.json`` of an unpacked bundle, with a clear error when it is unusable."""
+    path = Path(bundle_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{bundle_dir}: no manifest.json (not a model bundle)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    return check_manifest(manifest, str(path))
+
+
+def check_manifest(manifest: Any, where: str = "manifest") -> dict[str, Any]:
+    """Validate the fields deployment relies on: model, version, files."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: expected a JSON object")
+    model, version, files = manifest.get("model"), manifest.get("version"), manifest.get("files")
+    if not isinstance(model, str) or not model or "/" in model or model.startswith("."):
+        raise BundleError(f"{where}: 'model' must be a plain name, got {model!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise BundleError(f"{where}: 'version' must be a non-negative integer, got {version!r}")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{where}: 'files' must map file names to sha256 digests")
+    sha256sum_lines(files)  # rejects unsafe names
+    return manifest
+
+
+def verify_checksums(bundle_dir: Path) -> dict[str, Any]:
+    """Check every file the manifest lists against its sha256, and that nothing else is there.
+
+    This is what ``sha256sum -c`` does on a device without Python; it does not check the
+    signature (see :func:`verify`).
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    files: dict[str, str] = manifest["files"]
+    present = {p.name for p in bundle_dir.iterdir()}
+    extra = present - set(files) - set(SIGNED_FILES)
+    if extra:
+        raise BundleError(f"{bundle_dir}: files not in the manifest: {', '.join(sorted(extra))}")
+    for name, digest in sorted(files.items()):
+        path = bundle_dir / name
+        if not path.is_file() or path.is_symlink():
+            raise BundleError(f"{bundle_dir}: {name} is missing")
+        if sha256_file(path) != digest:
+            raise BundleError(f"{bundle_dir}: {name} does not match its sha256 in the manifest")
+    return manifest
+
+
+def verify(bundle_dir: Path, public_key: Any | None) -> dict[str, Any]:
+    """Verify an unpacked bundle: the signature (when a key is given), then every sha256."""
+    if public_key is None:
+        return verify_checksums(bundle_dir)
+    from facefleet.registry.bundle import verify_bundle
+
+    manifest = verify_bundle(Path(bundle_dir), public_key)
+    return check_manifest(manifest, f"{bundle_dir}/manifest.json")
+
+
+# -- install ------------------------------------------------------------------------------
+
+
+def _unpack(source: Path, dest: Path) -> None:
+    if source.is_dir():
+        for item in source.iterdir():
+            if item.is_symlink() or not item.is_file():
+                raise BundleError(f"{source}: {item.name} is not a regular file")
+            shutil.copy2(item, dest / item.name)
+        return
+    from facefleet.registry.bundle import unpack_bundle
+
+    inner = Path(unpack_bundle(source, dest / "unpacked"))
+    # unpack_bundle may return the bundle folder itself or a folder holding it
+    if not (inner / "manifest.json").is_file():
+        found = [p for p in inner.iterdir() if (p / "manifest.json").is_file()]
+        if len(found) != 1:
+            raise BundleError(f"{source}: no bundle (manifest.json) inside the archive")
+        inner = found[0]
+    for item in inner.iterdir():
+        os.replace(item, dest / item.name)
+    shutil.rmtree(dest / "unpacked")
+
+
+def install(
+    models_dir: Path,
+    source: Path,
+    public_key: Any | None,
+    *,
+    keep: int = DEFAULT_KEEP,
+    switch_current: bool = True,
+) -> InstallResult:
+    """Unpack ``source`` (bundle dir or .tar.gz), verify it, move it into place, switch, prune.
+
+    With ``public_key`` None only the sha256s are checked (the caller has said so explicitly).
+    On any failure nothing changes: the temporary directory is removed and ``current`` stays.
+    """
+    models_dir, source = Path(models_dir), Path(source)
+    if not source.exists():
+        raise BundleError(f"{source}: no such bundle")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=models_dir))
+    try:
+        _unpack(source, staging)
+        manifest = verify(staging, public_key)
+        model, version = manifest["model"], int(manifest["version"])
+        model_dir = models_dir / model
+        model_dir.mkdir(exist_ok=True)
+        final = model_dir / str(version)
+        if final.is_dir():
+            try:
+                verify(final, public_key)
+            except BundleError:
+                if link_target(model_dir / CURRENT) == version:
+                    raise DeployError(
+                        f"{final} is current but damaged; switch to another version first"
+                    ) from None
+                shutil.rmtree(final)
+        if not final.is_dir():
+            os.replace(staging, final)  # same filesystem: atomic
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    old = link_target(model_dir / CURRENT)
+    if switch_current:
+        switch(model_dir, version)
+    pruned = prune(model_dir, keep)
+    return InstallResult(model, version, old, str(final), switch_current and old != version, pruned)
