@@ -82,7 +82,7 @@ def main() -> int:
 
     from facefleet.edge.model import resolve_model
     from facefleet.edge.recognize import RecognizeOptions, make_engine, recognize
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key
     from facefleet.workspace import Workspace
 

@@ -46,7 +46,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from facefleet.enrol import enroll, plan_folder
     from facefleet.identify import GalleryMatcher
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.evaluate import embed_folder
     from facefleet.train.pipeline import current_embedder_id, latest_bundle, train
@@ -86,8 +86,8 @@ def main() -> None:
         print(f"\n{len(truth)} known test faces of {len(set(truth))} people, {len(Xu)} stranger faces\n")
         print(f"{'decider':34} {'known acc':>9} {'false rej':>9} {'stranger FAR':>12}")
         deciders = [
-            ("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).match),
-            ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).match),
+            ("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).classify),
+            ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).classify),
             ("trained model, per-person thresholds", bundle.classify),
         ]
         for label, decide in deciders:

@@ -229,7 +229,7 @@ def replay_set(ws: Workspace, embedder_id: str, since: str | None) -> EvalSet:
 
 
 def _load(ws: Workspace, ref: str, embedder_id: str):
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.pipeline import latest_bundle
 

@@ -106,7 +106,7 @@ def fetch_model(
     ``known_hosts`` defaults to ``~/.ssh/known_hosts`` (an unknown host key is refused);
     ``client_keys`` to the user's default keys.
     """
-    from facefleet.registry.bundle import verify_bundle
+    from facefleet.registry.format import verify_bundle
 
     model_dir = Path(models_dir) / model
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ class ModelWatcher:
 
     def load(self):
         """Load the current bundle (raises BundleError when it does not verify)."""
-        from facefleet.registry.bundle import load_bundle
+        from facefleet.registry.inference import load_bundle
 
         seen = fingerprint(self.path)
         self.bundle = load_bundle(resolve_model(self.path), self.public_key, self.expected_embedder_id)
@@ -90,7 +90,7 @@ class ModelWatcher:
     def poll(self, now: float | None = None):
         """A newly verified bundle when the installed one changed since the last check (at
         most every ``interval`` seconds), else None."""
-        from facefleet.registry.bundle import load_bundle
+        from facefleet.registry.inference import load_bundle
 
         now = time.monotonic() if now is None else now
         if now < self._next_check:

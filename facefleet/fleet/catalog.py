@@ -194,7 +194,7 @@ def packed(ws: Any, bundle: BundleRef) -> Path:
     """A ``.tar.gz`` of the bundle: itself, or a cached pack in ``cache/bundles/``."""
     if bundle.path.is_file():
         return bundle.path
-    from facefleet.registry.bundle import pack_bundle
+    from facefleet.registry.format import pack_bundle
 
     out = Path(ws.cache_dir) / "bundles" / f"{bundle.model}-{bundle.version}.tar.gz"
     manifest = bundle.path / "manifest.json"

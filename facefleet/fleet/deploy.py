@@ -29,7 +29,7 @@ from facefleet.errors import BundleError, DeployError
 from facefleet.fileio import sha256_file
 from facefleet.fleet.inventory import Host, Inventory
 from facefleet.layout import q
-from facefleet.registry.install import SIGNED_FILES, verify
+from facefleet.registry.format import SIGNED_FILES, verify
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +578,7 @@ def deploy(
     with tempfile.TemporaryDirectory(prefix="facefleet-deploy-") as tmp:
         bundle = Path(bundle)
         if bundle.is_file():
-            from facefleet.registry.bundle import unpack_bundle
+            from facefleet.registry.format import unpack_bundle
 
             bundle = unpack_bundle(bundle, Path(tmp) / "bundle")
         payload = bundle_payload(bundle, key)

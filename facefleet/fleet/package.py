@@ -18,7 +18,7 @@ from typing import Any
 from facefleet import layout
 from facefleet.errors import FacefleetError
 from facefleet.fileio import atomic_write_bytes, atomic_write_text, sha256_file
-from facefleet.registry.install import SIGNED_FILES, sha256sum_lines, verify
+from facefleet.registry.format import SIGNED_FILES, sha256sum_lines, verify
 
 
 def render_install_sh(model: str, version: int, name: str, archive: str) -> str:
@@ -47,7 +47,7 @@ def make_package(
     bundle: Path, public_key_path: Path, out_dir: Path, *, public_key: Any | None = None
 ) -> Path:
     """Write an offline package for ``bundle`` (folder or .tar.gz) to ``out_dir``."""
-    from facefleet.registry.bundle import pack_bundle, unpack_bundle
+    from facefleet.registry.format import pack_bundle, unpack_bundle
     from facefleet.registry.keys import load_public_key
 
     key = public_key or load_public_key(Path(public_key_path))

@@ -14,7 +14,6 @@ sklearn, mlflow or pandas.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from facefleet.errors import BundleError, DeployError
-from facefleet.fileio import sha256_file
 from facefleet.layout import (
     CURRENT,
     DEFAULT_KEEP,
@@ -32,8 +30,7 @@ from facefleet.layout import (
     prune,
     switch,
 )
-
-SIGNED_FILES = ("manifest.json", "manifest.sig")
+from facefleet.registry.format import unpack_bundle, verify
 
 
 @dataclass
@@ -51,73 +48,6 @@ class InstallResult:
 # -- small pure helpers -------------------------------------------------------------------
 
 
-def sha256sum_lines(files: dict[str, str]) -> str:
-    """The ``sha256sum -c`` input for ``{name: sha256}`` (two spaces, text mode)."""
-    for name in files:
-        if "/" in name or name.startswith(".") or "\n" in name:
-            raise BundleError(f"manifest lists an unsafe file name {name!r}")
-    return "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
-
-
-def read_manifest(bundle_dir: Path) -> dict[str, Any]:
-    """``manifest.json`` of an unpacked bundle, with a clear error when it is unusable."""
-    path = Path(bundle_dir) / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{bundle_dir}: no manifest.json (not a model bundle)") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    return check_manifest(manifest, str(path))
-
-
-def check_manifest(manifest: Any, where: str = "manifest") -> dict[str, Any]:
-    """Validate the fields deployment relies on: model, version, files."""
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{where}: expected a JSON object")
-    model, version, files = manifest.get("model"), manifest.get("version"), manifest.get("files")
-    if not isinstance(model, str) or not model or "/" in model or model.startswith("."):
-        raise BundleError(f"{where}: 'model' must be a plain name, got {model!r}")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise BundleError(f"{where}: 'version' must be a non-negative integer, got {version!r}")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{where}: 'files' must map file names to sha256 digests")
-    sha256sum_lines(files)  # rejects unsafe names
-    return manifest
-
-
-def verify_checksums(bundle_dir: Path) -> dict[str, Any]:
-    """Check every file the manifest lists against its sha256, and that nothing else is there.
-
-    This is what ``sha256sum -c`` does on a device without Python; it does not check the
-    signature (see :func:`verify`).
-    """
-    bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir)
-    files: dict[str, str] = manifest["files"]
-    present = {p.name for p in bundle_dir.iterdir()}
-    extra = present - set(files) - set(SIGNED_FILES)
-    if extra:
-        raise BundleError(f"{bundle_dir}: files not in the manifest: {', '.join(sorted(extra))}")
-    for name, digest in sorted(files.items()):
-        path = bundle_dir / name
-        if not path.is_file() or path.is_symlink():
-            raise BundleError(f"{bundle_dir}: {name} is missing")
-        if sha256_file(path) != digest:
-            raise BundleError(f"{bundle_dir}: {name} does not match its sha256 in the manifest")
-    return manifest
-
-
-def verify(bundle_dir: Path, public_key: Any | None) -> dict[str, Any]:
-    """Verify an unpacked bundle: the signature (when a key is given), then every sha256."""
-    if public_key is None:
-        return verify_checksums(bundle_dir)
-    from facefleet.registry.bundle import verify_bundle
-
-    manifest = verify_bundle(Path(bundle_dir), public_key)
-    return check_manifest(manifest, f"{bundle_dir}/manifest.json")
-
-
 # -- install ------------------------------------------------------------------------------
 
 
@@ -128,8 +58,6 @@ def _unpack(source: Path, dest: Path) -> None:
                 raise BundleError(f"{source}: {item.name} is not a regular file")
             shutil.copy2(item, dest / item.name)
         return
-    from facefleet.registry.bundle import unpack_bundle
-
     inner = Path(unpack_bundle(source, dest / "unpacked"))
     # unpack_bundle may return the bundle folder itself or a folder holding it
     if not (inner / "manifest.json").is_file():

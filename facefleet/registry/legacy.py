@@ -242,7 +242,7 @@ def export_facedata(
 
 
 def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarray, list[float]]:
-    from facefleet.registry.bundle import MODEL_FILE, unpack_bundle, verify_bundle
+    from facefleet.registry.format import MODEL_FILE, unpack_bundle, verify_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(ws.keys_dir))

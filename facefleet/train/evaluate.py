@@ -19,7 +19,7 @@ import numpy as np
 from facefleet.errors import FacefleetError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from facefleet.registry.bundle import Bundle, Decision
+    from facefleet.registry.inference import Bundle, Decision
     from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate the bundle ``model`` (see ``latest_bundle``) on a folder per person and an
     optional folder of strangers; logged as an MLflow run."""
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.pipeline import current_embedder_id, latest_bundle
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facefleet.errors import FacefleetError, ModelError
-from facefleet.registry.bundle import MANIFEST, pack_bundle, write_bundle
+from facefleet.registry.format import MANIFEST, build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,19 +146,18 @@ def train_arrays(
         _log_training(mlflow, config, trained)
         version = _new_version(client, model, run.info.artifact_uri, run_id, human)
         try:
-            manifest = {
-                "format": 1,
-                "model": model,
-                "version": version,
-                "name": human,
-                "embedder_id": embedder_id,
-                "labels": trained.labels,
-                "thresholds": trained.thresholds,
-                "method": trained.fitted.method,
-                "metrics": {k: round(float(v), 6) for k, v in trained.metrics.items()},
-                "created": _now(),
-                "run_id": run_id,
-            }
+            manifest = build_manifest(
+                model=model,
+                version=version,
+                name=human,
+                embedder_id=embedder_id,
+                labels=trained.labels,
+                thresholds=trained.thresholds,
+                method=trained.fitted.method,
+                metrics=trained.metrics,
+                created=_now(),
+                run_id=run_id,
+            )
             bundle_dir = write_bundle(
                 ws.models_dir / model / str(version),
                 manifest=manifest,

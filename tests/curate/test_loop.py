@@ -19,7 +19,7 @@ from facefleet.curate import clusters as cl
 from facefleet.curate import labels
 from facefleet.curate.autotrain import autotrain
 from facefleet.curate.collect import collect
-from facefleet.registry.bundle import load_bundle
+from facefleet.registry.inference import load_bundle
 from facefleet.registry.keys import load_public_key
 from facefleet.registry.versions import audit_log, resolve_version
 from facefleet.train.pipeline import current_embedder_id, latest_bundle

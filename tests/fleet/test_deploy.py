@@ -210,7 +210,7 @@ def test_dry_run_changes_nothing(fleet, bundle_factory):
 
 
 def test_device_module_install_and_rollback_locally(workspace, bundle_factory, tmp_path):
-    from facefleet.registry.bundle import pack_bundle
+    from facefleet.registry.format import pack_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(workspace.keys_dir))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from facefleet.errors import BundleError, ModelError
-from facefleet.registry.bundle import load_bundle, verify_bundle, write_bundle
+from facefleet.registry.format import verify_bundle, write_bundle
+from facefleet.registry.inference import load_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, load_public_key
 from facefleet.train.classifier import SearchSpace
 from facefleet.train.config import load_config
