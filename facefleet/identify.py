@@ -79,8 +79,8 @@ def default_matcher(
     if threshold is not None and model is None:
         return gallery_matcher(ws, embedder_id, threshold)
     try:
+        from facefleet.registry.catalog import bundle_path
         from facefleet.registry.keys import load_public_key
-        from facefleet.train.pipeline import latest_bundle
     except ImportError:
         if model:
             raise FacefleetError(
@@ -88,7 +88,7 @@ def default_matcher(
             ) from None
         return gallery_matcher(ws, embedder_id, threshold)
     try:
-        path = latest_bundle(ws, model)
+        path = bundle_path(ws, model)
     except FacefleetError:
         if model:
             raise

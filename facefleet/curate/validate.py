@@ -229,11 +229,11 @@ def replay_set(ws: Workspace, embedder_id: str, since: str | None) -> EvalSet:
 
 
 def _load(ws: Workspace, ref: str, embedder_id: str):
+    from facefleet.registry.catalog import bundle_path
     from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
-    from facefleet.train.pipeline import latest_bundle
 
-    path = latest_bundle(ws, ref)
+    path = bundle_path(ws, ref)
     return load_bundle(path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id)
 
 

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from facefleet.errors import BundleError, DeployError
-from facefleet.layout import switch
+from facefleet.fileio import replace_dir
+from facefleet.layout import CURRENT, switch
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ async def _fetch(
     async with conn, conn.start_sftp_client() as sftp:
         base = posixpath.join(remote_path(remote_dir), model)
         try:
-            target = await sftp.readlink(posixpath.join(base, "current"))
+            target = await sftp.readlink(posixpath.join(base, CURRENT))
             version = posixpath.basename(target.rstrip("/"))
         except asyncssh.SFTPError:
             try:
@@ -137,13 +138,7 @@ def fetch_model(
             log.warning("%s: folder %s holds version %s", host, version, manifest.get("version"))
         os.chmod(tmp, 0o755)
         final = model_dir / version
-        if final.exists():
-            old = model_dir / f".{version}.old{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
         switch(model_dir, version)
         log.warning("fetched model %s version %s from %s", model, manifest.get("version"), host)
         return final

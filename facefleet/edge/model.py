@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from facefleet.errors import BundleError
+from facefleet.layout import CURRENT
+from facefleet.registry.format import MANIFEST
+from facefleet.registry.inference import load_bundle
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 def _is_bundle_dir(path: Path) -> bool:
@@ -32,7 +33,7 @@ def resolve_model(path: Path) -> Path:
     if path.is_file() or _is_bundle_dir(path):
         return path
     if path.is_dir():
-        current = path / "current"
+        current = path / CURRENT
         if current.is_symlink() or current.exists():
             target = current.resolve()
             if not _is_bundle_dir(target):
@@ -79,8 +80,6 @@ class ModelWatcher:
 
     def load(self):
         """Load the current bundle (raises BundleError when it does not verify)."""
-        from facefleet.registry.inference import load_bundle
-
         seen = fingerprint(self.path)
         self.bundle = load_bundle(resolve_model(self.path), self.public_key, self.expected_embedder_id)
         self._seen = seen
@@ -90,8 +89,6 @@ class ModelWatcher:
     def poll(self, now: float | None = None):
         """A newly verified bundle when the installed one changed since the last check (at
         most every ``interval`` seconds), else None."""
-        from facefleet.registry.inference import load_bundle
-
         now = time.monotonic() if now is None else now
         if now < self._next_check:
             return None

@@ -15,12 +15,14 @@ sklearn, mlflow or pandas), and never loads a pickle.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import BundleError
+from facefleet.fileio import replace_dir, sha256_file
 from facefleet.fileio import sha256_bytes as _sha256_bytes
-from facefleet.fileio import sha256_file
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -101,27 +103,19 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _fsync_dir(path: Path) -> None:
+@contextlib.contextmanager
+def _staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out_dir`` to fill; renamed over ``out_dir`` when the block
+    ends without error, removed when it fails."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_in(tmp_dir: Path, out_dir: Path) -> None:
-    """Rename ``tmp_dir`` to ``out_dir``, replacing an existing directory of that name."""
-    old = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        yield tmp
+        os.chmod(tmp, 0o755)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_bundle(
@@ -146,18 +140,12 @@ def write_bundle(
     manifest["files"] = {name: _sha256_bytes(data) for name, data in sorted(files.items())}
     mbytes = manifest_bytes(manifest)
     signature = private_key.sign(mbytes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with _staged_dir(out_dir) as tmp:
         for name, data in [*files.items(), (MANIFEST, mbytes), (SIGNATURE, signature)]:
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -191,8 +179,7 @@ def unpack_bundle(tar_path: Path, dest_dir: Path) -> Path:
     regular files: absolute paths, '..', folders, links and devices are errors."""
     tar_path, dest_dir = Path(tar_path), Path(dest_dir)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
-    try:
+    with _staged_dir(dest_dir) as tmp:
         try:
             tar = tarfile.open(tar_path, "r:*")  # noqa: SIM115 - closed by the with below
         except (OSError, tarfile.TarError) as exc:
@@ -222,11 +209,6 @@ def unpack_bundle(tar_path: Path, dest_dir: Path) -> Path:
                         shutil.copyfileobj(src, out)
                 except (OSError, tarfile.TarError, EOFError) as exc:
                     raise BundleError(f"{tar_path}: corrupt bundle archive ({exc})") from None
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest_dir
 
 

@@ -183,14 +183,15 @@ def evaluate(
     fallback: bool = True,
     log_to_mlflow: bool = True,
 ) -> EvalResult:
-    """Evaluate the bundle ``model`` (see ``latest_bundle``) on a folder per person and an
-    optional folder of strangers; logged as an MLflow run."""
+    """Evaluate the bundle ``model`` (a reference, see ``registry.catalog.resolve``) on a
+    folder per person and an optional folder of strangers; logged as an MLflow run."""
+    from facefleet.registry.catalog import bundle_path
     from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
-    from facefleet.train.pipeline import current_embedder_id, latest_bundle
+    from facefleet.train.pipeline import current_embedder_id
 
     embedder_id = current_embedder_id(ws)
-    path = latest_bundle(ws, model)
+    path = bundle_path(ws, model)
     bundle = load_bundle(
         path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
     )
