@@ -308,7 +308,7 @@ def resolve_in(cat: Catalog, ref: str | int | None) -> tuple[int, str]:
         return version, f"@{value} -> v{version} ({cat.where})"
     if kind == "version":
         if not _has(cat, value):
-            raise VersionError(f"{model!r} has no version {value}")
+            raise VersionError(f"{model!r} has no version {value} (no v{value} in the {cat.where})")
         return int(value), f"v{value} ({cat.where})"
     if kind == "name":
         named = cat.named(value)

@@ -1,12 +1,12 @@
 """Installing a bundle on a device: unpack, verify, move into the model-folder layout, switch.
 
 The folder layout and its switch/rollback/prune rules are ``facefleet.layout``; this
-module adds installing a verified bundle into it and the device command line.
+module adds installing a verified bundle into it.
 
 Every change is atomic: bundles are unpacked and verified in a hidden temporary directory and
 renamed into place; symlinks are switched by renaming a temporary symlink over the old one.
 A crash leaves either the old state or the new one, plus at most a hidden ``.incoming-*`` dir
-that the next install removes. Pure Python (numpy, cryptography through the bundle module):
+that the next install removes. Pure Python (cryptography through ``registry.format``):
 usable on devices, by ``install.sh`` (``python3 -m facefleet.fleet.device install ...``), by
 the pull client and locally; ``facefleet.fleet.device`` is its command line. Never imports
 sklearn, mlflow or pandas.
