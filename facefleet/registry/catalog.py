@@ -210,12 +210,19 @@ class MlflowCatalog:
     """The MLflow model registry of a workspace; bundles come from the runs' artifacts."""
 
     def __init__(self, ws: Workspace, model: str, client: Any = None) -> None:
-        from facefleet.registry.tracking import configure
-
         self.ws = ws
         self.model = model
         self.where = "MLflow registry"
-        self.client = client if client is not None else configure(ws)
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use (importing mlflow takes seconds)."""
+        if self._client is None:
+            from facefleet.registry.tracking import configure
+
+            self._client = configure(ws=self.ws)
+        return self._client
 
     def _all(self) -> list[Any]:
         out: list[Any] = []
@@ -285,12 +292,7 @@ def catalogs(ws: Workspace, model: str | None = None) -> list[Catalog]:
     from facefleet.registry.tracking import has_tracking_store
 
     if has_tracking_store(ws):
-        try:
-            out.append(MlflowCatalog(ws, model))
-        except ImportError:  # a device or workspace without the server extras
-            pass
-        except FacefleetError as exc:
-            log.info("MLflow registry not usable: %s", exc)
+        out.append(MlflowCatalog(ws, model))
     return out
 
 
@@ -339,6 +341,8 @@ def resolve(
             break
         except VersionError as exc:
             first_error = first_error or exc
+        except ImportError as exc:  # a device or workspace without the server extras
+            log.info("%s not usable here (%s)", cat.where, exc)
         except FacefleetError:
             raise
         except Exception as exc:  # noqa: BLE001 - an unreachable tracking server is not fatal
