@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facefleet.errors import FacefleetError
 from facefleet.fileio import sha256_file
+from facefleet.settings import QualitySettings, to_mapping
 from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
 from facefleet.vision.engine import VisionConfig
 from facefleet.vision.image import is_image_name
@@ -106,7 +107,7 @@ def plan_flat(folder: Path | str) -> list[tuple[str, Path]]:
 
 # -- choosing the face ------------------------------------------------------------------------
 def choose_face(
-    analysis: ImageAnalysis, quality_cfg: dict, *, largest: bool
+    analysis: ImageAnalysis, quality_cfg: QualitySettings, *, largest: bool
 ) -> tuple[FoundFace | None, str | None]:
     """The one usable face of an enrolment photo, or why there is none."""
     if analysis.error:
@@ -128,8 +129,8 @@ def choose_face(
 def _settings_key(ws: Workspace, embedder_id: str, largest: bool) -> str:
     """What a cached rejection depends on: detector, quality thresholds, embedder."""
     data = {
-        "vision": ws.section("vision"),
-        "quality": ws.section("quality"),
+        "vision": to_mapping(ws.settings.vision),
+        "quality": to_mapping(ws.settings.quality),
         "emb": embedder_id,
         "largest": largest,
     }
@@ -149,7 +150,7 @@ def enroll(
     """Enrol ``(name, photo)`` pairs; returns an outcome per photo. Nothing already known is redone."""
     store = ws.open_store()
     config = VisionConfig.from_workspace(ws)
-    quality_cfg = ws.section("quality")
+    quality_cfg = ws.settings.quality
     engine = ws.engine()
     embedder_id = engine.embedder.id  # converts/loads the embedder once, before any worker starts
     settings = _settings_key(ws, embedder_id, largest)
@@ -175,7 +176,7 @@ def enroll(
             for a in analyse_files(
                 unique,
                 config,
-                workers=workers or ws.section("vision").get("workers"),
+                workers=workers or ws.settings.vision.workers,
                 engine=engine,
                 desc="enrol",
             )

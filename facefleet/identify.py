@@ -91,7 +91,7 @@ def gallery_matcher(ws: Workspace, embedder_id: str, threshold: float | None = N
     finally:
         store.close()
     if threshold is None:
-        threshold = float(ws.section("identify").get("distance_threshold", 0.6))
+        threshold = ws.settings.identify.distance_threshold
     return GalleryMatcher(data.X, data.names, threshold)
 
 
@@ -119,8 +119,9 @@ def default_matcher(
         path = None
     if path is None:
         return gallery_matcher(ws, embedder_id, threshold)
-    public = ws.keys_dir / "signing_key.pub.pem"
-    return BundleMatcher(load_bundle(path, load_public_key(public), expected_embedder_id=embedder_id))
+    return BundleMatcher(
+        load_bundle(path, load_public_key(ws.public_key_path), expected_embedder_id=embedder_id)
+    )
 
 
 def identify(

@@ -140,7 +140,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         store.close()
     result.moved_to_in_use = len(moved)
     step(f"select: {len(moved)} selected face(s) now in_use")
-    config = load_config(workspace_train=ws.section("train") or None)
+    config = load_config(workspace_train=ws.settings.train or None)
     config.name = config.name or f"auto-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     try:
         trained = train(ws, config)
@@ -157,7 +157,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         f"train: {trained.model} v{trained.version} ({trained.name}), method "
         f"{trained.method}, registered as @experimental"
     )
-    policy = Policy.from_config(ws.section("validate"))
+    policy = Policy.from_config(ws.settings.validate)
     report = validate(ws, str(trained.version), promote=True, policy=policy)
     for line in format_report(report).splitlines():
         log.debug("%s", line)

@@ -54,6 +54,7 @@ class RecognizeOptions:
     events: bool = True
     device: str = field(default_factory=socket.gethostname)
     embedder: str = "auto"
+    detector: str = "hog"  # the workspace's vision.detector (the CLI passes it)
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
@@ -136,7 +137,7 @@ def make_engine(opts: RecognizeOptions):
 
     return FaceEngine(
         VisionConfig(
-            detector="hog",
+            detector=opts.detector,
             upsample=opts.pipeline.upsample,
             max_side=opts.pipeline.detect_width,
             fallback_detector=None,

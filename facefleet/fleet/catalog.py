@@ -14,9 +14,12 @@ import logging
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet.errors import BundleError, FacefleetError
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def scan_bundles(root: Path) -> dict[tuple[str, int], BundleRef]:
     return found
 
 
-def read_aliases(ws: Any) -> dict[str, dict[str, int]]:
+def read_aliases(ws: Workspace) -> dict[str, dict[str, int]]:
     """The JSON alias fallback ``models/aliases.json`` (empty when absent)."""
     path = Path(ws.models_dir) / ALIASES_FILE
     if not path.is_file():
@@ -112,10 +115,10 @@ def read_aliases(ws: Any) -> dict[str, dict[str, int]]:
     return {str(m): {str(a): int(v) for a, v in (al or {}).items()} for m, al in data.items()}
 
 
-def _mlflow_version(ws: Any, ref: str) -> int | None:
+def _mlflow_version(ws: Workspace, ref: str) -> int | None:
     """The version MLflow resolves ``ref`` to, or None when the registry isn't usable."""
     db = Path(ws.root) / "mlflow.db"
-    configured = (ws.config.get("mlflow") or {}).get("tracking_uri")
+    configured = ws.configured_tracking_uri
     if not configured and not db.exists():
         return None  # no registry in this workspace: don't pay for importing mlflow
     try:
@@ -132,7 +135,7 @@ def _mlflow_version(ws: Any, ref: str) -> int | None:
         return None
 
 
-def resolve_version_number(ws: Any, model: str, ref: str) -> int:
+def resolve_version_number(ws: Workspace, model: str, ref: str) -> int:
     """A version number for ``ref``: the registry first, then the JSON aliases / bundle names."""
     ref = str(ref).strip()
     number = _mlflow_version(ws, ref)
@@ -156,7 +159,7 @@ def resolve_version_number(ws: Any, model: str, ref: str) -> int:
     raise FacefleetError(f"cannot resolve {ref!r} to a version of {model!r}")
 
 
-def find_bundle(ws: Any, model: str, version: int) -> BundleRef:
+def find_bundle(ws: Workspace, model: str, version: int) -> BundleRef:
     """The bundle for ``model`` version ``version`` in the workspace's models folder."""
     found = scan_bundles(ws.models_dir).get((model, version))
     if found is None:
@@ -164,7 +167,7 @@ def find_bundle(ws: Any, model: str, version: int) -> BundleRef:
     return found
 
 
-def resolve_bundle(ws: Any, ref: str | None, *, alias: str | None = None) -> Path:
+def resolve_bundle(ws: Workspace, ref: str | None, *, alias: str | None = None) -> Path:
     """The bundle path a deploy/package reference names (a path always works)."""
     if ref is None and alias is None:
         raise FacefleetError("name a version, a bundle path, or --alias")
@@ -175,7 +178,7 @@ def resolve_bundle(ws: Any, ref: str | None, *, alias: str | None = None) -> Pat
                 raise BundleError(f"{as_path}: not a model bundle (no readable manifest.json)")
             return as_path
     text = f"@{alias.lstrip('@')}" if ref is None else str(ref)
-    model = str((ws.config.get("registry") or {}).get("model_name") or "face_model")
+    model = ws.model_name
     try:
         from facefleet.train.pipeline import latest_bundle  # the trainer's own lookup, if any
     except ImportError:
@@ -190,7 +193,7 @@ def resolve_bundle(ws: Any, ref: str | None, *, alias: str | None = None) -> Pat
     return find_bundle(ws, model, resolve_version_number(ws, model, text)).path
 
 
-def packed(ws: Any, bundle: BundleRef) -> Path:
+def packed(ws: Workspace, bundle: BundleRef) -> Path:
     """A ``.tar.gz`` of the bundle: itself, or a cached pack in ``cache/bundles/``."""
     if bundle.path.is_file():
         return bundle.path

@@ -23,11 +23,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet.errors import BundleError, DeployError
 from facefleet.fleet import device
 from facefleet.fleet.inventory import Host, Inventory
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -522,7 +525,7 @@ async def deploy_hosts(
 # -- the whole deployment -----------------------------------------------------------------
 
 
-def _public_key(ws: Any, path: Path | None) -> Any:
+def _public_key(ws: Workspace, path: Path | None) -> Any:
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key_path = path or public_key_path(ws.keys_dir)
@@ -534,7 +537,7 @@ def _public_key(ws: Any, path: Path | None) -> Any:
     return load_public_key(Path(key_path))
 
 
-def _record(ws: Any, report: DeployReport) -> None:
+def _record(ws: Workspace, report: DeployReport) -> None:
     from facefleet.fleet import records
 
     store = records.open_store(ws)
@@ -561,9 +564,9 @@ def _record(ws: Any, report: DeployReport) -> None:
     _tag_mlflow(ws, report)
 
 
-def _tag_mlflow(ws: Any, report: DeployReport) -> None:
+def _tag_mlflow(ws: Workspace, report: DeployReport) -> None:
     """Tag the model version with where it runs, when the workspace has an MLflow registry."""
-    configured = (ws.config.get("mlflow") or {}).get("tracking_uri")
+    configured = ws.configured_tracking_uri
     if not configured and not (Path(ws.root) / "mlflow.db").exists():
         return
     try:
@@ -584,7 +587,7 @@ def _tag_mlflow(ws: Any, report: DeployReport) -> None:
 
 
 def deploy(
-    ws: Any,
+    ws: Workspace,
     inventory: Inventory,
     bundle: Path,
     *,

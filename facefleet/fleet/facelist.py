@@ -12,10 +12,13 @@ import io
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet.edge.events import FACELIST_COLUMNS, eye_geometry
 from facefleet.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 
 def facelist_row(face: Any) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def facelist_csv(faces: Iterable[Any]) -> str:
     return buf.getvalue()
 
 
-def write_facelist(ws: Any, out: Path) -> Path:
+def write_facelist(ws: Workspace, out: Path) -> Path:
     """Write the faces in use (with a person) to ``out`` atomically."""
     store = ws.open_store()
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from facefleet.errors import FacefleetError
 from facefleet.fileio import atomic_write_bytes, atomic_write_text
 from facefleet.fleet import device
+from facefleet.settings import PUBLIC_KEY_NAME
 
 
 def render_install_sh(model: str, version: int, name: str, archive: str) -> str:
@@ -55,7 +56,7 @@ def make_package(
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
             pack_bundle(src, staging / archive)
-            shutil.copyfile(public_key_path, staging / "signing_key.pub.pem")
+            shutil.copyfile(public_key_path, staging / PUBLIC_KEY_NAME)
             sums = dict(manifest["files"])
             for name in device.SIGNED_FILES:
                 sums[name] = device.sha256_file(src / name)
@@ -66,7 +67,7 @@ def make_package(
             )
             script.chmod(0o755)
             pkg_sums = {
-                n: device.sha256_file(staging / n) for n in (archive, "signing_key.pub.pem", "FILES.sha256")
+                n: device.sha256_file(staging / n) for n in (archive, PUBLIC_KEY_NAME, "FILES.sha256")
             }
             atomic_write_bytes(staging / "SHA256SUMS", device.sha256sum_lines(pkg_sums).encode())
             if out_dir.exists():

@@ -4,9 +4,12 @@ devices' last heartbeat and FPS, from the deployment and heartbeat records in th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet.fleet import records
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 
 @dataclass
@@ -49,7 +52,7 @@ def combine(
     return sorted(rows.values(), key=lambda r: (r.host, r.model))
 
 
-def fleet_status(ws: Any, hosts: list[str] | None = None) -> list[DeviceStatus]:
+def fleet_status(ws: Workspace, hosts: list[str] | None = None) -> list[DeviceStatus]:
     store = records.open_store(ws)
     try:
         return combine(records.deployments(store, limit=100_000), records.heartbeats(store), hosts)
@@ -57,7 +60,7 @@ def fleet_status(ws: Any, hosts: list[str] | None = None) -> list[DeviceStatus]:
         store.close()
 
 
-def history(ws: Any, *, host: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def history(ws: Workspace, *, host: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     store = records.open_store(ws)
     try:
         return records.deployments(store, host=host, limit=limit)

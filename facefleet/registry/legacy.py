@@ -198,7 +198,7 @@ def current_embedder_id(ws: Workspace) -> str:
     """The id of the embedder this workspace embeds with."""
     from facefleet.vision.embed import make_embedder
 
-    return make_embedder(ws.section("vision").get("embedder", "auto"), cache_dir=ws.cache_dir).id
+    return make_embedder(ws.settings.vision.embedder, cache_dir=ws.cache_dir).id
 
 
 def _face_refkey(face: Any) -> str:
@@ -280,7 +280,7 @@ def export_baselines(
         if len(ts.names) == 0:
             raise LegacyError("no labelled faces with embeddings in the store: enrol people first")
         labels, cents = centroids(ts.X, ts.names)
-        default = float(ws.section("identify").get("distance_threshold", 0.6))
+        default = ws.settings.identify.distance_threshold
         thresholds = [default] * len(labels)
     with _atomic_h5(Path(path)) as fh:
         for name, vec, thr in zip(labels, cents, thresholds):

@@ -155,7 +155,7 @@ def diff_labels(a: list[str], b: list[str]) -> tuple[list[str], list[str]]:
 
 
 def model_name(ws: Workspace) -> str:
-    return str((ws.config.get("registry") or {}).get("model_name") or "face_model")
+    return ws.model_name
 
 
 def _client(ws: Workspace) -> MlflowClient:
