@@ -117,6 +117,7 @@ def _workspace(args):
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from facefleet.clock import file_stamp
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.sources import CameraOptions
@@ -195,15 +196,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         print(f"video: {summary.video}")
     if args.benchmark:
         print(format_table(s))
-        path = args.json or output_dir / f"benchmark_{_stamp()}.json"
+        path = args.json or output_dir / f"benchmark_{file_stamp()}.json"
         write_json({**s, "source": args.source, "model_versions": summary.model_versions}, path)
         print(f"benchmark: {path}")
     elif args.json:
         write_json(s, args.json)
     return 0
-
-
-def _stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%d_%H%M%S")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from facefleet.clock import now_iso
 from facefleet.curate import labels
 from facefleet.fileio import atomic_write_text
 from facefleet.workspace import Workspace
@@ -63,17 +64,13 @@ def run_lock(ws: Workspace, wait: float = 0.0, poll: float = 0.2) -> Iterator[No
         try:
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} since {_now()}\n")
+            fh.write(f"pid {os.getpid()} since {now_iso()}\n")
             fh.flush()
             yield
         finally:
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_state(ws: Workspace) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def autotrain(
     result = AutotrainResult(state="busy")
 
     def step(msg: str) -> None:
-        line = f"{_now()} autotrain[{os.getpid()}]: {msg}"
+        line = f"{now_iso()} autotrain[{os.getpid()}]: {msg}"
         result.lines.append(line)
         log.info("%s", msg)
         with open(ws.root / LOG_NAME, "a", encoding="utf-8") as fh:
@@ -180,7 +177,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         )
     atomic_write_text(
         ws.root / STATE_NAME,
-        json.dumps({"negatives": negs, "version": trained.version, "at": _now(), "state": result.state}),
+        json.dumps({"negatives": negs, "version": trained.version, "at": now_iso(), "state": result.state}),
     )
 
 

@@ -370,15 +370,14 @@ def remote_dirs(host) -> tuple[str, str]:
 async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
     """Copy the device's events and captures into ``dest``; returns files fetched. Files
     already mirrored with the same size are not fetched again."""
-    import asyncio
 
     import asyncssh
 
-    from facefleet.fleet.deploy import _connect
+    from facefleet.ssh import SshTarget, connect
 
     out_dir, unknown_dir = remote_dirs(host)
     fetched = 0
-    conn = await _connect(host, known_hosts, accept_new, asyncio.Lock())
+    conn = await connect(SshTarget.of(host), known_hosts, accept_new=accept_new)
     async with conn, conn.start_sftp_client() as sftp:
         for remote, local, names in (
             (out_dir, dest / "output", (EVENTS,)),
@@ -420,8 +419,8 @@ def collect_remote(
 
     import asyncssh
 
-    from facefleet.fleet.deploy import _known_hosts_path
     from facefleet.fleet.inventory import load_inventory
+    from facefleet.ssh import known_hosts_path
 
     inv = load_inventory(inventory_path)
     if host_name not in inv.hosts:
@@ -430,7 +429,7 @@ def collect_remote(
         )
     host = inv.hosts[host_name]
     dest = ws.root / "inbox" / host.name
-    kh = _known_hosts_path(str(known_hosts) if known_hosts else None)
+    kh = known_hosts_path(known_hosts)
     try:
         count = asyncio.run(_mirror(host, dest, kh, accept_new_host_keys))
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:

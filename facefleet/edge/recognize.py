@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facefleet.clock import file_stamp
 from facefleet.edge import overlay
 from facefleet.edge.events import EventLog, event_record
 from facefleet.edge.model import ModelWatcher
@@ -88,10 +89,6 @@ def display_problem(build_info: str, env: dict[str, str] | None = None) -> str |
     return None
 
 
-def timestamp() -> str:
-    return time.strftime("%Y%m%d_%H%M%S")
-
-
 def model_label(bundle) -> str:
     return f"v{bundle.version}" + (f" {bundle.name}" if bundle.name else "")
 
@@ -118,7 +115,7 @@ class _Screenshots:
 
         from facefleet.fileio import atomic_write_bytes
 
-        name = f"screenshot_{timestamp()}"
+        name = f"screenshot_{file_stamp()}"
         path = self.folder / f"{name}.jpg"
         i = 1
         while path.exists() or path in self.saved:
@@ -341,7 +338,7 @@ def _open_writer(folder: Path, first, fps: float):
 
     from facefleet.errors import FacefleetError
 
-    path = folder / f"output_{timestamp()}.mp4"
+    path = folder / f"output_{file_stamp()}.mp4"
     h, w = first.shape[:2]
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 25.0, (w, h)

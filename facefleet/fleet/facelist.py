@@ -1,7 +1,7 @@
 """Export the faces in use from the store as SentinelCam's ``facelist.csv`` (for datasinks).
 
 The columns and the eye geometry are the ones the edge recognizer writes
-(``facefleet.edge.events``); ``focus`` is the chip sharpness,
+(``facefleet.formats``); ``focus`` is the chip sharpness,
 and ``proba``/``dist``/``margin``/``event`` come from the face's ``meta`` when recorded there.
 """
 
@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facefleet.edge.events import FACELIST_COLUMNS, eye_geometry
 from facefleet.fileio import atomic_write_text
+from facefleet.formats import FACELIST_COLUMNS, eye_geometry
 
 if TYPE_CHECKING:
     from facefleet.workspace import Workspace

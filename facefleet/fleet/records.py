@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from facefleet.clock import now_iso
 from facefleet.errors import FacefleetError
 
 if TYPE_CHECKING:
@@ -52,10 +52,6 @@ CREATE TABLE IF NOT EXISTS fleet_tokens (
 """
 
 TOKEN_PREFIX = "fft_"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 def hash_token(token: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from facefleet.fleet import records
+from facefleet.texttable import text_table
 
 if TYPE_CHECKING:
     from facefleet.workspace import Workspace
@@ -68,14 +69,6 @@ def history(ws: Workspace, *, host: str | None = None, limit: int = 50) -> list[
         store.close()
 
 
-def table(rows: list[list[str]]) -> str:
-    """Left-aligned columns, two spaces apart."""
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
 def _v(version: int | None) -> str:
     return "-" if version is None else f"v{version}"
 
@@ -95,7 +88,7 @@ def status_table(items: list[DeviceStatus]) -> str:
                 "-" if s.fps is None else f"{s.fps:.1f}",
             ]
         )
-    return table(rows)
+    return text_table(rows)
 
 
 def history_table(items: list[dict[str, Any]]) -> str:
@@ -113,4 +106,4 @@ def history_table(items: list[dict[str, Any]]) -> str:
                 f"{d['seconds']:.1f}",
             ]
         )
-    return table(rows)
+    return text_table(rows)

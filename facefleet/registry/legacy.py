@@ -20,27 +20,28 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facefleet.edge.events import FACELIST_COLUMNS
 from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import atomic_write_bytes
+from facefleet.formats import (  # noqa: F401 - SentinelCam's formats, re-exported for callers
+    FACELIST_COLUMNS,
+    REFKEY,
+    STATUS_CODES,
+    UNKNOWN_NAMES,
+    format_refkey,
+    normalise_timestamp,
+    parse_refkey,
+    parse_status,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
     from facefleet.workspace import Workspace
 
-# SentinelCam's numeric face statuses; 4 ("remove") rows are not imported.
-STATUS_CODES = {"0": "candidate", "1": "selected", "2": "in_use", "3": "revoked"}
-UNKNOWN_NAMES = {"", "unknown", "none", "nan", "stranger"}
-REFKEY = re.compile(
-    r"^(?P<date>[^|]*)\|(?P<event>[^|]*)\|(?P<timestamp>[^|]*)\|"
-    r"\((?P<x1>-?\d+),\s*(?P<y1>-?\d+),\s*(?P<x2>-?\d+),\s*(?P<y2>-?\d+)\)\|(?P<sink>[^|]*)$"
-)
 SINK = "facefleet"
 DIM = 128
 
@@ -71,44 +72,6 @@ class ImportReport:
 
 
 # -- pure helpers ---------------------------------------------------------------------------
-
-
-def format_refkey(date: str, event: str, timestamp: str, box: tuple[int, ...], sink: str) -> str:
-    """SentinelCam's face key: ``date|event|timestamp|(x1,y1,x2,y2)|sink``."""
-    rect = ",".join(str(int(v)) for v in box)
-    return "|".join([date, event, timestamp, f"({rect})", sink])
-
-
-def parse_refkey(key: str) -> dict[str, Any]:
-    """The fields of a face key; raises ValueError for a malformed one."""
-    m = REFKEY.match(key)
-    if not m:
-        raise ValueError(f"not a SentinelCam face key: {key!r}")
-    d = m.groupdict()
-    box = tuple(int(d.pop(k)) for k in ("x1", "y1", "x2", "y2"))
-    return {**d, "box": box}
-
-
-def normalise_timestamp(text: str) -> str:
-    """ISO 8601 (``T`` separator), as SentinelCam writes into face keys."""
-    try:
-        return datetime.fromisoformat(text.strip()).isoformat()
-    except ValueError:
-        raise ValueError(f"not a timestamp: {text!r}") from None
-
-
-def parse_status(value: str) -> str | None:
-    """A facefleet status from SentinelCam's code or name; None for "remove" (4)."""
-    value = value.strip().lower()
-    if value.endswith(".0"):
-        value = value[:-2]
-    if value in STATUS_CODES:
-        return STATUS_CODES[value]
-    if value in STATUS_CODES.values():
-        return value
-    if value in ("4", "remove"):
-        return None
-    raise ValueError(f"unknown face status {value!r}")
 
 
 def person_name(value: str) -> str | None:

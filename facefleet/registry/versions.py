@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from facefleet.clock import now_iso
 from facefleet.errors import ModelError
 from facefleet.fileio import atomic_write_text
 
@@ -109,10 +110,6 @@ def current_user() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = os.environ.get("USER") or f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()}"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def alias_stack(entries: list[dict[str, Any]], alias: str) -> list[int]:

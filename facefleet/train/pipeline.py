@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facefleet.clock import now_iso
 from facefleet.errors import FacefleetError, ModelError
 from facefleet.registry.bundle import MANIFEST, pack_bundle, write_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
@@ -72,10 +73,6 @@ def signing_key(ws: Workspace):
             "created a signing key pair in %s (devices need %s)", ws.keys_dir, ws.public_key_path.name
         )
     return load_private_key(path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # -- training -------------------------------------------------------------------------------
@@ -158,7 +155,7 @@ def train_arrays(
                 "thresholds": trained.thresholds,
                 "method": trained.fitted.method,
                 "metrics": {k: round(float(v), 6) for k, v in trained.metrics.items()},
-                "created": _now(),
+                "created": now_iso(zulu=True),
                 "run_id": run_id,
             }
             bundle_dir = write_bundle(
