@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from facefleet.errors import FacefleetError
 from facefleet.fileio import sha256_file
 from facefleet.settings import QualitySettings, to_mapping
+from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
 from facefleet.vision.engine import VisionConfig
 from facefleet.vision.image import is_image_name
@@ -233,22 +233,15 @@ def _cached_outcome(store, name, path, sha, embedder_id, settings) -> PhotoOutco
 def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, source) -> PhotoOutcome:
     with store.transaction():
         person_id = store.add_person(name)
-        folder = ws.few_shot_dir / person_id
-        folder.mkdir(parents=True, exist_ok=True)
-        copy = folder / f"{sha[:16]}{path.suffix.lower()}"
-        if not copy.exists():
-            tmp = copy.with_name(copy.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(copy)
-        image_id, _ = store.add_image(copy, source=f"{source}:{path}", sha256=sha)
-        face_id = store.add_face(
-            image_id,
+        copy = keep_copy(path, ws.few_shot_dir / person_id, sha)
+        got = ingest_found_face(
+            store,
+            copy,
+            face,
+            sha256=sha,
+            source=f"{source}:{path}",
             person_id=person_id,
-            box=face.box,
-            landmarks=face.landmarks,
-            quality=face.quality,
-            status="in_use",
-            detector=face.detector,
+            embedder_id=embedder_id,
         )
-        store.add_embedding(face_id, embedder_id, face.embedding)
+        face_id = got.face_id
     return PhotoOutcome(str(path), name, True, None, face_id, person_id, False, face.quality)

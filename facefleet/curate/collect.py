@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import FacefleetError, ImageError
+from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -200,28 +200,22 @@ class Collector:
         if self.device and not meta.get("device"):
             meta["device"] = self.device
         meta = {**meta, "file": path.name}
-        copy = self.folder / f"{sha[:16]}{path.suffix.lower() or '.jpg'}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not copy.exists():
-            tmp = copy.with_name(f".{copy.name}.tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(copy)
-        with self.store.transaction():
-            image_id, is_new = self.store.add_image(copy, source=f"{SOURCE}:{path}", sha256=sha)
-            if not is_new:  # another collector added it meanwhile
-                self.report.duplicates += 1
-                return None
-            face_id = self.store.add_face(
-                image_id,
-                person_id=None,
-                box=face.box,
-                landmarks=face.landmarks,
-                quality=face.quality,
-                status="candidate",
-                detector=face.detector,
-                meta=meta,
-            )
-            self.store.add_embedding(face_id, self.embedder_id, face.embedding)
+        copy = keep_copy(path, self.folder, sha, default_suffix=".jpg")
+        source = f"{SOURCE}:{path}"
+        face_id = ingest_found_face(
+            self.store,
+            copy,
+            face,
+            sha256=sha,
+            source=source,
+            status="candidate",
+            meta=meta,
+            embedder_id=self.embedder_id,
+            new_image_only=True,
+        ).face_id
+        if face_id is None:  # another collector added it meanwhile
+            self.report.duplicates += 1
+            return None
         self.report.added.append(face_id)
         return face_id
 

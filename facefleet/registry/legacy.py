@@ -37,6 +37,7 @@ from facefleet.formats import (  # noqa: F401 - SentinelCam's formats, re-export
     parse_refkey,
     parse_status,
 )
+from facefleet.store.ingest import ingest_face
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
@@ -299,6 +300,33 @@ def _existing_faces(store: Store) -> set[tuple[int, tuple[int, ...]]]:
     return {(f.image_id, tuple(f.box)) for f in store.faces()}
 
 
+def _import_face(
+    store: Store,
+    report: ImportReport,
+    existing: set[tuple[int, tuple[int, ...]]],
+    image: Path | str,
+    sha: str,
+    name: str | None,
+    **face: Any,
+) -> None:
+    """One SentinelCam face into the store, unless that box of that frame is already there;
+    the person (when named) is created only for a face that is added."""
+    got = ingest_face(
+        store,
+        image,
+        sha256=sha,
+        source="sentinelcam",
+        detector="sentinelcam",
+        person_id=(lambda: _person_id(store, name, report)) if name else None,
+        known=existing,
+        **face,
+    )
+    if got.face_id is None:
+        report.already_present += 1
+    else:
+        report.faces_added += 1
+
+
 def _person_id(store: Store, name: str, report: ImportReport) -> str:
     found = store.find_person(name)
     if found is not None:
@@ -340,21 +368,19 @@ def import_facedata(ws: Workspace, path: Path | str, *, embedder_id: str | None 
                         continue
                     frame = f"{ref['date']}|{ref['event']}|{ref['timestamp']}|{ref['sink']}"
                     sha = hashlib.sha256(f"sentinelcam-frame:{frame}".encode()).hexdigest()
-                    image_id, _ = store.add_image(f"sentinelcam:{frame}", source="sentinelcam", sha256=sha)
-                    if (image_id, ref["box"]) in existing:
-                        report.already_present += 1
-                        continue
-                    face_id = store.add_face(
-                        image_id,
-                        person_id=_person_id(store, name, report),
+                    _import_face(
+                        store,
+                        report,
+                        existing,
+                        f"sentinelcam:{frame}",
+                        sha,
+                        name,
                         box=ref["box"],
                         status="in_use",
-                        detector="sentinelcam",
                         meta={"sentinelcam": {k: ref[k] for k in ("date", "event", "timestamp", "sink")}},
+                        embedder_id=embedder_id,
+                        embedding=vec,
                     )
-                    store.add_embedding(face_id, embedder_id, vec)
-                    existing.add((image_id, ref["box"]))
-                    report.faces_added += 1
     finally:
         fh.close()
         store.close()
@@ -461,27 +487,21 @@ def import_facelist(
         existing = _existing_faces(store)
         with store.transaction():
             for rec, frame, sha, vec in pending:
-                image_id, _ = store.add_image(frame, source="sentinelcam", sha256=sha)
-                if (image_id, rec["box"]) in existing:
-                    report.already_present += 1
-                    continue
-                pid = _person_id(store, rec["name"], report) if rec["name"] else None
-                face_id = store.add_face(
-                    image_id,
-                    person_id=pid,
+                keys = ("date", "event", "timestamp", "objid", "source")
+                _import_face(
+                    store,
+                    report,
+                    existing,
+                    frame,
+                    sha,
+                    rec["name"],
                     box=rec["box"],
                     quality=rec["extra"],
                     status=rec["status"],
-                    detector="sentinelcam",
-                    meta={
-                        "sentinelcam": {k: rec[k] for k in ("date", "event", "timestamp", "objid", "source")}
-                        | {"sink": sink}
-                    },
+                    meta={"sentinelcam": {k: rec[k] for k in keys} | {"sink": sink}},
+                    embedder_id=embedder_id,
+                    embedding=vec,
                 )
-                if vec is not None and embedder_id:
-                    store.add_embedding(face_id, embedder_id, vec)
-                existing.add((image_id, rec["box"]))
-                report.faces_added += 1
     except StoreError as exc:
         raise LegacyError(f"{path}: {exc}") from None
     finally:
