@@ -16,7 +16,6 @@ import numpy as np
 from facefleet.errors import FacefleetError
 from facefleet.registry.inference import Bundle, Decision, Matcher, load_bundle, pairwise_distances
 from facefleet.vision.batch import analyse_files
-from facefleet.vision.engine import VisionConfig
 from facefleet.vision.image import iter_image_files
 from facefleet.workspace import Workspace
 
@@ -68,7 +67,7 @@ def gallery_matcher(ws: Workspace, embedder_id: str, threshold: float | None = N
     finally:
         store.close()
     if threshold is None:
-        threshold = float(ws.section("identify").get("distance_threshold", 0.6))
+        threshold = ws.settings.identify.distance_threshold
     return GalleryMatcher(data.X, data.names, threshold)
 
 
@@ -95,8 +94,9 @@ def default_matcher(
         path = None
     if path is None:
         return gallery_matcher(ws, embedder_id, threshold)
-    public = ws.keys_dir / "signing_key.pub.pem"
-    return BundleMatcher(load_bundle(path, load_public_key(public), expected_embedder_id=embedder_id))
+    return BundleMatcher(
+        load_bundle(path, load_public_key(ws.public_key_path), expected_embedder_id=embedder_id)
+    )
 
 
 def identify(
@@ -116,9 +116,7 @@ def identify(
     matcher = default_matcher(ws, embedder_id, model=model, threshold=threshold)
     log.info("identifying with %s", matcher.description)
     results = []
-    for analysis in analyse_files(
-        files, VisionConfig.from_workspace(ws), workers=workers, engine=engine, desc="identify"
-    ):
+    for analysis in analyse_files(files, ws.vision_config(), workers=workers, engine=engine, desc="identify"):
         faces = []
         vectors = [f.embedding for f in analysis.faces if f.embedding is not None]
         matches = matcher.classify(np.stack(vectors)) if vectors else []

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1] / "facefleet"
 # Units in one layer are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("fileio", "progress", "layout", "__init__"),
+    ("fileio", "progress", "layout", "clock", "texttable", "formats", "settings", "__init__"),
+    ("ssh",),
     ("vision", "store"),
     ("workspace",),
     ("registry",),
@@ -26,14 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 # Known exceptions, each to be removed by the change named beside it. Keep it short: an entry
 # here is a defect that has an owner, not a permission. (file, imported module or module.name)
-ALLOWED: set[tuple[str, str]] = {
-    # issue 10 step 5 (settings engineer): SentinelCam formats into one module below edge
-    ("registry/legacy.py", "facefleet.edge.events"),
-    ("fleet/facelist.py", "facefleet.edge.events"),
-    # issue 10 step 5 (settings engineer): one SSH connection module used by deploy and collect
-    ("curate/collect.py", "facefleet.fleet.deploy._connect"),
-    ("curate/collect.py", "facefleet.fleet.deploy._known_hosts_path"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _unit(module: str) -> str:

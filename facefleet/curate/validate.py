@@ -265,7 +265,7 @@ def validate(
     from facefleet.train.evaluate import evaluate_bundle, score_decisions
     from facefleet.train.pipeline import current_embedder_id
 
-    policy = policy or Policy.from_config(ws.section("validate"))
+    policy = policy or Policy.from_config(ws.settings.validate)
     embedder_id = current_embedder_id(ws)
     cand = _load(ws, candidate, embedder_id)
     ref = against if against.startswith("@") or against.lstrip("vV").isdigit() else f"@{against}"

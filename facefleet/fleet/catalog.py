@@ -8,7 +8,7 @@ Resolving references (number, ``vN``, ``@alias``, name, newest; MLflow or a plai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry.catalog import BundleRef, ResolvedVersion, resolve
@@ -16,8 +16,11 @@ from facefleet.registry.format import read_manifest
 
 __all__ = ["BundleRef", "ResolvedVersion", "packed", "resolve_bundle"]
 
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
-def resolve_bundle(ws: Any, ref: str | None, *, alias: str | None = None) -> Path:
+
+def resolve_bundle(ws: Workspace, ref: str | None, *, alias: str | None = None) -> Path:
     """The bundle path a deploy/package reference names (a path always works)."""
     if ref is None and alias is None:
         raise FacefleetError("name a version, a bundle path, or --alias")
@@ -33,7 +36,7 @@ def resolve_bundle(ws: Any, ref: str | None, *, alias: str | None = None) -> Pat
     return resolve(ws, text).path
 
 
-def packed(ws: Any, bundle: BundleRef | ResolvedVersion) -> Path:
+def packed(ws: Workspace, bundle: BundleRef | ResolvedVersion) -> Path:
     """A ``.tar.gz`` of the bundle: itself, or a cached pack in ``cache/bundles/``."""
     if bundle.path.is_file():
         return bundle.path

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet import layout
 from facefleet.errors import BundleError, DeployError
@@ -30,10 +30,14 @@ from facefleet.fileio import sha256_file
 from facefleet.fleet.inventory import Host, Inventory
 from facefleet.layout import q
 from facefleet.registry.format import SIGNED_FILES, verify
+from facefleet.ssh import SshTarget, connect, known_hosts_path
+from facefleet.texttable import text_table
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 120.0
 FACELIST_CURRENT = "facelist_current.csv"
 
@@ -108,12 +112,7 @@ def summary_table(results: list[HostResult]) -> str:
                 f"{r.seconds:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
-        for row in rows
-    ]
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def command_env(host: Host, payload: Payload) -> str:
@@ -175,70 +174,6 @@ class Remote:
             detail = err[-1] if err else f"exit status {res.exit_status}"
             raise DeployError(f"{what} failed (exit {res.exit_status}): {detail}")
         return str(res.stdout or "")
-
-
-def _known_hosts_path(path: str | None) -> Path:
-    return Path(path).expanduser() if path else Path("~/.ssh/known_hosts").expanduser()
-
-
-def _host_key_label(host: Host) -> str:
-    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-
-
-def _has_entry(known_hosts: Path, host: Host) -> bool:
-    import asyncssh
-
-    if not known_hosts.is_file():
-        return False
-    try:
-        keys = asyncssh.read_known_hosts(str(known_hosts))
-    except (ValueError, OSError):
-        return False
-    matched = keys.match(host.address, "", host.port)
-    return any(matched[:3])
-
-
-async def _connect(host: Host, known_hosts: Path, accept_new: bool, lock: asyncio.Lock) -> Any:
-    import asyncssh
-
-    opts: dict[str, Any] = {
-        "port": host.port,
-        "known_hosts": str(known_hosts) if known_hosts.is_file() else (),
-        "client_keys": [host.key_file] if host.key_file else None,
-        "preferred_auth": "publickey",
-        "connect_timeout": CONNECT_TIMEOUT,
-        "agent_path": None if host.key_file else (),
-    }
-    if host.user:
-        opts["username"] = host.user
-    if not host.key_file:
-        opts.pop("client_keys")
-        opts.pop("agent_path")
-    try:
-        return await asyncssh.connect(host.address, **opts)
-    except asyncssh.HostKeyNotVerifiable:
-        async with lock:  # one writer of known_hosts at a time
-            if not accept_new or _has_entry(known_hosts, host):
-                raise DeployError(
-                    f"host key of {host.address}:{host.port} is not in {known_hosts}"
-                    + (
-                        " or does not match it (possible impostor)"
-                        if accept_new
-                        else "; check it and rerun with --accept-new-host-keys to record it"
-                    )
-                ) from None
-            key = await asyncio.wait_for(
-                asyncssh.get_server_host_key(host.address, host.port), CONNECT_TIMEOUT
-            )
-            if key is None:
-                raise DeployError(f"{host.address}:{host.port} offered no host key") from None
-            line = f"{_host_key_label(host)} {key.export_public_key('openssh').decode().strip()}\n"
-            known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with open(known_hosts, "a", encoding="utf-8") as fh:
-                fh.write(line)
-            log.warning("recorded new host key for %s in %s", host.name, known_hosts)
-        opts["known_hosts"] = str(known_hosts)
-        return await asyncssh.connect(host.address, **opts)
 
 
 # -- one host -----------------------------------------------------------------------------
@@ -445,7 +380,7 @@ async def deploy_host(
     res = HostResult(host=host.name, kind=payload.kind, new=payload.version)
     start = time.monotonic()
     try:
-        conn = await _connect(host, known_hosts, accept_new, lock)
+        conn = await connect(SshTarget.of(host), known_hosts, accept_new=accept_new, lock=lock)
         async with conn:
             remote = Remote(conn, host, res.steps)
             if payload.kind == "bundle":
@@ -497,7 +432,7 @@ async def deploy_hosts(
 # -- the whole deployment -----------------------------------------------------------------
 
 
-def _public_key(ws: Any, path: Path | None) -> Any:
+def _public_key(ws: Workspace, path: Path | None) -> Any:
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key_path = path or public_key_path(ws.keys_dir)
@@ -509,7 +444,7 @@ def _public_key(ws: Any, path: Path | None) -> Any:
     return load_public_key(Path(key_path))
 
 
-def _record(ws: Any, report: DeployReport) -> None:
+def _record(ws: Workspace, report: DeployReport) -> None:
     from facefleet.fleet import records
 
     store = records.open_store(ws)
@@ -536,9 +471,9 @@ def _record(ws: Any, report: DeployReport) -> None:
     _tag_mlflow(ws, report)
 
 
-def _tag_mlflow(ws: Any, report: DeployReport) -> None:
+def _tag_mlflow(ws: Workspace, report: DeployReport) -> None:
     """Tag the model version with where it runs, when the workspace has an MLflow registry."""
-    configured = (ws.config.get("mlflow") or {}).get("tracking_uri")
+    configured = ws.configured_tracking_uri
     if not configured and not (Path(ws.root) / "mlflow.db").exists():
         return
     try:
@@ -559,7 +494,7 @@ def _tag_mlflow(ws: Any, report: DeployReport) -> None:
 
 
 def deploy(
-    ws: Any,
+    ws: Workspace,
     inventory: Inventory,
     bundle: Path,
     *,
@@ -597,7 +532,7 @@ def deploy(
                 hosts,
                 payloads,
                 parallel=parallel,
-                known_hosts=_known_hosts_path(str(known_hosts) if known_hosts else None),
+                known_hosts=known_hosts_path(known_hosts),
                 accept_new=accept_new_host_keys,
                 hook=upload_hook,
                 dry_run=dry_run,

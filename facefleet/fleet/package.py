@@ -19,6 +19,7 @@ from facefleet import layout
 from facefleet.errors import FacefleetError
 from facefleet.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from facefleet.registry.format import SIGNED_FILES, sha256sum_lines, verify
+from facefleet.settings import PUBLIC_KEY_NAME
 
 
 def render_install_sh(model: str, version: int, name: str, archive: str) -> str:
@@ -63,7 +64,7 @@ def make_package(
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
         try:
             pack_bundle(src, staging / archive)
-            shutil.copyfile(public_key_path, staging / "signing_key.pub.pem")
+            shutil.copyfile(public_key_path, staging / PUBLIC_KEY_NAME)
             sums = dict(manifest["files"])
             for name in SIGNED_FILES:
                 sums[name] = sha256_file(src / name)
@@ -73,7 +74,7 @@ def make_package(
                 script, render_install_sh(model, version, str(manifest.get("name", "")), archive)
             )
             script.chmod(0o755)
-            pkg_sums = {n: sha256_file(staging / n) for n in (archive, "signing_key.pub.pem", "FILES.sha256")}
+            pkg_sums = {n: sha256_file(staging / n) for n in (archive, PUBLIC_KEY_NAME, "FILES.sha256")}
             atomic_write_bytes(staging / "SHA256SUMS", sha256sum_lines(pkg_sums).encode())
             if out_dir.exists():
                 if any(out_dir.iterdir()):

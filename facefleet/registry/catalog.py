@@ -88,7 +88,7 @@ def parse_ref(ref: str | int | None) -> tuple[str, Any]:
 
 def model_name(ws: Workspace) -> str:
     """The registered model name of the workspace (``registry.model_name``)."""
-    return str((ws.config.get("registry") or {}).get("model_name") or DEFAULT_MODEL)
+    return ws.model_name
 
 
 # -- the interface --------------------------------------------------------------------------

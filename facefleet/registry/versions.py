@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from facefleet.clock import now_iso
 from facefleet.fileio import atomic_write_text
 from facefleet.registry.catalog import MlflowCatalog, VersionError, model_name, resolve_in
 from facefleet.registry.catalog import parse_ref as parse_any_ref
@@ -97,10 +98,6 @@ def current_user() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = os.environ.get("USER") or f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()}"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def alias_stack(entries: list[dict[str, Any]], alias: str) -> list[int]:

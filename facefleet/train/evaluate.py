@@ -117,7 +117,6 @@ def embed_folder(
     otherwise every face of every photo is a stranger (name ""). Returns X, names, counts.
     """
     from facefleet.vision.batch import analyse_files
-    from facefleet.vision.engine import VisionConfig
     from facefleet.vision.image import iter_image_files
 
     folder = Path(folder)
@@ -135,7 +134,7 @@ def embed_folder(
     counts = {"photos": len(items), "no_face": 0, "unreadable": 0}
     analyses = analyse_files(
         [path for _, path in items],
-        VisionConfig.from_workspace(ws),
+        ws.vision_config(),
         fallback=fallback,
         engine=ws.engine(),
         desc=f"embed {folder.name}",

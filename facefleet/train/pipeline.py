@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facefleet.clock import now_iso
 from facefleet.errors import ModelError
 from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
@@ -46,7 +47,7 @@ class TrainResult:
 
 
 def model_name(ws: Workspace, override: str | None = None) -> str:
-    return str(override or (ws.config.get("registry") or {}).get("model_name") or "face_model")
+    return override or ws.model_name
 
 
 def current_embedder_id(ws: Workspace) -> str:
@@ -63,14 +64,12 @@ def signing_key(ws: Workspace):
     """The workspace's private signing key; a pair is created on first use when there is none
     at all (an existing key is never replaced)."""
     path = private_key_path(ws.keys_dir)
-    if not path.exists() and not (ws.keys_dir / "signing_key.pub.pem").exists():
+    if not path.exists() and not ws.public_key_path.exists():
         generate_keypair(ws.keys_dir)
-        log.warning("created a signing key pair in %s (devices need signing_key.pub.pem)", ws.keys_dir)
+        log.warning(
+            "created a signing key pair in %s (devices need %s)", ws.keys_dir, ws.public_key_path.name
+        )
     return load_private_key(path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # -- training -------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ def train(
     """Train on the store's faces (statuses from the config) and publish a signed bundle."""
     from facefleet.train.config import load_config
 
-    config = config or load_config(workspace_train=ws.section("train") or None)
+    config = config or load_config(workspace_train=ws.settings.train or None)
     embedder_id = embedder_id or current_embedder_id(ws)
     store = ws.open_store()
     try:
@@ -152,7 +151,7 @@ def train_arrays(
                 thresholds=trained.thresholds,
                 method=trained.fitted.method,
                 metrics=trained.metrics,
-                created=_now(),
+                created=now_iso(zulu=True),
                 run_id=run_id,
             )
             bundle_dir = write_bundle(

@@ -18,7 +18,7 @@ The server only serves files; devices verify signatures themselves.
 
 # No "from __future__ import annotations": FastAPI must see the closures in Annotated[...].
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse
@@ -29,6 +29,9 @@ from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records
 from facefleet.registry.catalog import ResolvedVersion, resolve
 from facefleet.registry.format import read_manifest
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
 
@@ -53,7 +56,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def create_app(ws: Any) -> FastAPI:
+def create_app(ws: "Workspace") -> FastAPI:
     """The FastAPI application serving ``ws``'s bundles."""
     app = FastAPI(
         title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
@@ -136,7 +139,7 @@ def create_app(ws: Any) -> FastAPI:
     return app
 
 
-def serve(ws: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(ws: "Workspace", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server until interrupted."""
     import uvicorn
 

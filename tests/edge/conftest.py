@@ -13,7 +13,7 @@ def _train(ws, name: str):
     from facefleet.train.config import load_config
     from facefleet.train.pipeline import train
 
-    config = load_config(workspace_train=ws.section("train") or None)
+    config = load_config(workspace_train=ws.settings.train or None)
     config.name = name
     return train(ws, config)
 
