@@ -148,7 +148,7 @@ log "host: model trained, promoted and packaged"
 # --- 4. into the arm64 root: a venv, facefleet from the wheels, the model via install.sh --
 mkdir -p "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/dev" "$ROOTFS/data" "$ROOTFS/work"
 mount -t proc proc "$ROOTFS/proc"
-mount -t sysfs -o ro sysfs "$ROOTFS/sys"  # onnxruntime reads the CPU list there
+# no /sys: onnxruntime's cpuinfo would parse the host's x86 CPUs and crash under qemu
 mount --rbind /dev "$ROOTFS/dev"
 mount -o bind,ro "$DATA" "$ROOTFS/data"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true
@@ -180,7 +180,23 @@ in_arm env FACEFLEET_PYTHON=/opt/facefleet/venv/bin/python sh /work/pkg/install.
   --models-dir /opt/facefleet/models --require-signature || fail "install.sh failed in the chroot"
 log "installed: facefleet $(in_arm facefleet --version | awk '{print $NF}') + model via install.sh"
 
-# --- 5. recognise 60 frames on arm64, with each edge detector ---------------------------
+# --- 5. edge sync from the chroot against facefleet serve on the host's loopback ----------
+PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${FF[@]}" -w "$WS" serve --host 127.0.0.1 --port "$PORT" >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+  "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; fail "facefleet serve died"; }
+  sleep 0.3
+done
+in_arm facefleet edge sync --server "http://127.0.0.1:$PORT" --token "$TOKEN" \
+  --public-key /work/pkg/signing_key.pub.pem --models-dir /work/synced \
+  >"$WORK/sync.log" 2>&1 \
+  || { cat "$WORK/sync.log" >&2; fail "edge sync failed in the chroot"; }
+[ -L "$ROOTFS/work/synced/face_model/current" ] || { cat "$WORK/sync.log" >&2; fail "edge sync installed nothing"; }
+"${FF[@]}" -w "$WS" fleet status | grep -q arm64-chroot || fail "the server saw no heartbeat from the chroot"
+log "edge sync: $(tr '\n' ' ' <"$WORK/sync.log")"
+# --- 6. recognise 60 frames on arm64, with each edge detector ---------------------------
 for DET in ${FACEFLEET_ARM_DETECTORS:-blazeface hog}; do
   T0=$(date +%s)
   rm -rf "$ROOTFS/work/out"
@@ -206,20 +222,4 @@ EOF
   log "recognize --detector $DET: $(($(date +%s) - T0)) s"
 done
 
-# --- 6. edge sync from the chroot against facefleet serve on the host's loopback ----------
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${FF[@]}" -w "$WS" serve --host 127.0.0.1 --port "$PORT" >"$WORK/serve.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; fail "facefleet serve died"; }
-  sleep 0.3
-done
-in_arm facefleet edge sync --server "http://127.0.0.1:$PORT" --token "$TOKEN" \
-  --public-key /work/pkg/signing_key.pub.pem --models-dir /work/synced \
-  >"$WORK/sync.log" 2>&1 \
-  || { cat "$WORK/sync.log" >&2; fail "edge sync failed in the chroot"; }
-[ -L "$ROOTFS/work/synced/face_model/current" ] || { cat "$WORK/sync.log" >&2; fail "edge sync installed nothing"; }
-"${FF[@]}" -w "$WS" fleet status | grep -q arm64-chroot || fail "the server saw no heartbeat from the chroot"
-log "edge sync: $(tr '\n' ' ' <"$WORK/sync.log")"
 log "PASS (arm64 via qemu, $(($(date +%s) - START)) s)"

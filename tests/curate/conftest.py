@@ -58,6 +58,7 @@ def camera_runs(base_ws, tmp_path_factory, shared_data: Path):
                 display=False,
                 cache_dir=ws.cache_dir,
                 device=name,
+                detector="hog",  # the scenes these tests were written on (HOG every 3rd frame)
                 pipeline=PipelineConfig(crop_margin=margin),
                 unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
             )
