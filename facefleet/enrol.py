@@ -110,6 +110,8 @@ def choose_face(
 ) -> tuple[FoundFace | None, str | None]:
     """The one usable face of an enrolment photo, or why there is none."""
     if analysis.error:
+        if "image too small" in analysis.error or "crashed the face engine" in analysis.error:
+            return None, analysis.error.removeprefix(f"{analysis.path}: ")
         return None, f"unreadable: {analysis.error}"
     faces = analysis.faces
     if not faces:
@@ -188,7 +190,8 @@ def enroll(
             analysis = analyses[str(path)]
             face, reason = choose_face(analysis, quality_cfg, largest=largest)
             if face is None:
-                if not (analysis.error and "no such file" in analysis.error):
+                # a missing file or a crash may be gone next time: only cache real rejections
+                if not (analysis.error and ("no such file" in analysis.error or "crashed" in analysis.error)):
                     store.record_rejection(sha, settings, reason or "rejected")
                 report.outcomes.append(PhotoOutcome(str(path), name, False, reason))
                 continue
