@@ -167,6 +167,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
             for face in res["faces"]:
                 name = face["name"] or f"unknown (nearest {face['candidate']})"
                 print(f"{res['path']}: {name}  distance {face['distance']:.3f}  box {face['box']}")
+    if all(res["error"] for res in results):
+        print(f"facefleet: error: none of the {len(results)} inputs could be read", file=sys.stderr)
+        return 1
     return 0
 
 
