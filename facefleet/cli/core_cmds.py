@@ -77,7 +77,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         items = plan_folder(args.folder)
     elif args.flat:
         items = plan_flat(args.flat)
-    elif args.name and args.images:
+    elif args.name is not None and args.images:
         items = [(args.name, Path(img)) for img in args.images]
     else:
         raise FacefleetError("give NAME IMG [IMG...], --folder DIR or --flat DIR")
