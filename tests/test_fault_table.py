@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from testkit import consistent, store_counts
 
 from facefleet.cli.main import main
 
@@ -166,33 +166,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
         except SystemExit as exc:
             rc = int(exc.code or 0)
     return rc, out.getvalue(), err.getvalue()
-
-
-def store_counts(ws) -> dict[str, int]:
-    """Rows per table, and the consistency checks (each 0 when consistent)."""
-    conn = sqlite3.connect(ws.root / "facefleet.db")
-    try:
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
-        counts = {t: one(f"SELECT COUNT(*) FROM {t}") for t in ("people", "images", "faces", "embeddings")}
-        counts["faces without embedding"] = one(
-            "SELECT COUNT(*) FROM faces WHERE id NOT IN (SELECT face_id FROM embeddings)"
-        )
-        counts["images without face"] = one(
-            "SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM faces)"
-        )
-        paths = [r[0] for r in conn.execute("SELECT path FROM images")]
-    finally:
-        conn.close()
-    counts["images missing on disk"] = sum(not Path(p).is_file() for p in paths)
-    return counts
-
-
-def consistent(counts: dict[str, int]) -> bool:
-    return (
-        counts["faces without embedding"] == 0
-        and counts["images without face"] == 0
-        and counts["images missing on disk"] == 0
-    )
 
 
 def one_line_error(err: str) -> bool:

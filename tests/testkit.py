@@ -199,3 +199,31 @@ def wait_for(predicate, timeout: float, step: float = 0.1):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(step)
+
+
+# -- store consistency ------------------------------------------------------------------------
+def store_counts(ws) -> dict[str, int]:
+    """Rows per table, and the consistency checks (each 0 when consistent)."""
+    conn = sqlite3.connect(ws.root / "facefleet.db")
+    try:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        counts = {t: one(f"SELECT COUNT(*) FROM {t}") for t in ("people", "images", "faces", "embeddings")}
+        counts["faces without embedding"] = one(
+            "SELECT COUNT(*) FROM faces WHERE id NOT IN (SELECT face_id FROM embeddings)"
+        )
+        counts["images without face"] = one(
+            "SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM faces)"
+        )
+        paths = [r[0] for r in conn.execute("SELECT path FROM images")]
+    finally:
+        conn.close()
+    counts["images missing on disk"] = sum(not Path(p).is_file() for p in paths)
+    return counts
+
+
+def consistent(counts: dict[str, int]) -> bool:
+    return (
+        counts["faces without embedding"] == 0
+        and counts["images without face"] == 0
+        and counts["images missing on disk"] == 0
+    )
