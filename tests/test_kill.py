@@ -123,7 +123,11 @@ def test_two_enroll_runs_at_once_both_land(tmp_path, faces_dir):
 def _versions(ws: Workspace) -> list[dict]:
     from facefleet.registry import versions
 
-    return [{"version": i.version, "tags": i.tags, "aliases": i.aliases} for i in versions.list_versions(ws)]
+    try:
+        infos = versions.list_versions(ws)
+    except versions.VersionError:  # nothing registered yet
+        return []
+    return [{"version": i.version, "tags": i.tags, "aliases": i.aliases} for i in infos]
 
 
 def _production(ws: Workspace) -> int | None:
@@ -136,17 +140,14 @@ def test_kill_during_train_and_promote(celebrity_workspace, copy_workspace, tmp_
 
     ws = copy_workspace(celebrity_workspace)
     assert cli(ws, "keys", "init").returncode == 0
-    first = cli(ws, "train", "--json")
-    assert first.returncode == 0, first.stderr
-    v1 = json.loads(first.stdout)["version"]
-    assert cli(ws, "models", "promote", v1, "--to", "production", "--why", "start").returncode == 0
+    v1 = None  # no production model yet: the killed runs must not create one either
 
     # train, killed the moment MLflow holds its new version (before the bundle is complete if
     # the kill lands in time; the assertions below hold wherever it lands)
-    proc = start(ws, "train", "--json")
+    proc = start(ws, "train", "--method", "centroid", "--json")
     mlflow_db = ws.root / "mlflow.db"
     wait_for(
-        lambda: count(mlflow_db, "SELECT COUNT(*) FROM model_versions") > 1 or proc.poll() is not None,
+        lambda: count(mlflow_db, "SELECT COUNT(*) FROM model_versions") > 0 or proc.poll() is not None,
         300,
         0.02,
     )
@@ -157,7 +158,7 @@ def test_kill_during_train_and_promote(celebrity_workspace, copy_workspace, tmp_
         if v["tags"].get(versions.BUNDLE_TAG) == versions.PENDING:
             with pytest.raises(versions.VersionError, match="incomplete"):
                 versions.promote(ws, v["version"], "production")
-    again = cli(ws, "train", "--json")
+    again = cli(ws, "train", "--method", "centroid", "--json")
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
     v_new = json.loads(again.stdout)["version"]
     left = _versions(ws)

@@ -65,8 +65,8 @@ def test_crash_message():
     assert crash_message(3) == "crashed the face engine (exit status 3)"
 
 
-@pytest.mark.parametrize("kind, signum", [("abort", signal.SIGABRT), ("kill", signal.SIGKILL)])
-def test_a_worker_that_dies_costs_only_its_file(faces_dir, monkeypatch, kind, signum):
+def test_a_worker_that_dies_costs_only_its_file(faces_dir, monkeypatch):
+    kind, signum = "abort", signal.SIGABRT
     ex = faces_dir / "examples"
     files = [ex / "biden.jpg", ex / "obama.jpg", ex / "obama2.jpg", ex / "obama3.jpg", ex / "obama_small.jpg"]
     monkeypatch.setenv(FAULT_ENV, f"{kind}:obama2.jpg")  # the worker holding it really dies
@@ -89,10 +89,10 @@ def test_enrol_keeps_every_other_photo_when_a_worker_crashes(faces_dir, tmp_path
     ws = Workspace.init(tmp_path / "ws")
     ex = faces_dir / "examples"
     items = [("obama", ex / n) for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_small.jpg")]
-    monkeypatch.setenv(FAULT_ENV, "abort:obama3.jpg")
+    monkeypatch.setenv(FAULT_ENV, "kill:obama3.jpg")  # as the OOM killer would
     report = enroll(ws, items, workers=2)
     reasons = {Path(o.path).name: o.reason for o in report.outcomes}
-    assert reasons["obama3.jpg"] == "crashed the face engine (signal 6)"
+    assert reasons["obama3.jpg"] == "crashed the face engine (signal 9)"
     assert len(report.accepted) == 3
     with ws.open_store() as store:
         assert len(store.faces()) == 3
