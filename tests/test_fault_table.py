@@ -12,6 +12,7 @@ Set ``FACEFLEET_FAULT_TABLE=docs/fault-table.md`` to write the table from a run 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -359,6 +360,97 @@ def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
             assert p["accepted"] == (bad.expect == "accepted"), (bad.name, p)
     after = store_counts(table_ws)
     assert consistent(after) and after["faces"] >= before["faces"]
+
+
+# -- bundles: every load path refuses a bundle that does not verify --------------------------
+def _flip(name: str):
+    def change(b: Path, ws) -> None:
+        data = bytearray((b / name).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (b / name).write_bytes(bytes(data))
+
+    return change
+
+
+def _resign(b: Path, key, edit=None) -> None:
+    from facefleet.registry.bundle import manifest_bytes
+
+    manifest = json.loads((b / "manifest.json").read_text())
+    if edit:
+        edit(manifest)
+    data = manifest_bytes(manifest)
+    (b / "manifest.json").write_bytes(data)
+    (b / "manifest.sig").write_bytes(key.sign(data))
+
+
+def _raise_threshold(b: Path, ws) -> None:
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["thresholds"]["alice"] = 0.99  # valid JSON, not what was signed
+    (b / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _other_key(b: Path, ws) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _resign(b, Ed25519PrivateKey.generate())
+
+
+def _outside_path(b: Path, ws) -> None:
+    from facefleet.registry.keys import load_private_key, private_key_path
+
+    (b.parent / "outside.bin").write_bytes(b"outside")
+    digest = hashlib.sha256(b"outside").hexdigest()
+    _resign(
+        b,
+        load_private_key(private_key_path(ws.keys_dir)),
+        lambda m: m["files"].update({"../outside.bin": digest}),
+    )
+
+
+def _symlinked_model(b: Path, ws) -> None:
+    real = b.parent / "model-elsewhere.npz"
+    (b / "model.npz").rename(real)
+    (b / "model.npz").symlink_to(real)
+
+
+BUNDLE_FAULTS = {
+    "bundle: model.npz altered": (_flip("model.npz"), "checksum"),
+    "bundle: manifest.json altered (a threshold raised)": (_raise_threshold, "signature"),
+    "bundle: manifest.json garbled": (_flip("manifest.json"), "manifest"),
+    "bundle: manifest.sig altered": (_flip("manifest.sig"), "signature"),
+    "bundle: model.npz missing": (lambda b, ws: (b / "model.npz").unlink(), "missing"),
+    "bundle: manifest.json missing": (lambda b, ws: (b / "manifest.json").unlink(), "manifest"),
+    "bundle: manifest.sig missing": (lambda b, ws: (b / "manifest.sig").unlink(), "manifest.sig"),
+    "bundle: a file the manifest does not list": (
+        lambda b, ws: (b / "notes.txt").write_text("x"),
+        "not listed",
+    ),
+    "bundle: signed by another key": (_other_key, "signature"),
+    "bundle: manifest names a path outside the bundle": (_outside_path, ".."),
+    "bundle: model.npz is a symlink": (_symlinked_model, "model.npz"),
+}
+
+
+@pytest.mark.parametrize("label", list(BUNDLE_FAULTS))
+def test_bad_bundle_is_refused_by_every_load_path(table_ws, tmp_path, label):
+    from testkit import signed_bundle
+
+    from facefleet.errors import BundleError
+    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.keys import load_public_key, public_key_path
+
+    change, phrase = BUNDLE_FAULTS[label]
+    bundle = signed_bundle(table_ws, 7, tmp_path / "bundles" / "7")
+    change(bundle, table_ws)
+    out = tmp_path / "package"
+    rc, _, err = run_cli("-w", table_ws.root, "package", bundle, "--out", out)
+    record(label, "package BUNDLE", err.strip().removeprefix("facefleet: error: "), rc)
+    assert rc == 2 and one_line_error(err), err
+    assert phrase in err, err
+    assert not out.exists() and not list(tmp_path.glob(".package.*"))  # nothing half-written
+    with pytest.raises(BundleError) as caught:  # the device's loader (recognize, sync, install)
+        load_bundle(bundle, load_public_key(public_key_path(table_ws.keys_dir)))
+    record(label, "load_bundle (device)", str(caught.value), 2)
 
 
 # -- the table file ---------------------------------------------------------------------------

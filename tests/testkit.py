@@ -227,3 +227,37 @@ def consistent(counts: dict[str, int]) -> bool:
         and counts["images without face"] == 0
         and counts["images missing on disk"] == 0
     )
+
+
+# -- bundles --------------------------------------------------------------------------------
+def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = "face_model") -> Path:
+    """A small real signed bundle (two people, centroid method) written with the bundle API."""
+    import numpy as np
+
+    from facefleet.registry.bundle import write_bundle
+    from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+
+    if not private_key_path(ws.keys_dir).is_file():
+        generate_keypair(ws.keys_dir)
+    gallery = np.random.default_rng(version).normal(size=(4, 128)).astype(np.float32)
+    manifest = {
+        "format": 1,
+        "model": model,
+        "version": version,
+        "name": f"gen{version}",
+        "embedder_id": "dlib-resnet-v1:test",
+        "labels": ["alice", "bob"],
+        "thresholds": {"alice": 0.6, "bob": 0.6},
+        "method": "centroid",
+        "metrics": {},
+        "created": "2026-01-01T00:00:00+00:00",
+    }
+    arrays = {
+        "gallery": gallery,
+        "gallery_labels": np.array([0, 0, 1, 1], dtype=np.int32),
+        "centroids": np.stack([gallery[:2].mean(0), gallery[2:].mean(0)]).astype(np.float32),
+        "temperature": np.array(1.0, dtype=np.float32),
+    }
+    key = load_private_key(private_key_path(ws.keys_dir))
+    out = folder or ws.models_dir / model / str(version)
+    return write_bundle(out, manifest=manifest, arrays=arrays, private_key=key)

@@ -71,7 +71,8 @@ def test_a_worker_that_dies_costs_only_its_file(faces_dir, monkeypatch):
     files = [ex / "biden.jpg", ex / "obama.jpg", ex / "obama2.jpg", ex / "obama3.jpg", ex / "obama_small.jpg"]
     monkeypatch.setenv(FAULT_ENV, f"{kind}:obama2.jpg")  # the worker holding it really dies
     stats = PoolStats()
-    results = list(analyse_files(files, VisionConfig(), workers=2, stats=stats))
+    # dlib's embedder: no ONNX conversion in each fresh worker
+    results = list(analyse_files(files, VisionConfig(embedder="dlib"), workers=2, stats=stats))
     assert [r.path for r in results] == [str(f) for f in files]
     by_name = {Path(r.path).name: r for r in results}
     assert by_name["obama2.jpg"].error.endswith(f"crashed the face engine (signal {int(signum)})")
@@ -87,6 +88,7 @@ def test_enrol_keeps_every_other_photo_when_a_worker_crashes(faces_dir, tmp_path
     from facefleet.workspace import Workspace
 
     ws = Workspace.init(tmp_path / "ws")
+    ws.config["vision"]["embedder"] = "dlib"  # no ONNX conversion: this test is about the pool
     ex = faces_dir / "examples"
     items = [("obama", ex / n) for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_small.jpg")]
     monkeypatch.setenv(FAULT_ENV, "kill:obama3.jpg")  # as the OOM killer would
