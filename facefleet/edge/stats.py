@@ -87,7 +87,7 @@ def format_table(summary: dict[str, Any]) -> str:
         f"frames {summary['frames']}  in {summary['seconds']:.1f} s  ->  {summary['fps']:.1f} FPS",
         f"embeddings {summary['embeddings']} ({summary['embeddings_per_s']:.2f}/s)   "
         f"CPU {summary['cpu_percent']:.0f} %   peak RSS {summary['peak_rss_mb']:.0f} MB   "
-        f"dropped {summary['dropped_frames']}",
+        f"dropped {summary['dropped_frames']}   frame errors {summary.get('frame_errors', 0)}",
         f"{'stage':<10}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}",
     ]
     for name, s in summary["stages"].items():
