@@ -373,7 +373,7 @@ def _flip(name: str):
 
 
 def _resign(b: Path, key, edit=None) -> None:
-    from facefleet.registry.bundle import manifest_bytes
+    from facefleet.registry.format import manifest_bytes
 
     manifest = json.loads((b / "manifest.json").read_text())
     if edit:
@@ -436,7 +436,7 @@ def test_bad_bundle_is_refused_by_every_load_path(table_ws, tmp_path, label):
     from testkit import signed_bundle
 
     from facefleet.errors import BundleError
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     change, phrase = BUNDLE_FAULTS[label]

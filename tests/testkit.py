@@ -234,7 +234,7 @@ def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = 
     """A small real signed bundle (two people, centroid method) written with the bundle API."""
     import numpy as np
 
-    from facefleet.registry.bundle import write_bundle
+    from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
 
     if not private_key_path(ws.keys_dir).is_file():

@@ -26,7 +26,7 @@ The server only serves files; devices verify signatures themselves.
 import re
 import tarfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi import Path as PathParam
@@ -34,9 +34,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from facefleet.errors import FacefleetError
+from facefleet.errors import BundleError, FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records
+from facefleet.registry.catalog import ResolvedVersion, resolve
+from facefleet.registry.format import read_manifest
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -75,7 +80,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def create_app(ws: Any) -> FastAPI:
+def create_app(ws: "Workspace") -> FastAPI:
     """The FastAPI application serving ``ws``'s bundles."""
     app = FastAPI(
         title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
@@ -116,17 +121,16 @@ def create_app(ws: Any) -> FastAPI:
             message = message.replace(folder, "<models>" if folder.endswith("models") else "<workspace>")
         return message
 
-    def bundle_for(model: str, ref: str) -> catalog.BundleRef:
+    def bundle_for(model: str, ref: str) -> ResolvedVersion:
         text = parse_ref(ref)
         if text is None:
             raise HTTPException(404, f"{ref[:40]!r} is not a version number or an alias name")
         try:
-            version = catalog.resolve_version_number(ws, model, text)
-            return catalog.find_bundle(ws, model, version)
+            return resolve(ws, text, model=model, fetch=False)
         except FacefleetError as exc:
             raise HTTPException(404, public(str(exc))) from None
 
-    def unservable(found: catalog.BundleRef, exc: Exception) -> HTTPException:
+    def unservable(found: ResolvedVersion, exc: Exception) -> HTTPException:
         return HTTPException(409, f"{found.model} v{found.version} cannot be served: {public(str(exc))}")
 
     def etag_of(path: Path) -> str:
@@ -144,10 +148,10 @@ def create_app(ws: Any) -> FastAPI:
     def manifest(model: ModelName, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
         """The manifest (labels, thresholds, version, files) of a version or alias."""
         found = bundle_for(model, ref)
-        data = catalog.read_manifest_any(found.path)
-        if data is None:
-            raise HTTPException(409, f"{found.model} v{found.version} has no readable manifest")
-        return data
+        try:
+            return read_manifest(found.path, need_files=False)
+        except BundleError:
+            raise HTTPException(409, f"{found.model} v{found.version} has no readable manifest") from None
 
     @app.api_route(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz", methods=["GET", "HEAD"])
     def bundle(model: ModelName, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
@@ -185,7 +189,7 @@ def create_app(ws: Any) -> FastAPI:
     return app
 
 
-def serve(ws: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(ws: "Workspace", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server until interrupted."""
     import uvicorn
 

@@ -43,7 +43,7 @@ def write_signed_bundle(ws: Workspace, version: int, name: str, labels: list[str
     """A real signed bundle for ``version`` (promote verifies one before moving an alias)."""
     import numpy as np
 
-    from facefleet.registry.bundle import write_bundle
+    from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
 
     if not private_key_path(ws.keys_dir).is_file():
