@@ -362,6 +362,52 @@ def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
     assert consistent(after) and after["faces"] >= before["faces"]
 
 
+# -- settings and version YAMLs --------------------------------------------------------------
+BAD_WORKSPACE_YAML = {
+    "facefleet.yaml: not UTF-8": b"vision:\n  detector: \xff\xfehog\n",
+    "facefleet.yaml: not YAML": b"vision: [unclosed\n",
+    "facefleet.yaml: a list, not a mapping": b"- vision\n- quality\n",
+    "facefleet.yaml: 'vision: hog'": b"vision: hog\n",
+    "facefleet.yaml: 'quality.min_face_px: abc'": b"quality:\n  min_face_px: abc\n",
+    "facefleet.yaml: 'identify.distance_threshold: x'": b"identify:\n  distance_threshold: x\n",
+}
+
+
+@pytest.mark.parametrize("label", list(BAD_WORKSPACE_YAML))
+@pytest.mark.parametrize("command", ["people list", "enroll NAME FILE"])
+def test_garbled_workspace_config(table_ws, copy_workspace, examples, label, command):
+    ws = copy_workspace(table_ws)
+    before = store_counts(ws)
+    (ws.root / "facefleet.yaml").write_bytes(BAD_WORKSPACE_YAML[label])
+    args = ["people", "list"] if command == "people list" else ["enroll", "probe", examples / "obama.jpg"]
+    rc, _, err = run_cli("-w", ws.root, *args)
+    record(label, command, err.strip().removeprefix("facefleet: error: "), rc)
+    assert rc == 2 and one_line_error(err) and "facefleet.yaml" in err, err
+    assert store_counts(ws) == before
+
+
+BAD_TRAIN_CONFIG = {
+    "train --config: not UTF-8": b"outputs:\n  name: \xff\xfe\n",
+    "train --config: not YAML": b"parameters: {C: [1,\n",
+    "train --config: a list, not a mapping": b"- C\n- gamma\n",
+    "train --config: 'C: [1, oops]'": b"parameters:\n  C: [1, oops]\n",
+    "train --config: 'gamma: [.nan]'": b"parameters:\n  gamma: [.nan]\n",
+    "train --config: 'n_jobs: 100000'": b"parameters:\n  n_jobs: 100000\n",
+    "train --config: 'model_name: ..'": b"outputs:\n  model_name: '..'\n",
+}
+
+
+@pytest.mark.parametrize("label", list(BAD_TRAIN_CONFIG))
+def test_bad_train_config(table_ws, copy_workspace, tmp_path, label):
+    ws = copy_workspace(table_ws)
+    config = tmp_path / "version.yaml"
+    config.write_bytes(BAD_TRAIN_CONFIG[label])
+    rc, _, err = run_cli("-w", ws.root, "train", "--config", config)
+    record(label, "train --config FILE", err.strip().removeprefix("facefleet: error: "), rc)
+    assert rc == 2 and one_line_error(err), err
+    assert not (ws.models_dir / "face_model").exists()  # nothing trained or registered
+
+
 # -- bundles: every load path refuses a bundle that does not verify --------------------------
 def _flip(name: str):
     def change(b: Path, ws) -> None:
@@ -413,6 +459,25 @@ def _symlinked_model(b: Path, ws) -> None:
     (b / "model.npz").symlink_to(real)
 
 
+def _foreign_embedder(b: Path, ws) -> None:
+    from facefleet.registry.keys import load_private_key, private_key_path
+
+    key = load_private_key(private_key_path(ws.keys_dir))
+    _resign(b, key, lambda m: m.update({"embedder_id": "dlib-resnet-v1:ffffffffffffffff"}))
+
+
+def _object_array(b: Path, ws) -> None:
+    from facefleet.registry.keys import load_private_key, private_key_path
+
+    with np.load(b / "model.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["gallery"] = np.array([[1.0, "x"]], dtype=object)  # needs pickle to load
+    np.savez(b / "model.npz", **arrays)
+    digest = hashlib.sha256((b / "model.npz").read_bytes()).hexdigest()
+    key = load_private_key(private_key_path(ws.keys_dir))
+    _resign(b, key, lambda m: m["files"].update({"model.npz": digest}))
+
+
 BUNDLE_FAULTS = {
     "bundle: model.npz altered": (_flip("model.npz"), "checksum"),
     "bundle: manifest.json altered (a threshold raised)": (_raise_threshold, "signature"),
@@ -428,6 +493,8 @@ BUNDLE_FAULTS = {
     "bundle: signed by another key": (_other_key, "signature"),
     "bundle: manifest names a path outside the bundle": (_outside_path, ".."),
     "bundle: model.npz is a symlink": (_symlinked_model, "model.npz"),
+    "bundle (signed): made for an embedder this device lacks": (_foreign_embedder, "embedder"),
+    "bundle (signed): an object array in model.npz": (_object_array, "model arrays unreadable"),
 }
 
 
@@ -437,7 +504,9 @@ def test_bad_bundle_is_refused_by_every_load_path(table_ws, tmp_path, label):
 
     from facefleet.errors import BundleError
     from facefleet.registry.inference import load_bundle
+    from facefleet.registry.install import install
     from facefleet.registry.keys import load_public_key, public_key_path
+    from facefleet.vision.embed import dlib_embedder_id
 
     change, phrase = BUNDLE_FAULTS[label]
     bundle = signed_bundle(table_ws, 7, tmp_path / "bundles" / "7")
@@ -448,9 +517,15 @@ def test_bad_bundle_is_refused_by_every_load_path(table_ws, tmp_path, label):
     assert rc == 2 and one_line_error(err), err
     assert phrase in err, err
     assert not out.exists() and not list(tmp_path.glob(".package.*"))  # nothing half-written
-    with pytest.raises(BundleError) as caught:  # the device's loader (recognize, sync, install)
-        load_bundle(bundle, load_public_key(public_key_path(table_ws.keys_dir)))
-    record(label, "load_bundle (device)", str(caught.value), 2)
+    key = load_public_key(public_key_path(table_ws.keys_dir))
+    device = tmp_path / "device-models"
+    with pytest.raises(BundleError) as caught:  # the device installer: install.sh, sync, deploy
+        install(device, bundle, key)
+    record(label, "device install (sync, push, install.sh)", str(caught.value), 2)
+    assert not (device / "face_model").exists() or not list((device / "face_model").iterdir())
+    with pytest.raises(BundleError) as caught:  # recognize's loader
+        load_bundle(bundle, key, expected_embedder_id=dlib_embedder_id())
+    record(label, "load_bundle (recognize)", str(caught.value), 2)
 
 
 # -- the table file ---------------------------------------------------------------------------

@@ -236,6 +236,7 @@ def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = 
 
     from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+    from facefleet.vision.embed import dlib_embedder_id
 
     if not private_key_path(ws.keys_dir).is_file():
         generate_keypair(ws.keys_dir)
@@ -245,7 +246,7 @@ def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = 
         "model": model,
         "version": version,
         "name": f"gen{version}",
-        "embedder_id": "dlib-resnet-v1:test",
+        "embedder_id": dlib_embedder_id(),  # install and package check the device has it
         "labels": ["alice", "bob"],
         "thresholds": {"alice": 0.6, "bob": 0.6},
         "method": "centroid",

@@ -45,6 +45,7 @@ def write_signed_bundle(ws: Workspace, version: int, name: str, labels: list[str
 
     from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+    from facefleet.vision.embed import dlib_embedder_id
 
     if not private_key_path(ws.keys_dir).is_file():
         generate_keypair(ws.keys_dir)
@@ -54,7 +55,7 @@ def write_signed_bundle(ws: Workspace, version: int, name: str, labels: list[str
         "model": MODEL,
         "version": version,
         "name": name,
-        "embedder_id": "dlib-resnet-v1:test",
+        "embedder_id": dlib_embedder_id(),  # install and package check the device has it
         "labels": labels,
         "thresholds": dict.fromkeys(labels, 0.5),
         "method": "centroid",
@@ -270,7 +271,8 @@ def test_promote_refuses_broken_versions_repairs_and_cleans_up(tmp_path):
     import shutil
     import socket
 
-    from facefleet.train.pipeline import OWNER_TAG, clean_incomplete_versions, latest_bundle
+    from facefleet.registry.catalog import bundle_path
+    from facefleet.train.pipeline import OWNER_TAG, clean_incomplete_versions
 
     ws = Workspace.init(tmp_path / "ws")
     for name in ("one", "two", "three"):
@@ -315,4 +317,4 @@ def test_promote_refuses_broken_versions_repairs_and_cleans_up(tmp_path):
     client.set_model_version_tag(MODEL, "1", versions.BUNDLE_TAG, versions.PENDING)
     client.set_model_version_tag(MODEL, "1", OWNER_TAG, f"{socket.gethostname()}:{os.getpid()}")
     assert clean_incomplete_versions(ws, client, MODEL) == []
-    assert latest_bundle(ws, "1").name == "1"
+    assert bundle_path(ws, "1").name == "1"
