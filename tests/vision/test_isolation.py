@@ -87,8 +87,8 @@ def test_enrol_keeps_every_other_photo_when_a_worker_crashes(faces_dir, tmp_path
     from facefleet.enrol import enroll
     from facefleet.workspace import Workspace
 
-    ws = Workspace.init(tmp_path / "ws")
-    ws.config["vision"]["embedder"] = "dlib"  # no ONNX conversion: this test is about the pool
+    # dlib's embedder: no ONNX conversion, this test is about the pool
+    ws = Workspace.init(tmp_path / "ws", config={"vision": {"embedder": "dlib"}})
     ex = faces_dir / "examples"
     items = [("obama", ex / n) for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_small.jpg")]
     monkeypatch.setenv(FAULT_ENV, "kill:obama3.jpg")  # as the OOM killer would
