@@ -490,6 +490,8 @@ class BlazeFaceDetector:
     letterboxed to its input size.
     """
 
+    min_side = 8  # pure numpy/ONNX: safe on anything, but smaller images hold no face
+
     def __init__(
         self,
         onnx_bytes: bytes,
