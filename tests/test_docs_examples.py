@@ -22,4 +22,4 @@ def test_example_inventory():
 
 def test_example_version_yaml():
     cfg = load_config(DOCS / "gamma4.yaml")
-    assert cfg.name == "gamma4" and cfg.open_set.target_far == 0.002
+    assert cfg.name == "gamma4" and cfg.open_set.target_far == 0.01

@@ -61,6 +61,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  source:   {info.source}")
     if info.description:
         print(f"  notes:    {info.description}")
+    if "far" in info.metrics:
+        from facefleet.cli.train_cmds import far_line
+
+        print(f"  open set: {far_line(info.metrics)}")
     for title, mapping in (("tags", info.tags), ("params", info.params), ("metrics", info.metrics)):
         if mapping:
             print(f"  {title}:")

@@ -16,8 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=["auto", "svm", "centroid", "nearest"])
     p.add_argument("--cv-folds", type=int)
     p.add_argument("--n-jobs", type=int, help="cores for the model search (default 2)")
-    p.add_argument("--target-far", type=float, help="impostor false-accept target (default 0.01)")
-    p.add_argument("--max-threshold", type=float, help="cap on every person's distance threshold")
+    p.add_argument(
+        "--target-far",
+        type=float,
+        help="share of strangers the whole system may name (default 0.01: 1 in 100); "
+        "turned into per-person thresholds for the gallery at hand",
+    )
+    p.add_argument(
+        "--max-threshold", type=float, help="never name a face further than this from the person's centroid"
+    )
     p.add_argument("--report", action="store_true", help="also render the training report")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_train)
@@ -82,12 +89,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
         f"{m['cv_accuracy']:.4f}"
     )
-    line = f"  operating point: FAR {m['far']:.4f}, FRR {m['frr']:.4f}"
+    print("  " + far_line(m))
+    line = f"  known faces missed (leave-one-out) {100 * m['frr']:.1f} % of {int(m['genuine_trials'])}"
     if "stranger_far" in m:
-        line += f", reviewed strangers accepted {m['stranger_far']:.4f}"
+        line += f"; reviewed strangers named {100 * m['stranger_far']:.2f} % of {int(m['stranger_trials'])}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
     return 0
+
+
+def far_line(m: dict) -> str:
+    """The false-accept estimate as a person reads it (``models show`` prints it too)."""
+    if "far_trials" not in m:  # trained before the estimate existed
+        return f"false accepts (per impostor pair, older estimate): {m.get('far', float('nan')):.4f}"
+    return (
+        f"strangers named (estimate): {100 * m['far']:.2f} % "
+        f"(95 % interval {100 * m['far_low']:.2f}-{100 * m['far_high']:.2f} %, "
+        f"{int(m['far_trials'])} stranger trials; target {100 * m['target_far']:.2f} %)"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -104,6 +123,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"MLflow run {res.run_id}"
     )
     print(format_table(res))
+    print(f"strangers-named / known-missed plot: {res.plot}")
     return 0
 
 

@@ -155,6 +155,7 @@ def train_arrays(
                 "labels": trained.labels,
                 "thresholds": trained.thresholds,
                 "method": trained.fitted.method,
+                "open_set": trained.open_set,
                 "metrics": {k: round(float(v), 6) for k, v in trained.metrics.items()},
                 "created": _now(),
                 "run_id": run_id,
@@ -235,8 +236,7 @@ def _new_version(client, model: str, artifact_uri: str, run_id: str, human: str)
 def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
     from sklearn.metrics import classification_report
 
-    from facefleet.train.plots import distance_hist_png, far_frr_png
-    from facefleet.train.thresholds import far_frr_curve
+    from facefleet.train.plots import strangers_missed_png
 
     f = trained.fitted
     params = {
@@ -266,31 +266,20 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
         {"thresholds": trained.thresholds, "method": f.method, "reason": f.reason, "params": f.params},
         "thresholds.json",
     )
-    n, k = trained.loo.shape
-    genuine = trained.loo[np.arange(n), trained.y]
-    mask = np.ones_like(trained.loo, dtype=bool)
-    mask[np.arange(n), trained.y] = False
-    impostor = trained.loo[mask]
-    thr = np.array([trained.thresholds[lab] for lab in labels])
-    grid = np.linspace(0.0, 1.2, 121)
-    far, frr = far_frr_curve(genuine, impostor, grid)
+    fit = trained.open_fit
     with tempfile.TemporaryDirectory() as tmp:
-        for fname, data in (
-            (
-                "far_frr_train.png",
-                far_frr_png(
-                    grid, far, frr, (trained.op.far, trained.op.frr), "Training (leave-one-out): FAR / FRR"
-                ),
-            ),
-            (
-                "distances_train.png",
-                distance_hist_png(
-                    genuine, impostor, thr, trained.strangers.min(axis=1) if len(trained.strangers) else None
-                ),
-            ),
-        ):
-            (Path(tmp) / fname).write_bytes(data)
-            mlflow.log_artifact(str(Path(tmp) / fname), "plots")
+        png = Path(tmp) / "strangers_vs_missed_train.png"
+        png.write_bytes(
+            strangers_missed_png(
+                fit.curve["known_missed"],
+                fit.curve["strangers_named"],
+                (fit.frr, fit.far.rate),
+                f"Training estimate ({fit.far.trials} stranger trials, leave-whole-person-out)",
+                interval=(fit.far.low, fit.far.high),
+            )
+        )
+        mlflow.log_artifact(str(png), "plots")
+    mlflow.log_dict(fit.curve, "strangers_vs_missed_train.json")
 
 
 # -- finding bundles ---------------------------------------------------------------------------
