@@ -242,7 +242,7 @@ def export_facedata(
 
 
 def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarray, list[float]]:
-    from facefleet.registry.bundle import MODEL_FILE, unpack_bundle, verify_bundle
+    from facefleet.registry.bundle import MARGIN_RULE, MODEL_FILE, unpack_bundle, verify_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(ws.keys_dir))
@@ -253,6 +253,12 @@ def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarra
             cents = np.asarray(arrays["centroids"], dtype=np.float32)
     labels = list(manifest["labels"])
     thresholds = [float(manifest["thresholds"][name]) for name in labels]
+    rule = manifest.get("open_set") or {}
+    if rule.get("rule") == MARGIN_RULE:
+        # SentinelCam compares the centroid distance alone: the largest centroid distance the
+        # margin rule can ever accept for that person
+        slack = float(rule["margin"]) * float(rule["far_distance"])
+        thresholds = [min(t + slack, float(rule["max_distance"])) for t in thresholds]
     return labels, cents, thresholds
 
 
