@@ -46,11 +46,14 @@ def link_first(people: Path, root: Path, n: int) -> tuple[Path, list[Path]]:
 def figures(decided: dict[str, str | None], truth: dict[str, str | None]) -> dict[str, float]:
     """Rates over probe photos; ``decided`` and ``truth`` map a path to a name (None: nobody)."""
     k = {"named": 0, "rejected": 0, "wrong": 0, "known": 0, "strangers": 0, "strangers_named": 0}
+    named_strangers = []
     for path, who in truth.items():
         name = decided.get(path)
         if who is None:
             k["strangers"] += 1
             k["strangers_named"] += name is not None
+            if name is not None:
+                named_strangers.append(f"{Path(path).stem} -> {name}")
         else:
             k["known"] += 1
             k["named" if name == who else "rejected" if name is None else "wrong"] += 1
@@ -62,6 +65,7 @@ def figures(decided: dict[str, str | None], truth: dict[str, str | None]) -> dic
         "strangers": k["strangers"],
         "known": k["known"],
         "strangers_named_count": k["strangers_named"],
+        "named_strangers": named_strangers,
     }
 
 
@@ -120,6 +124,10 @@ def run(data: Path, workers: int) -> dict:
     return out
 
 
+def metric(trained: dict | None, key: str, fmt) -> str:
+    return fmt(trained["metrics"][key]) if trained and key in trained["metrics"] else "-"
+
+
 def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f} %"
 
@@ -129,11 +137,17 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces" / "lfw_dev")
     parser.add_argument("--src", type=Path, default=REPO, help="the facefleet source tree to measure")
     parser.add_argument("--compare-src", type=Path, help="another source tree, run in a subprocess")
+    parser.add_argument("--compare-json", type=Path, help="a --json file of an earlier run to show beside")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--show", type=Path, help="only print the table of a --json file written before")
     args = parser.parse_args()
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print_table(saved["mine"], saved["other"])
+        return
     sys.path.insert(0, str(args.src.resolve()))
-    other = None
+    other = json.loads(args.compare_json.read_text())["mine"] if args.compare_json else None
     if args.compare_src:
         with tempfile.TemporaryDirectory() as tmp:
             dest = Path(tmp) / "other.json"
@@ -141,10 +155,14 @@ def main() -> None:
             cmd += ["--workers", str(args.workers), "--json", str(dest)]
             env = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-            other = json.loads(dest.read_text())
+            other = json.loads(dest.read_text())["mine"]
     mine = run(args.data, args.workers)
     if args.json:
         args.json.write_text(json.dumps({"mine": mine, "other": other}, indent=1))
+    print_table(mine, other)
+
+
+def print_table(mine: dict, other: dict | None) -> None:
     m = mine["model"]
     print(
         f"lfw_dev: {mine['enrol']['accepted']} of {mine['enrol']['photos']} enrolment photos accepted, "
@@ -170,7 +188,7 @@ def main() -> None:
         ),
         (
             "  stranger trials behind it",
-            lambda c, t, r: str(int(t["metrics"].get("far_trials", 0))) if t else "-",
+            lambda c, t, r: metric(t, "far_trials", lambda v: str(int(v))),
         ),
         ("enrol, images/s", lambda c, t, r: f"{r['enrol']['images_s']:.1f}"),
         ("train, faces/s", lambda c, t, r: f"{t['faces_s']:.1f} ({t['seconds']:.0f} s)" if t else "-"),
@@ -180,6 +198,9 @@ def main() -> None:
     print(f"\n{'':32}" + "".join(f"{name:>{width}}" for name, *_ in cols))
     for label, fn in rows:
         print(f"{label:32}" + "".join(f"{fn(c, t, r):>{width}}" for _, c, t, r in cols))
+    named = m.get("named_strangers")
+    if named is not None and len(named) <= 20:
+        print("\nstrangers the trained model named: " + ("; ".join(named) or "none"))
 
 
 if __name__ == "__main__":
