@@ -63,6 +63,8 @@ def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, 
     assert m["unknown_false_accept_rate"] == 0.0
     assert m["known_false_reject_rate"] <= 0.2
     assert res["model"]["version"] == 1 and res["run_id"]
+    plot = Path(res["plot"])  # the strangers-named / known-missed curve, written by evaluate
+    assert plot.parent == ws.output_dir and plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_train_with_nothing_enrolled(tmp_path, capsys):
