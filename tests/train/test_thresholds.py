@@ -87,8 +87,9 @@ def test_trials_use_the_right_centroids():
     for row, i in enumerate(np.flatnonzero(ok)):
         others = [j for j in range(13) if y[j] == y[i] and j != i]
         loo = X[others].mean(0)
+        n = len(others) + 1  # a new photo's expected distance to the mean of all n
         d = dist[i].copy()
-        d[y[i]] = np.linalg.norm(X[i] - loo)
+        d[y[i]] = np.linalg.norm(X[i] - loo) * np.sqrt((1 + 1 / n) / (1 + 1 / (n - 1)))
         assert gen.score[row] == pytest.approx(margin_scores(d[None], P).score[0])
 
 
