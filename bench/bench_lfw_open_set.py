@@ -78,7 +78,6 @@ def run(data: Path, workers: int) -> dict:
     from facefleet.identify import default_matcher
     from facefleet.train.pipeline import train
     from facefleet.vision.batch import analyse_files
-    from facefleet.vision.engine import VisionConfig
     from facefleet.workspace import Workspace
 
     out: dict = {"source": str(Path(sys.modules["facefleet"].__file__).parents[1])}
@@ -106,7 +105,13 @@ def run(data: Path, workers: int) -> dict:
         engine = ws.engine()
         t0 = time.perf_counter()
         subjects: dict[str, np.ndarray] = {}
-        for a in analyse_files(list(truth), VisionConfig.from_workspace(ws), workers=workers, engine=engine):
+        if hasattr(ws, "vision_config"):
+            vision = ws.vision_config()
+        else:  # older source trees (--compare-src)
+            from facefleet.vision.engine import VisionConfig
+
+            vision = VisionConfig.from_workspace(ws)
+        for a in analyse_files(list(truth), vision, workers=workers, engine=engine):
             faces = [f for f in a.faces if f.embedding is not None]
             if faces:
                 face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
@@ -117,7 +122,8 @@ def run(data: Path, workers: int) -> dict:
         for key, threshold in (("model", None), ("nn_0.6", 0.6)):
             t0 = time.perf_counter()
             matcher = default_matcher(ws, engine.embedder.id, threshold=threshold)
-            decided = {k: m.name for k, m in zip(keys, matcher.match(X))}
+            decide = getattr(matcher, "classify", None) or matcher.match  # .match: older trees
+            decided = {k: m.name for k, m in zip(keys, decide(X))}
             took = analysed + time.perf_counter() - t0
             out[key] = figures(decided, truth)
             out[key].update(images_s=len(truth) / took, matcher=matcher.description)

@@ -37,7 +37,6 @@ def embeddings(data: Path, cache: Path) -> dict[str, np.ndarray]:
     import tempfile
 
     from facefleet.vision.batch import analyse_files
-    from facefleet.vision.engine import VisionConfig
     from facefleet.vision.image import is_image_name
     from facefleet.workspace import Workspace
 
@@ -47,7 +46,7 @@ def embeddings(data: Path, cache: Path) -> dict[str, np.ndarray]:
         ws = Workspace.init(Path(tmp) / "ws")
         engine = ws.engine()
         keep, E, chips, Q = [], [], [], []
-        for a in analyse_files(paths, VisionConfig.from_workspace(ws), keep_chips=True, engine=engine):
+        for a in analyse_files(paths, ws.vision_config(), keep_chips=True, engine=engine):
             faces = [f for f in a.faces if f.embedding is not None]
             if faces:
                 f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
@@ -68,7 +67,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "lfw_dev_embeddings.npz")
     parser.add_argument("--target", type=float, default=0.01)
     args = parser.parse_args()
-    from facefleet.registry.bundle import pairwise_distances
+    from facefleet.registry.inference import pairwise_distances
     from facefleet.train.thresholds import calibrate, centroids, class_distances
 
     z = embeddings(args.data, args.cache)

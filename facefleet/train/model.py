@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facefleet.registry.bundle import pairwise_distances
+from facefleet.registry.inference import pairwise_distances
 from facefleet.train.classifier import Fitted, SearchSpace, cv_predictions, fit_classifier, svm_arrays
 from facefleet.train.thresholds import (
     RULE,

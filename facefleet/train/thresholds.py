@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facefleet.registry.bundle import MARGIN_RULE as RULE
-from facefleet.registry.bundle import margin_score, pairwise_distances
+from facefleet.registry.inference import MARGIN_RULE as RULE
+from facefleet.registry.inference import margin_score, pairwise_distances
 
 
 @dataclass(frozen=True)

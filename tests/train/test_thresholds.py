@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from facefleet.registry.bundle import pairwise_distances, softmax_scores
+from facefleet.registry.inference import pairwise_distances, softmax_scores
 from facefleet.train.thresholds import (
     OpenSetParams,
     calibrate,

@@ -1,15 +1,8 @@
-"""The signed model bundle (format 1): write, pack, unpack, verify, load, classify.
+"""Inference with a model bundle: classification maths and the one matcher protocol.
 
-A bundle is a directory (or the same files in a ``.tar.gz``)::
-
-    manifest.json   sorted-key JSON: format, model, version, name, embedder_id, labels,
-                    thresholds, method, metrics, created, files {name: sha256}
-    manifest.sig    raw 64-byte Ed25519 signature over manifest.json's exact bytes
-    model.npz       plain arrays (no pickle), evaluated with numpy:
-                      gallery (M x D float32), gallery_labels (M int32, index into labels),
-                      centroids (K x D float32), temperature (scalar),
-                      svm_* (method "svm"): support_vectors, dual_coef, intercept,
-                      n_support, classes (label indices), gamma (0 = linear kernel)
+``model.npz`` holds: gallery (M x D float32), gallery_labels (M int32, index into labels),
+centroids (K x D float32), temperature (scalar), svm_* (method "svm"): support_vectors,
+dual_coef, intercept, n_support, classes (label indices), gamma (0 = linear kernel).
 
 Classification: the classifier ranks (SVM one-vs-one vote, nearest centroid or nearest
 gallery face), then the open-set rule of the manifest's ``open_set`` decides:
@@ -23,32 +16,24 @@ gallery face), then the open-set rule of the manifest's ``open_set`` decides:
 Either way, a face that fails is unknown; ``Decision.distance`` is the value compared with
 the threshold.
 
-This module is what devices run: it imports numpy and cryptography only (never sklearn,
-mlflow or pandas), and never loads a pickle.
+Owns :class:`Matcher` (what identify, evaluate and the edge pipeline need of a model),
+:class:`Bundle` and :func:`load_bundle`, and the maths (:func:`pairwise_distances` and the
+SVM/softmax helpers the trainer shares). This module is what devices run: numpy and
+cryptography only (never sklearn, mlflow or pandas).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from facefleet.errors import BundleError
-from facefleet.fileio import sha256_bytes as _sha256_bytes
-from facefleet.fileio import sha256_file as _sha256_file
+from facefleet.registry.format import MODEL_FILE, load_arrays, unpack_bundle, verify_bundle
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
-MODEL_FILE = "model.npz"
 METHODS = ("svm", "centroid", "nearest")
 MARGIN_RULE = "centroid_margin"
 _CHUNK = 1024  # rows per block when classifying: bounds the distance matrix in memory
@@ -65,225 +50,18 @@ class Decision:
     name: str | None
     distance: float
     score: float
-    candidate: str
+    candidate: str | None
 
 
-# -- files -------------------------------------------------------------------------------------
+class Matcher(Protocol):
+    """Names embeddings: a trained :class:`Bundle` or the enrolled gallery (identify)."""
+
+    @property
+    def description(self) -> str: ...
+
+    def classify(self, X: np.ndarray) -> list[Decision]: ...
 
 
-def _check_name(name: str) -> None:
-    if (
-        not name
-        or name in (MANIFEST, SIGNATURE, ".", "..")
-        or "/" in name
-        or "\\" in name
-        or name.startswith(".")
-    ):
-        raise BundleError(f"bad bundle file name {name!r}")
-
-
-def manifest_bytes(manifest: dict[str, Any]) -> bytes:
-    """The canonical bytes of a manifest: sorted keys, UTF-8, trailing newline."""
-    return (json.dumps(manifest, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    for key, value in arrays.items():
-        if np.asarray(value).dtype == object:
-            raise BundleError(f"array {key!r} has dtype object: bundles hold plain arrays only")
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return buf.getvalue()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_in(tmp_dir: Path, out_dir: Path) -> None:
-    """Rename ``tmp_dir`` to ``out_dir``, replacing an existing directory of that name."""
-    old = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-
-
-def write_bundle(
-    out_dir: Path,
-    *,
-    manifest: dict[str, Any],
-    arrays: dict[str, np.ndarray],
-    private_key,
-    extra_files: dict[str, bytes] | None = None,
-) -> Path:
-    """Write and sign a bundle directory atomically (built beside ``out_dir``, then renamed)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    files = {MODEL_FILE: _npz_bytes(arrays)}
-    for name, data in (extra_files or {}).items():
-        _check_name(name)
-        if name == MODEL_FILE:
-            raise BundleError(f"extra file {name!r} would replace the model arrays")
-        files[name] = bytes(data)
-    manifest = dict(manifest)
-    manifest.setdefault("format", FORMAT)
-    manifest["files"] = {name: _sha256_bytes(data) for name, data in sorted(files.items())}
-    mbytes = manifest_bytes(manifest)
-    signature = private_key.sign(mbytes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for name, data in [*files.items(), (MANIFEST, mbytes), (SIGNATURE, signature)]:
-            with open(tmp / name, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def pack_bundle(bundle_dir: Path, out_path: Path) -> Path:
-    """The bundle's files (flat, no folder) as a ``.tar.gz``, written atomically."""
-    bundle_dir, out_path = Path(bundle_dir), Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for f in sorted(bundle_dir.iterdir()):
-                if not f.is_file() or f.is_symlink():
-                    raise BundleError(f"{f}: bundles hold regular files only")
-                info = tar.gettarinfo(str(f), arcname=f.name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mode = 0o644
-                with open(f, "rb") as fh:
-                    tar.addfile(info, fh)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
-
-
-def unpack_bundle(tar_path: Path, dest_dir: Path) -> Path:
-    """Extract a packed bundle into ``dest_dir`` (atomically); refuses anything but flat
-    regular files: absolute paths, '..', folders, links and devices are errors."""
-    tar_path, dest_dir = Path(tar_path), Path(dest_dir)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
-    try:
-        try:
-            tar = tarfile.open(tar_path, "r:*")  # noqa: SIM115 - closed by the with below
-        except (OSError, tarfile.TarError) as exc:
-            raise BundleError(f"{tar_path}: not a readable bundle archive ({exc})") from None
-        with tar:
-            try:
-                members = tar.getmembers()
-            except (OSError, tarfile.TarError, EOFError) as exc:
-                raise BundleError(f"{tar_path}: corrupt bundle archive ({exc})") from None
-            seen: set[str] = set()
-            for m in members:
-                name = m.name
-                if name.startswith("./"):
-                    name = name[2:]
-                if name.startswith("/") or ".." in name.split("/") or "/" in name:
-                    raise BundleError(f"{tar_path}: refusing entry {m.name!r} (path outside)")
-                if not m.isfile():
-                    raise BundleError(f"{tar_path}: refusing entry {m.name!r} (not a file)")
-                if name in seen:
-                    raise BundleError(f"{tar_path}: duplicate entry {m.name!r}")
-                seen.add(name)
-                src = tar.extractfile(m)
-                if src is None:  # pragma: no cover - isfile() guarantees a stream
-                    raise BundleError(f"{tar_path}: unreadable entry {m.name!r}")
-                try:
-                    with src, open(tmp / name, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                except (OSError, tarfile.TarError, EOFError) as exc:
-                    raise BundleError(f"{tar_path}: corrupt bundle archive ({exc})") from None
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest_dir
-
-
-def _is_archive(path: Path) -> bool:
-    return path.is_file() and (path.name.endswith((".tar.gz", ".tgz")) or tarfile.is_tarfile(path))
-
-
-def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        mbytes = (bundle_dir / MANIFEST).read_bytes()
-        signature = (bundle_dir / SIGNATURE).read_bytes()
-    except FileNotFoundError as exc:
-        raise BundleError(f"{bundle_dir}: not a bundle ({Path(exc.filename).name} missing)") from None
-    try:
-        public_key.verify(signature, mbytes)
-    except InvalidSignature:
-        raise BundleError(
-            f"{bundle_dir}: signature check failed (manifest or signature altered, "
-            "or signed with another key)"
-        ) from None
-    try:
-        manifest = json.loads(mbytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed but malformed
-        raise BundleError(f"{bundle_dir}: manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(
-            f"{bundle_dir}: unsupported bundle format {manifest.get('format')!r} "
-            f"(this facefleet reads format {FORMAT})"
-        )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or MODEL_FILE not in files:
-        raise BundleError(f"{bundle_dir}: manifest lists no {MODEL_FILE}")
-    for name, digest in files.items():
-        _check_name(name)
-        path = bundle_dir / name
-        if not path.is_file() or path.is_symlink():
-            raise BundleError(f"{bundle_dir}: {name} is missing")
-        if _sha256_file(path) != digest:
-            raise BundleError(f"{bundle_dir}: checksum mismatch for {name} (file altered)")
-    extra = sorted({p.name for p in bundle_dir.iterdir()} - set(files) - {MANIFEST, SIGNATURE})
-    if extra:
-        raise BundleError(f"{bundle_dir}: files not listed in the manifest: {', '.join(extra)}")
-    return manifest
-
-
-def verify_bundle(path: Path, public_key) -> dict[str, Any]:
-    """Check signature, then every file's sha256 and that no unlisted file is present.
-
-    ``path`` is a bundle directory or a packed ``.tar.gz``; returns the manifest.
-    """
-    path = Path(path)
-    if path.is_dir():
-        return _verify_dir(path, public_key)
-    if not path.exists():
-        raise BundleError(f"{path}: no such bundle")
-    with tempfile.TemporaryDirectory(prefix="facefleet-bundle-") as tmp:
-        return _verify_dir(unpack_bundle(path, Path(tmp) / "bundle"), public_key)
-
-
-# -- the model -----------------------------------------------------------------------------------
 def svm_ovo_votes(
     K: np.ndarray,
     dual_coef: np.ndarray,
@@ -421,6 +199,10 @@ class Bundle:
             raise BundleError(f"{where}: gallery arrays are inconsistent with the labels")
 
     @property
+    def description(self) -> str:
+        return f"model {self.name or self.model} v{self.version}"
+
+    @property
     def dim(self) -> int:
         return int(self._gallery.shape[1])
 
@@ -482,20 +264,25 @@ class Bundle:
         return out
 
 
-def load_bundle(path: Path, public_key, expected_embedder_id: str | None = None) -> Bundle:
+def load_bundle(path: Path, public_key: Any, expected_embedder_id: str | None = None) -> Bundle:
     """Verify a bundle (directory or ``.tar.gz``) and load it; refuses a bundle made for
-    another embedder when ``expected_embedder_id`` is given."""
+    another embedder when ``expected_embedder_id`` is given. ``public_key`` is a loaded
+    Ed25519 key or the path of its PEM file."""
     path = Path(path)
+    if isinstance(public_key, (str, Path)):
+        from facefleet.registry.keys import load_public_key
+
+        public_key = load_public_key(Path(public_key))
     if not path.exists():
         raise BundleError(f"{path}: no such bundle")
     if path.is_dir():
-        manifest = _verify_dir(path, public_key)
-        arrays = _load_arrays(path / MODEL_FILE)
+        manifest = verify_bundle(path, public_key)
+        arrays = load_arrays(path / MODEL_FILE)
     else:
         with tempfile.TemporaryDirectory(prefix="facefleet-bundle-") as tmp:
             d = unpack_bundle(path, Path(tmp) / "bundle")
-            manifest = _verify_dir(d, public_key)
-            arrays = _load_arrays(d / MODEL_FILE)
+            manifest = verify_bundle(d, public_key)
+            arrays = load_arrays(d / MODEL_FILE)
     if expected_embedder_id is not None and manifest.get("embedder_id") != expected_embedder_id:
         raise BundleError(
             f"{path}: made for embedder {manifest.get('embedder_id')!r}, "
@@ -503,11 +290,3 @@ def load_bundle(path: Path, public_key, expected_embedder_id: str | None = None)
             "bundle built for this embedder"
         )
     return Bundle(manifest, arrays, path)
-
-
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError) as exc:  # checksum matched, so this is a writer bug
-        raise BundleError(f"{path}: model arrays unreadable ({exc})") from None
