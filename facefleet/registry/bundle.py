@@ -218,9 +218,19 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and (path.name.endswith((".tar.gz", ".tgz")) or tarfile.is_tarfile(path))
 
 
+def _public_key(public_key):
+    """An Ed25519 public key object, or a PEM file path / PEM bytes read into one."""
+    if isinstance(public_key, (str, os.PathLike, bytes)):
+        from facefleet.registry.keys import load_public_key
+
+        return load_public_key(public_key)
+    return public_key
+
+
 def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
     from cryptography.exceptions import InvalidSignature
 
+    public_key = _public_key(public_key)
     try:
         mbytes = (bundle_dir / MANIFEST).read_bytes()
         signature = (bundle_dir / SIGNATURE).read_bytes()
@@ -441,7 +451,8 @@ class Bundle:
 
 def load_bundle(path: Path, public_key, expected_embedder_id: str | None = None) -> Bundle:
     """Verify a bundle (directory or ``.tar.gz``) and load it; refuses a bundle made for
-    another embedder when ``expected_embedder_id`` is given."""
+    another embedder when ``expected_embedder_id`` is given. ``public_key`` is an Ed25519
+    public key, or the path (or bytes) of its PEM file."""
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle")

@@ -8,6 +8,7 @@ import os
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -178,3 +179,16 @@ def test_edge_sync_imports_no_server_libraries():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_documented_token_rules_match_the_server(server, token, bundle_factory):
+    """Issue 15 item 14: docs/deployment.md says which requests need a token; the server agrees."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    assert "Every `/v1/...` request needs" in doc and "`GET /health` (a liveness" in doc
+    assert "Every request needs" not in doc
+    bundle_factory(1)
+    assert httpx.get(f"{server}/health").status_code == 200
+    assert httpx.get(f"{server}/openapi.json").status_code == 200
+    for path in ("/v1/models/face_model/1/manifest", "/v1/models/face_model/1/bundle.tar.gz"):
+        assert httpx.get(f"{server}{path}").status_code == 401
+        assert httpx.get(f"{server}{path}", headers={"Authorization": f"Bearer {token}"}).status_code == 200

@@ -209,3 +209,14 @@ def test_import_does_not_pull_server_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_load_bundle_accepts_the_public_key_path(tmp_path):
+    """Issue 15 item 14: ``load_bundle(path, "key.pem")`` (a path or a key, as the docs say)."""
+    priv, pub = generate_keypair(tmp_path / "keys")
+    bundle = make_bundle(tmp_path / "b", load_private_key(priv))
+    for key in (pub, str(pub), pub.read_bytes(), load_public_key(pub)):
+        assert load_bundle(bundle, key).manifest["version"] == 7
+        assert verify_bundle(bundle, key)["name"] == "gamma4"
+    with pytest.raises(BundleError, match="no public key at"):
+        load_bundle(bundle, str(tmp_path / "missing.pem"))
