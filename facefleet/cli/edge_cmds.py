@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
     )
-    g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx"))
+    g.add_argument(
+        "--embedder",
+        default="auto",
+        choices=("auto", "dlib", "onnx"),
+        help="face embedder (default auto: ONNX when it checks out)",
+    )
     g.add_argument(
         "--fetch-model",
         action="store_true",
@@ -38,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--edge-ip", help="training server host for --fetch-model")
     g.add_argument("--edge-user", help="SSH user on the training server")
-    g.add_argument("--edge-port", type=int, default=22)
+    g.add_argument("--edge-port", type=int, default=22, help="SSH port of the training server (default 22)")
     g.add_argument(
         "--edge-models-dir",
         default="~/facefleet/models",
@@ -87,9 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-frames", type=int, help="stop after this many frames")
 
     c = p.add_argument_group("camera and pipeline")
-    c.add_argument("--width", type=int, default=1280)
-    c.add_argument("--height", type=int, default=720)
-    c.add_argument("--fps", type=int, default=30)
+    c.add_argument("--width", type=int, default=1280, help="camera frame width (default 1280)")
+    c.add_argument("--height", type=int, default=720, help="camera frame height (default 720)")
+    c.add_argument("--fps", type=int, default=30, help="camera frame rate (default 30)")
     c.add_argument("--flip", type=int, default=0, choices=range(8), help="CSI flip-method")
     c.add_argument("--capture-width", type=int, help="CSI sensor mode width")
     c.add_argument("--capture-height", type=int, help="CSI sensor mode height")

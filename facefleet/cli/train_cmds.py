@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from facefleet.train.thresholds import OpenSetParams
 from facefleet.workspace import Workspace
 
 
@@ -13,10 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on the enrolled faces and publish a signed bundle")
     p.add_argument("--config", type=Path, help="version YAML (inputs, outputs, parameters)")
     p.add_argument("--name", help="human name of this version (default: the YAML's, or a timestamp)")
-    p.add_argument("--method", choices=["auto", "svm", "centroid", "nearest"])
-    p.add_argument("--cv-folds", type=int)
+    p.add_argument(
+        "--method",
+        choices=["auto", "svm", "centroid", "nearest"],
+        help="classifier (default auto: model search)",
+    )
+    p.add_argument("--cv-folds", type=int, help="cross-validation folds of the model search")
     p.add_argument("--n-jobs", type=int, help="cores for the model search (default 2)")
-    p.add_argument("--target-far", type=float, help="impostor false-accept target (default 0.01)")
+    p.add_argument(
+        "--target-far",
+        type=float,
+        help=f"per-person impostor false-accept target (default {OpenSetParams.target_far})",
+    )
     p.add_argument("--max-threshold", type=float, help="cap on every person's distance threshold")
     p.add_argument("--report", action="store_true", help="also render the training report")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -31,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the slow accurate detector on photos where none was found",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("keys", help="model signing keys")
@@ -78,10 +87,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     m = res.metrics
     print(f"{res.model} version {res.version} ({res.name}): method {res.method} - {res.reason}")
-    print(
-        f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
-        f"{m['cv_accuracy']:.4f}"
-    )
+    counts = f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces"
+    if "cv_accuracy" in m:
+        print(f"{counts}; cross-validated accuracy {m['cv_accuracy']:.4f}")
+    else:
+        print(
+            f"{counts}; no cross-validated accuracy: cross-validation needs two photos of someone "
+            "and everyone has one, so the gallery (nearest face) decides with the threshold cap. "
+            "Enrol a second photo of a person to measure accuracy."
+        )
     line = f"  operating point: FAR {m['far']:.4f}, FRR {m['frr']:.4f}"
     if "stranger_far" in m:
         line += f", reviewed strangers accepted {m['stranger_far']:.4f}"

@@ -86,14 +86,19 @@ def distance_hist_png(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1.4, 71)
-    ax.hist(genuine[np.isfinite(genuine)], bins=bins, alpha=0.6, density=True, label="genuine")
-    ax.hist(impostor[np.isfinite(impostor)], bins=bins, alpha=0.6, density=True, label="impostor")
-    if strangers is not None and len(strangers):
-        ax.hist(strangers, bins=bins, alpha=0.6, density=True, label="strangers")
+    series = [
+        ("genuine", genuine[np.isfinite(genuine)]),
+        ("impostor", impostor[np.isfinite(impostor)]),
+        ("strangers", np.asarray(strangers if strangers is not None else [], dtype=float)),
+    ]
+    for label, values in series:
+        if len(values):  # an empty series has no density (numpy would divide by zero)
+            ax.hist(values, bins=bins, alpha=0.6, density=True, label=label)
     for t in np.unique(np.round(thresholds, 3))[:50]:
         ax.axvline(t, color="k", alpha=0.15, lw=0.8)
     ax.set_xlabel("distance to the person's nearest gallery face")
     ax.set_ylabel("density")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title("Distances and per-person thresholds (grey)")
     return _png(fig)

@@ -1,0 +1,97 @@
+"""What a new user tripped over in training and the model commands (issue 15), run through
+``facefleet ...`` as a user runs it."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import pytest
+
+from facefleet.cli.main import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def single_photo_ws(tmp_path_factory, faces_dir):
+    """Three people with one photo each."""
+    from facefleet.enrol import enroll
+    from facefleet.registry.keys import generate_keypair
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path_factory.mktemp("single"))
+    ex = faces_dir / "examples"
+    report = enroll(
+        ws, [("obama", ex / "obama.jpg"), ("biden", ex / "biden.jpg"), ("lin", ex / "lin-manuel-miranda.png")]
+    )
+    assert len(report.accepted) == 3
+    generate_keypair(ws.keys_dir)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def trained_knn(tmp_path_factory, knn_workspace):
+    """knn_examples (1-2 photos each) with one trained version."""
+    from testkit import clone_workspace
+
+    from facefleet.registry.keys import generate_keypair
+
+    ws = clone_workspace(knn_workspace, tmp_path_factory.mktemp("knn_trained") / "ws")
+    generate_keypair(ws.keys_dir)
+    assert main(["-w", str(ws.root), "train", "--json"]) == 0
+    return ws
+
+
+def test_training_with_one_photo_each_says_why_there_is_no_cv(single_photo_ws, capsys):
+    """Item 10: no "cross-validated accuracy 0.0000", no numpy divide warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["-w", str(single_photo_ws.root), "train"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 0.0000" not in out
+    assert "cross-validation needs two photos of someone" in out and "gallery (nearest face)" in out
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert main(["-w", str(single_photo_ws.root), "models", "list"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[0] == "v1" and row[3] == "-"  # no accuracy rather than a false 0
+
+
+def test_models_list_shows_the_cross_validated_accuracy(trained_knn, capsys):
+    """Item 11: the accuracy column is filled from the training run."""
+    capsys.readouterr()
+    assert main(["-w", str(trained_knn.root), "models", "list"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    accuracy = row.split()[header.split().index("accuracy")]
+    assert accuracy != "-" and 0.0 <= float(accuracy) <= 1.0
+
+
+def test_train_help_gives_the_real_target_far_default(capsys):
+    """Item 11: ``train --help`` states the default the runs use."""
+    from facefleet.train.thresholds import OpenSetParams
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {OpenSetParams.target_far})" in help_text and "0.01)" not in help_text
+
+
+def test_every_option_has_help_text():
+    """Item 11: ``identify``, ``ui`` and every other command explain each option."""
+
+    def missing(parser: argparse.ArgumentParser, path: list[str]):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from missing(sub, [*path, name])
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                yield f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(missing(build_parser(), ["facefleet"])) == []
+
+
+def test_people_with_no_action_lists_people(single_photo_ws, capsys):
+    """Item 11: ``facefleet people`` lists people, as ``people list`` does."""
+    capsys.readouterr()
+    assert main(["-w", str(single_photo_ws.root), "people"]) == 0
+    listed = capsys.readouterr().out
+    assert main(["-w", str(single_photo_ws.root), "people", "list"]) == 0
+    assert listed == capsys.readouterr().out and "obama" in listed and "biden" in listed
