@@ -191,6 +191,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     )
     if summary.video:
         print(f"video: {summary.video}")
+    for shot in summary.screenshots:
+        print(f"screenshot: {shot}")
     if args.benchmark:
         print(format_table(s))
         path = args.json or output_dir / f"benchmark_{_stamp()}.json"

@@ -80,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "tar": str(res.tar_path),
                     "metrics": res.metrics,
                     "thresholds": res.thresholds,
+                    "plots": res.plots,
+                    "report": str(res.report) if res.report else None,
                 },
                 indent=1,
             )
@@ -101,6 +103,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         line += f", reviewed strangers accepted {m['stranger_far']:.4f}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
+    if res.plots:
+        print(f"  plots {res.plots}")
+    if res.report:
+        print(f"  report notebook {res.report}")
     return 0
 
 
@@ -118,6 +124,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"MLflow run {res.run_id}"
     )
     print(format_table(res))
+    if res.plots:
+        print(f"plots {res.plots}")
     return 0
 
 

@@ -127,7 +127,7 @@ class _Screenshots:
         if ok:
             atomic_write_bytes(path, jpeg.tobytes())
             self.saved.append(path)
-            log.warning("screenshot saved: %s", path)
+            log.info("screenshot saved: %s", path)
         return path
 
 

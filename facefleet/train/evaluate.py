@@ -46,6 +46,7 @@ class EvalResult:
     counts: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+    plots: str | None = None  # where the run's plots were logged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,7 +210,8 @@ def evaluate(
 def log_evaluation(
     ws: Workspace, result: EvalResult, *, test_dir: Path | None = None, unknown_dir: Path | None = None
 ) -> str:
-    """One MLflow run: metrics, per-person table, confusion matrix and FAR/FRR plots."""
+    """One MLflow run: metrics, per-person table, confusion matrix and FAR/FRR plots; returns
+    the run id and records where the plots went in ``result.plots``."""
     from facefleet.registry import tracking
     from facefleet.train.plots import confusion_png, far_frr_png
 
@@ -258,6 +260,7 @@ def log_evaluation(
             ):
                 (Path(tmp) / name).write_bytes(data)
                 mlflow.log_artifact(str(Path(tmp) / name), "plots")
+        result.plots = tracking.artifact_location(run.info.artifact_uri, "plots")
         return run.info.run_id
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,34 @@ def test_people_with_no_action_lists_people(single_photo_ws, capsys):
     listed = capsys.readouterr().out
     assert main(["-w", str(single_photo_ws.root), "people", "list"]) == 0
     assert listed == capsys.readouterr().out and "obama" in listed and "biden" in listed
+
+
+def test_train_report_says_where_the_notebook_and_plots_went(trained_knn, capfd):
+    """Item 12: the paths are printed; the kernel prints no TCP warning."""
+    pytest.importorskip("papermill")
+    capfd.readouterr()
+    assert main(["-w", str(trained_knn.root), "train", "--report"]) == 0
+    out, err = capfd.readouterr()
+    lines = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith("  ")}
+    assert Path(lines["report"]).is_file() and Path(lines["report"]).suffix == ".ipynb"
+    assert {p.name for p in Path(lines["plots"]).iterdir()} >= {"far_frr_train.png", "distances_train.png"}
+    assert "without encryption" not in err and "WARNING" not in err, err
+
+
+def test_evaluate_says_where_the_plots_went(trained_knn, faces_dir, capfd):
+    """Item 12."""
+    capfd.readouterr()
+    test_dir = faces_dir / "examples" / "knn_examples" / "train"
+    assert main(["-w", str(trained_knn.root), "evaluate", "--test", str(test_dir), "--no-fallback"]) == 0
+    out = capfd.readouterr().out
+    (plots,) = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("plots ")]
+    assert {p.name for p in Path(plots).iterdir()} == {"confusion_matrix.png", "far_frr.png"}
+
+
+def test_models_diff_draws_no_download_bars(trained_knn, capfd):
+    """Item 12: ``models diff`` prints the diff, not MLflow's artifact progress bars."""
+    assert main(["-w", str(trained_knn.root), "train"]) == 0
+    capfd.readouterr()
+    assert main(["-w", str(trained_knn.root), "models", "diff", "1", "2"]) == 0
+    out, err = capfd.readouterr()
+    assert "metrics:" in out and "Downloading artifacts" not in out + err, err
