@@ -151,6 +151,12 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         print(f"fetched {installed}", file=sys.stderr)
 
     model = args.model or models_dir / model_name
+    if not args.model and not Path(model).exists():
+        raise FacefleetError(
+            f"no model yet in {models_dir}: train one on the server with 'facefleet keys init' "
+            "and 'facefleet train', then deploy it (or run 'recognize --fetch-model' here, or "
+            "pass --model BUNDLE --public-key KEY)"
+        )
     output_dir = args.output_dir or (ws.output_dir if ws else root / "output")
     unknown_dir = None
     if not args.no_unknowns:

@@ -29,6 +29,7 @@ from facefleet.edge.sources import (
     CameraOptions,
     Frame,
     Source,
+    SourceError,
     open_source,
     opencv_has_gui,
 )
@@ -219,6 +220,7 @@ def recognize(
                 )
             )
 
+    never_read = False  # the source ended before giving a single frame
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -228,6 +230,7 @@ def recognize(
             t0 = time.perf_counter()
             frame = src.read()
             if frame is None:
+                never_read = stats.frames == 0
                 break
             stats.add("decode", time.perf_counter() - t0)
 
@@ -236,7 +239,7 @@ def recognize(
                 pipeline.set_model(new_bundle)
                 versions.append(new_bundle.version)
 
-            result = pipeline.process(frame.bgr, frame.index)
+            result = pipeline.process(frame.bgr, frame.index, independent=getattr(src, "independent", False))
             for stage, secs in result.timings.items():
                 stats.add(stage, secs)
             stats.embeddings += result.embedded
@@ -296,6 +299,9 @@ def recognize(
             import cv2
 
             cv2.destroyAllWindows()
+    if never_read:
+        what = "the stream sent none or stopped" if getattr(src, "live", False) else "it has none"
+        raise SourceError(f"{src.spec}: no frame to recognise ({what}); nothing was recorded")
     return RunSummary(
         frames=stats.frames,
         face_frames=face_frames,
