@@ -15,8 +15,9 @@ from facefleet.workspace import Workspace
 def _inventory_path(ws: Workspace, explicit: str | None) -> Path:
     from facefleet.fleet.inventory import default_inventory_path
 
-    configured = explicit or (ws.config.get("fleet") or {}).get("inventory")
-    return default_inventory_path(ws.root, configured)
+    if explicit:  # typed on the command line: relative to the current folder, as users expect
+        return Path(explicit).expanduser().resolve()
+    return default_inventory_path(ws.root, (ws.config.get("fleet") or {}).get("inventory"))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
