@@ -267,11 +267,9 @@ class Collector:
 
         rows = legacy.read_facelist(csv_path)
         images_dir = images_dir or csv_path.parent / "images"
+        crops = legacy.device_crops(csv_path)
         for n, row in enumerate(rows, start=2):
             where = f"{csv_path.name} line {n}"
-            status = (row.get("status") or "").strip().lower()
-            if status in ("known", "unknown"):  # our own devices' rows: events.jsonl has them
-                continue
             try:
                 rec = legacy._parse_row(row)
             except (ValueError, TypeError, KeyError) as exc:
@@ -280,26 +278,27 @@ class Collector:
             if rec is None:
                 self.report.skipped.append((where, "marked for removal"))
                 continue
-            frame = legacy.find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
-            if frame is None:
-                self.report.skipped.append((where, f"frame not found under {images_dir}"))
+            found = legacy.row_image(rec, images_dir, csv_path.parent, crops)
+            if found is None:
+                self.report.skipped.append((where, legacy.missing_image_reason(rec, images_dir)))
                 continue
+            frame, is_crop = found
             extra = rec["extra"]
             meta = {
-                "origin": "sentinelcam",
+                "origin": "device" if rec["device_row"] else "sentinelcam",
                 "device": self.device,
                 "source": rec["source"],
                 "event": rec["event"],
                 "event_time": rec["timestamp"],
-                "name": rec["name"],
-                "candidate": rec["name"],
+                "name": rec["device_name"],
+                "candidate": rec["device_name"],
                 "proba": extra.get("proba"),
                 "dist": extra.get("dist"),
                 "margin": extra.get("margin"),
                 "sentinelcam_status": rec["status"],
                 "objid": rec["objid"],
             }
-            self.add(frame, meta, box=rec["box"])
+            self.add(frame, meta, box=None if is_crop else rec["box"])
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
