@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--no-events", action="store_true", help="do not write events.jsonl/facelist.csv")
     o.add_argument("--no-unknowns", action="store_true", help="do not keep unknown faces")
+    o.add_argument(
+        "--no-named-samples",
+        action="store_true",
+        help="do not keep the sample of named faces (de-duplicated, one per 5 s at most) "
+        "that lets a false match be collected and corrected",
+    )
     o.add_argument("--device", help="device name in events (default: the host name)")
 
     b = p.add_argument_group("run")
@@ -161,12 +167,16 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     unknown_dir = None
     if not args.no_unknowns:
         unknown_dir = ws.unknown_dir if ws else root / "few_shot_examples" / "unknown"
+    named_dir = None
+    if not args.no_named_samples:
+        named_dir = (ws.unknown_dir if ws else root / "few_shot_examples" / "unknown").parent / "named"
     opts = RecognizeOptions(
         source=args.source,
         model=model,
         public_key=public_key,
         output_dir=output_dir,
         unknown_dir=unknown_dir,
+        named_dir=named_dir,
         save=args.save,
         display=not args.no_display,
         screenshot_every=args.screenshot_every,
@@ -192,7 +202,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     print(
         f"{summary.frames} frames, {s['fps']:.1f} FPS, faces on {summary.face_frames}, "
         f"named {named or 'nobody'}, {summary.events} events, "
-        f"{summary.unknown_saved} unknown faces kept, model version(s) "
+        f"{summary.unknown_saved} unknown faces kept, {summary.named_saved} named samples kept, "
+        "model version(s) "
         f"{', '.join(str(v) for v in summary.model_versions)}"
     )
     if summary.video:

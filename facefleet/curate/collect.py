@@ -82,6 +82,7 @@ def event_meta(event: dict[str, Any], origin: str) -> dict[str, Any]:
         "dist": event.get("distance"),
         "margin": event.get("margin"),
         "model_version": event.get("model_version"),
+        "sample": event.get("crop_kind"),  # "named": a sampled crop of a face the device named
     }
 
 
@@ -95,12 +96,13 @@ def sidecar_meta(side: dict[str, Any], mtime: float) -> dict[str, Any]:
         "event_time": datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds"),
         "track_id": side.get("track_id"),
         "frame": side.get("frame"),
-        "name": None,
+        "name": side.get("name"),  # set on a named sample (kind "named")
         "candidate": side.get("candidate"),
-        "proba": None,
+        "proba": side.get("score"),
         "dist": side.get("distance"),
-        "margin": None,
+        "margin": side.get("margin"),
         "model_version": None,
+        "sample": side.get("kind"),
     }
 
 
@@ -359,7 +361,8 @@ def collect_one(col: Collector, path: Path) -> None:
 # -- from a device over SSH ----------------------------------------------------------------------
 def remote_dirs(host) -> tuple[str, str]:
     """(output dir, unknown-captures dir) on a device: host vars ``facefleet_output_dir`` and
-    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out."""
+    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out.
+    The sample of named faces sits beside the unknown captures, in ``named/``."""
     base = host.models_dir.rstrip("/").rsplit("/", 1)[0] or "/"
     out = host.vars.get("facefleet_output_dir") or f"{base}/output"
     unknown = host.vars.get("facefleet_unknown_dir") or f"{base}/few_shot_examples/unknown"
@@ -382,6 +385,7 @@ async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
         for remote, local, names in (
             (out_dir, dest / "output", (EVENTS,)),
             (unknown_dir, dest / "unknown", None),
+            (f"{unknown_dir.rstrip('/').rsplit('/', 1)[0]}/named", dest / "named", None),
         ):
             try:
                 entries = await sftp.readdir(remote)

@@ -34,7 +34,7 @@ from facefleet.edge.sources import (
     opencv_has_gui,
 )
 from facefleet.edge.stats import RunStats
-from facefleet.edge.unknowns import UnknownCollector, UnknownConfig
+from facefleet.edge.unknowns import UnknownCollector, UnknownConfig, named_sample_config
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class RecognizeOptions:
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
+    named_dir: Path | None = None  # None: keep no sample of named faces
+    named: UnknownConfig = field(default_factory=named_sample_config)
     reload_interval: float = 1.0
     cache_dir: Path | None = None
 
@@ -76,6 +78,7 @@ class RunSummary:
     screenshots: list[Path]
     stats: dict[str, Any]
     display: bool
+    named_saved: int = 0  # crops kept as the sample of named faces
 
 
 def display_problem(build_info: str, env: dict[str, str] | None = None) -> str | None:
@@ -184,6 +187,9 @@ def recognize(
             log.warning("--anonymize %s: unknown faces are not kept", opts.anonymize)
         else:
             collector = UnknownCollector(opts.unknown_dir, opts.unknowns, device=opts.device)
+    named = None
+    if opts.named_dir is not None and opts.anonymize == "none":
+        named = UnknownCollector(opts.named_dir, opts.named, device=opts.device, kind="named")
     shots = _Screenshots(opts.output_dir, opts.screenshot_every)
     run_id = uuid.uuid4().hex[:8]
     stats = RunStats()
@@ -201,10 +207,12 @@ def recognize(
 
     def emit(track, frame_index: int, ts: float) -> None:
         crop = None
+        thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
         if track.name is None and collector is not None:
             crop = _offer_unknown(collector, run_id, track, str(src.spec))
+        elif track.name is not None and named is not None:
+            crop = _offer_unknown(named, run_id, track, str(src.spec), threshold=thr)
         if events is not None:
-            thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
             events.write(
                 event_record(
                     ts=ts,
@@ -217,10 +225,22 @@ def recognize(
                     model_version=pipeline.model.version,
                     threshold=thr,
                     crop_path=None if crop is None else str(crop),
+                    crop_kind="unknown" if track.name is None else "named",
                 )
             )
 
     never_read = False  # the source ended before giving a single frame
+
+    def _offer_ended(track) -> None:
+        """A track left: offer its best view (a better crop replaces the one kept)."""
+        if not track.decided:
+            return
+        if track.name is None and collector is not None:
+            _offer_unknown(collector, run_id, track, str(src.spec))
+        elif track.name is not None and named is not None:
+            thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
+            _offer_unknown(named, run_id, track, str(src.spec), threshold=thr)
+
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -246,8 +266,7 @@ def recognize(
             for track in result.decisions:
                 emit(track, frame.index, frame.ts)
             for track in result.ended:
-                if track.name is None and track.decided and collector is not None:
-                    _offer_unknown(collector, run_id, track, str(src.spec))
+                _offer_ended(track)
             if result.tracks:
                 face_frames += 1
                 for name in {t.name for t in result.tracks if t.decided}:
@@ -283,8 +302,7 @@ def recognize(
             if on_frame is not None:
                 on_frame(frame, result)
         for track in pipeline.finish():
-            if track.name is None and track.decided and collector is not None:
-                _offer_unknown(collector, run_id, track, str(src.spec))
+            _offer_ended(track)
     finally:
         stats.dropped = getattr(src, "dropped", 0)
         stats.stop()
@@ -308,6 +326,7 @@ def recognize(
         name_frames=dict(name_frames),
         events=0 if events is None else events.count,
         unknown_saved=0 if collector is None else collector.saved,
+        named_saved=0 if named is None else named.saved,
         model_versions=versions,
         reloads=watcher.reloads,
         refused=watcher.refused,
@@ -318,10 +337,20 @@ def recognize(
     )
 
 
-def _offer_unknown(collector: UnknownCollector, run_id: str, track, source: str):
+def _offer_unknown(
+    collector: UnknownCollector, run_id: str, track, source: str, threshold: float | None = None
+):
+    """Offer a track's best crop to ``collector`` (unknown faces, or the named sample)."""
     view = track.best_view
     if view is None or view.embedding is None or view.crop is None:
         return None
+    extra: dict[str, Any] = {}
+    if track.name is not None:
+        margin = None
+        if threshold is not None and track.distance == track.distance:
+            margin = round(float(threshold) - float(track.distance), 4)
+        score = None if track.score != track.score else round(float(track.score), 4)
+        extra = {"name": track.name, "score": score, "threshold": threshold, "margin": margin}
     return collector.offer(
         run=run_id,
         track_id=track.id,
@@ -337,6 +366,7 @@ def _offer_unknown(collector: UnknownCollector, run_id: str, track, source: str)
             "quality": view.quality.as_dict(),
             "distance": None if track.distance != track.distance else round(track.distance, 4),
             "candidate": track.candidate,
+            **extra,
         },
     )
 

@@ -99,3 +99,65 @@ def test_screenshots_are_listed_not_warned(edge_ws, hamilton, tmp_path, capsys, 
     assert len(shots) == 2 and all(Path(s).is_file() for s in shots)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "screenshot" in r.getMessage()]
     json.dumps(shots)
+
+
+def test_a_named_face_can_be_collected_and_corrected(edge_ws, hamilton, tmp_path, capsys):
+    """Item 2: named faces keep a sampled crop (de-duplicated, rate-limited, marked "named"),
+    so a face a camera named is collected, shown with its margin, and labelled ``--not``."""
+    from testkit import clone_workspace
+
+    ws = clone_workspace(edge_ws[0], tmp_path / "ws")
+    assert main(["-w", str(ws.root), "recognize", str(hamilton), "--no-display", "--device", "cam9"]) == 0
+    summary = capsys.readouterr().out
+    kept = int(summary.split(" named samples kept")[0].rsplit(" ", 1)[1])
+    events = _events(ws.output_dir)
+    sampled = [e for e in events if e["name"] and e["crop"]]
+    assert kept >= 1 and sampled
+    assert all(e["crop_kind"] == "named" and e["margin"] is not None for e in sampled)
+    named_dir = ws.unknown_dir.parent / "named"
+    assert len(list(named_dir.glob("named_*.jpg"))) == kept  # de-duplicated: not one per event
+    side = json.loads(Path(sampled[0]["crop"]).with_suffix(".json").read_text())
+    assert side["kind"] == "named" and side["name"] == sampled[0]["name"] and "margin" in side
+
+    assert main(["-w", str(ws.root), "collect", str(ws.root / "few_shot_examples")]) == 0
+    assert "skipped" in capsys.readouterr().out
+    name = sampled[0]["name"]
+    review = ["-w", str(ws.root), "curate", "--person", name, "--min-proba", "0", "--max-distance", "1"]
+    assert main([*review, "--json"]) == 0
+    cands = [c for c in json.loads(capsys.readouterr().out) if c["sample"] == "named"]
+    assert cands and all(c["name"] == name and c["margin"] is not None for c in cands)
+    assert main(review) == 0
+    table = capsys.readouterr().out
+    assert "named sample" in table and "margin" in table.splitlines()[0]
+    assert main(["-w", str(ws.root), "label", str(cands[0]["id"]), "--not", name]) == 0
+    capsys.readouterr()
+    assert main([*review, "--json"]) == 0
+    after = {c["id"]: c for c in json.loads(capsys.readouterr().out)}
+    assert after[cands[0]["id"]]["not"] == [name]
+
+
+def test_a_near_threshold_match_is_flagged_for_review(tmp_path, capsys):
+    """Item 2: a named face within NEAR_MARGIN of its threshold is listed by ``curate`` whatever
+    the proba filter, with its margin and a note (the 0.578-against-0.580 case)."""
+    import numpy as np
+
+    from facefleet.train.pipeline import current_embedder_id
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "w")
+    with ws.open_store() as store:
+        for i, (margin, proba) in enumerate(((0.002, 0.4), (0.3, 0.4))):
+            image_id, _ = store.add_image(tmp_path / f"f{i}.jpg", source="test", sha256=f"{i:064d}")
+            face = store.add_face(
+                image_id,
+                person_id=None,
+                box=(0, 0, 80, 80),
+                quality={"size_px": 80, "sharpness": 100.0, "frontalness": 0.9, "brightness": 120.0},
+                status="candidate",
+                detector="test",
+                meta={"name": "elton_john", "dist": 0.578, "margin": margin, "proba": proba},
+            )
+            store.add_embedding(face, current_embedder_id(ws), np.full(128, i, np.float32))
+    assert main(["-w", str(ws.root), "curate"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 and "near threshold (margin +0.002): check" in rows[1]
