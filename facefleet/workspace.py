@@ -30,9 +30,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "quality": {
         "min_face_px": 30,  # shorter side of the face box, in pixels
         "min_sharpness": 15.0,  # variance of the Laplacian on the aligned chip
-        "min_frontalness": 0.0,
+        "min_frontalness": 0.5,  # 1 = frontal; the shared photos measure 0.695 and up
         "min_brightness": 20.0,
         "max_brightness": 240.0,
+        "reject_greyscale": False,  # greyscale / IR faces are flagged; set true to refuse them
     },
     "identify": {"distance_threshold": 0.6},
     "train": {},

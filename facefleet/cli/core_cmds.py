@@ -130,6 +130,7 @@ def cmd_people_show(args: argparse.Namespace) -> int:
         print(
             f"  face {f.id:5} {f.status:9} {f.image_path}  size {q.get('size_px')}px "
             f"sharp {q.get('sharpness')} frontal {q.get('frontalness')}"
+            + (" greyscale/IR" if q.get("greyscale") else "")
         )
     return 0
 
