@@ -189,17 +189,41 @@ def _host_key_label(host: Host) -> str:
     return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
 
 
-def _has_entry(known_hosts: Path, host: Host) -> bool:
-    import asyncssh
+def _pattern_names(label: str, pattern: str) -> bool:
+    """Whether one known_hosts host field names exactly ``label`` (plain or hashed)."""
+    import base64
+    import hashlib
+    import hmac
 
+    if pattern.startswith("|1|"):
+        try:
+            _, _, salt, digest = pattern.split("|")
+            mac = hmac.new(base64.b64decode(salt), label.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(mac, base64.b64decode(digest))
+        except (ValueError, TypeError):
+            return False
+    return label in pattern.split(",")
+
+
+def _has_entry(known_hosts: Path, host: Host) -> bool:
+    """Whether known_hosts holds a key for exactly this address *and port* (a plain entry
+    is port 22 only: another device behind the same address has its own entry)."""
     if not known_hosts.is_file():
         return False
+    label = _host_key_label(host)
     try:
-        keys = asyncssh.read_known_hosts(str(known_hosts))
-    except (ValueError, OSError):
+        lines = known_hosts.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
         return False
-    matched = keys.match(host.address, "", host.port)
-    return any(matched[:3])
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or fields[0].startswith("#"):
+            continue
+        if fields[0].startswith("@"):  # @cert-authority / @revoked markers
+            continue
+        if _pattern_names(label, fields[0]):
+            return True
+    return False
 
 
 async def _connect(host: Host, known_hosts: Path, accept_new: bool, lock: asyncio.Lock) -> Any:
@@ -222,15 +246,24 @@ async def _connect(host: Host, known_hosts: Path, accept_new: bool, lock: asynci
         return await asyncssh.connect(host.address, **opts)
     except asyncssh.HostKeyNotVerifiable:
         async with lock:  # one writer of known_hosts at a time
-            if not accept_new or _has_entry(known_hosts, host):
-                raise DeployError(
-                    f"host key of {host.address}:{host.port} is not in {known_hosts}"
-                    + (
-                        " or does not match it (possible impostor)"
-                        if accept_new
-                        else "; check it and rerun with --accept-new-host-keys to record it"
-                    )
-                ) from None
+            refused = DeployError(
+                f"host key of {host.address}:{host.port} is not in {known_hosts}"
+                + (
+                    " or does not match it (possible impostor)"
+                    if accept_new
+                    else "; check it and rerun with --accept-new-host-keys to record it"
+                )
+            )
+            if not accept_new:
+                raise refused from None
+            if _has_entry(known_hosts, host):
+                # recorded meanwhile (another inventory name for the same address and port,
+                # connecting in parallel): check against it rather than call it an impostor
+                opts["known_hosts"] = str(known_hosts)
+                try:
+                    return await asyncssh.connect(host.address, **opts)
+                except asyncssh.HostKeyNotVerifiable:
+                    raise refused from None
             key = await asyncio.wait_for(
                 asyncssh.get_server_host_key(host.address, host.port), CONNECT_TIMEOUT
             )
