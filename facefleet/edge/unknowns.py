@@ -37,7 +37,9 @@ class UnknownConfig:
 
 def named_sample_config() -> UnknownConfig:
     """Named faces are the common case: sample them more sparsely than unknown ones."""
-    return UnknownConfig(dedup_distance=0.5, recent=200, min_interval=5.0, max_files=200)
+    # 0.3: the same face again; a stranger named by a small margin sits ~0.5-0.6 from the
+    # person, so a sample of the real person does not hide it
+    return UnknownConfig(dedup_distance=0.3, recent=200, min_interval=5.0, max_files=200)
 
 
 def nearest_distance(vector: np.ndarray, recent: np.ndarray) -> float:
