@@ -27,8 +27,11 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
+    from facefleet.settings import QualitySettings
     from facefleet.vision.image import iter_image_files, load_image
-    from facefleet.vision.quality import GREYSCALE_SPREAD, MIN_FRONTALNESS
+    from facefleet.vision.quality import GREYSCALE_SPREAD
+
+    MIN_FRONTALNESS = QualitySettings().min_frontalness
     from facefleet.workspace import Workspace
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -17,7 +17,7 @@ def _inventory_path(ws: Workspace, explicit: str | None) -> Path:
 
     if explicit:  # typed on the command line: relative to the current folder, as users expect
         return Path(explicit).expanduser().resolve()
-    return default_inventory_path(ws.root, (ws.config.get("fleet") or {}).get("inventory"))
+    return default_inventory_path(ws.root, ws.settings.fleet.inventory)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -121,7 +121,7 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
             raise FacefleetError(
                 "pass --public-key FILE and --models-dir DIR (or run inside a workspace)"
             ) from None
-        key_path = key_path or ws.keys_dir / "signing_key.pub.pem"
+        key_path = key_path or ws.public_key_path
         models_dir = models_dir or ws.models_dir
     kwargs = dict(
         token=token,

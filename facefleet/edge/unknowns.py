@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from facefleet.clock import file_stamp
 from facefleet.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class UnknownCollector:
         if now - self._last_capture < self.cfg.min_interval:
             self.skipped_rate += 1
             return None
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        stamp = file_stamp(now, sep="-")
         path = self.folder / f"{self.kind}_{stamp}_{run}_t{track_id}.jpg"
         self._write(path, crop, embedding, quality, info)
         self._recent.append(np.asarray(embedding, dtype=np.float32))

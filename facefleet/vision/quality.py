@@ -8,11 +8,14 @@ photo is sharp; such a face is reported "too dark", not "too blurred".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from facefleet.settings import QualitySettings, parse_section
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,6 @@ class Quality:
         sharp = min(self.sharpness / 200.0, 1.0)
         light = 1.0 - min(abs(self.brightness - 128.0) / 128.0, 1.0)
         return float(0.35 * size + 0.3 * sharp + 0.25 * self.frontalness + 0.1 * light)
-
-
-# Default frontalness gate (1 = nose centred between the eyes, 0.5 = the nose three times
-# nearer one eye). bench/bench_quality_gate.py: the lowest of 1,192 shared one-face photos
-# is 0.695 (1st percentile 0.82), so 0.5 loses none of them.
-MIN_FRONTALNESS = 0.5
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -105,17 +102,19 @@ def lit_sharpness(q: Quality, reference: float = 128.0) -> float:
     return q.sharpness * (reference / q.brightness) ** 2
 
 
-def unusable_reason(q: Quality, cfg: dict[str, Any]) -> str | None:
+def unusable_reason(q: Quality, cfg: QualitySettings | Mapping[str, Any] | None = None) -> str | None:
     """Why a face is unusable for enrolment under the thresholds in ``cfg``, or None."""
-    min_px = int(cfg.get("min_face_px", 30))
+    if not isinstance(cfg, QualitySettings):
+        cfg = parse_section(QualitySettings, dict(cfg or {}), "quality thresholds", "quality.")
+    min_px = cfg.min_face_px
     if q.size_px < min_px:
         return f"face too small ({q.size_px} px < {min_px} px)"
-    lo, hi = float(cfg.get("min_brightness", 20.0)), float(cfg.get("max_brightness", 240.0))
+    lo, hi = cfg.min_brightness, cfg.max_brightness
     if q.brightness < lo:
         return f"too dark (brightness {q.brightness:.0f} < {lo:g})"
     if q.brightness > hi:
         return f"too bright (brightness {q.brightness:.0f} > {hi:g})"
-    min_sharp = float(cfg.get("min_sharpness", 15.0))
+    min_sharp = cfg.min_sharpness
     if q.sharpness < min_sharp:
         if lit_sharpness(q) >= min_sharp:  # sharp, but too little light to show it
             return (
@@ -123,9 +122,9 @@ def unusable_reason(q: Quality, cfg: dict[str, Any]) -> str | None:
                 f"sharpness, {q.sharpness:.1f} < {min_sharp:g})"
             )
         return f"too blurred (sharpness {q.sharpness:.1f} < {min_sharp:g})"
-    min_front = float(cfg.get("min_frontalness", MIN_FRONTALNESS))
+    min_front = cfg.min_frontalness
     if q.frontalness < min_front:
         return f"not frontal enough (frontalness {q.frontalness:.2f} < {min_front:g}: face turned away)"
-    if q.greyscale and cfg.get("reject_greyscale", False):
+    if q.greyscale and cfg.reject_greyscale:
         return "greyscale or IR image (quality.reject_greyscale is set)"
     return None

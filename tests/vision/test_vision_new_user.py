@@ -48,11 +48,13 @@ def test_greyscale_faces_are_flagged_and_refused_only_on_request(tmp_path, faces
 def test_a_frontalness_gate_is_on_by_default(tmp_path, faces_dir, capsys):
     """The default (measured by bench/bench_quality_gate.py: it loses none of 1,192 shared
     one-face photos) keeps frontal portraits; a stricter setting refuses a face, saying why."""
-    from facefleet.vision.quality import MIN_FRONTALNESS
+    from facefleet.settings import QualitySettings
+
+    MIN_FRONTALNESS = QualitySettings().min_frontalness
 
     photos = [str(faces_dir / "examples" / n) for n in ("obama.jpg", "biden.jpg")]
     ws = Workspace.init(tmp_path / "ws")
-    assert ws.section("quality")["min_frontalness"] == MIN_FRONTALNESS > 0
+    assert ws.settings.quality.min_frontalness == MIN_FRONTALNESS > 0
     outs = _enrol(ws, capsys, "someone", *photos)
     assert all(o["accepted"] for o in outs), [o["reason"] for o in outs]
     fronts = sorted(o["quality"]["frontalness"] for o in outs)
