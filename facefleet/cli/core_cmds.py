@@ -50,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the results as JSON")
     fmt.add_argument("--csv", action="store_true", help="print the results as CSV")
-    p.add_argument("--model", help="model version, @alias or name (default: the newest trained model)")
+    p.add_argument(
+        "--model",
+        help="model version, @alias or name (default: @production, else @validated, else the newest)",
+    )
     p.add_argument("--threshold", type=float, help="use the gallery with this distance threshold")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
     p.set_defaults(func=cmd_identify)
@@ -156,7 +159,17 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from facefleet.identify import identify, results_to_csv
 
     ws = Workspace.find(args.workspace)
-    results = identify(ws, args.paths, model=args.model, threshold=args.threshold, workers=args.workers)
+    model = args.model
+    if args.threshold is None or model:
+        from facefleet.identify import model_choice
+
+        chosen = model_choice(ws, model)
+        if chosen is None:
+            print("model: none trained yet; names come from the enrolled gallery", file=sys.stderr)
+        else:
+            print(f"model: {chosen.model} {chosen.reason}", file=sys.stderr)
+            model = str(chosen.version)
+    results = identify(ws, args.paths, model=model, threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.csv:

@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        type=Path,
-        help="bundle folder, .tar.gz, or <models_dir>/<model> folder "
-        "(default: the workspace's models/<model_name>, its 'current' version)",
+        help="bundle folder, .tar.gz, <models_dir>/<model> folder, or (in a workspace) a version, "
+        "@alias or name. Default: the 'current' version installed in the workspace's models/, "
+        "else @production, else @validated, else the newest",
     )
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
@@ -122,6 +122,40 @@ def _workspace(args):
         raise
 
 
+NO_MODEL_YET = (
+    "no model yet in {where}: train one on the server with 'facefleet keys init' and "
+    "'facefleet train', then deploy it (or run 'recognize --fetch-model' here, or pass "
+    "--model BUNDLE --public-key KEY)"
+)
+
+
+def _choose_model(ws, ref: str | None, models_dir: Path, model_name: str) -> Path:
+    """The bundle to run, said on stderr: a path as given; in a workspace, a version, @alias
+    or name through ``registry.catalog.resolve_serving``; by default the version installed as
+    ``current`` (what a deploy switched), else the server side's default (@production, then
+    @validated, then the newest)."""
+    folder = models_dir / model_name
+    if ref and Path(ref).expanduser().exists():
+        return Path(ref).expanduser()
+    if ref and ws is None:
+        raise FacefleetError(f"--model {ref}: no such bundle (a version or @alias needs a workspace)")
+    if not ref and ((folder / "current").is_symlink() or ws is None):
+        if not folder.exists():
+            raise FacefleetError(NO_MODEL_YET.format(where=models_dir))
+        print(f"model: {model_name} 'current' in {folder} (installed here)", file=sys.stderr)
+        return folder
+    from facefleet.registry.catalog import VersionError, resolve_serving
+
+    try:
+        chosen = resolve_serving(ws, ref, model=model_name)
+    except VersionError:
+        if ref:
+            raise
+        raise FacefleetError(NO_MODEL_YET.format(where=models_dir)) from None
+    print(f"model: {chosen.model} {chosen.reason}", file=sys.stderr)
+    return chosen.path
+
+
 def cmd_recognize(args: argparse.Namespace) -> int:
     from facefleet.clock import file_stamp
     from facefleet.edge.pipeline import PipelineConfig
@@ -158,13 +192,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         )
         print(f"fetched {installed}", file=sys.stderr)
 
-    model = args.model or models_dir / model_name
-    if not args.model and not Path(model).exists():
-        raise FacefleetError(
-            f"no model yet in {models_dir}: train one on the server with 'facefleet keys init' "
-            "and 'facefleet train', then deploy it (or run 'recognize --fetch-model' here, or "
-            "pass --model BUNDLE --public-key KEY)"
-        )
+    model = _choose_model(ws, args.model, models_dir, model_name)
     output_dir = args.output_dir or (ws.output_dir if ws else root / "output")
     unknown_dir = None
     if not args.no_unknowns:

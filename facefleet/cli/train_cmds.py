@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from facefleet.train.thresholds import OpenSetParams
@@ -32,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a trained model on test photos and strangers")
-    p.add_argument("--model", help="version, @alias or name (default: the newest)")
+    p.add_argument(
+        "--model", help="version, @alias or name (default: @production, else @validated, else the newest)"
+    )
     p.add_argument("--test", required=True, type=Path, help="folder with a sub-folder per person")
     p.add_argument("--unknown", type=Path, help="folder of photos of people enrolled nowhere")
     p.add_argument(
@@ -115,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ws = Workspace.find(args.workspace)
     res = evaluate(ws, args.test, unknown_dir=args.unknown, model=args.model, fallback=not args.no_fallback)
+    print(f"model: {res.model.get('model')} {res.model.get('chosen')}", file=sys.stderr)
     if args.json:
         print(to_json(res))
         return 0
