@@ -245,15 +245,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--usable", action="store_true", help="only faces of usable quality")
     p.add_argument("--since", help="only faces seen on or after this date (YYYY-MM-DD)")
     p.add_argument("--person", help="only faces the device named or ranked as NAME")
-    p.add_argument("--status", default="candidate", choices=("candidate", "selected", "in_use", "revoked"))
+    p.add_argument(
+        "--status",
+        default="candidate",
+        choices=("candidate", "selected", "in_use", "revoked"),
+        help="faces of this status (default candidate)",
+    )
     p.add_argument(
         "--dedup",
         type=float,
         default=0.15,
         help="embedding distance under which two faces count as one (default 0.15)",
     )
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=0, help="show at most N faces (default 0: all)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.add_argument(
         "--facelist",
         type=Path,
@@ -264,16 +269,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("montage", help="contact sheets (PNG) of faces, tiles numbered by face id")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--person")
-    g.add_argument("--cluster", type=int)
-    p.add_argument("--status", choices=("candidate", "selected", "in_use", "revoked"))
-    p.add_argument("--out", type=Path, required=True)
+    g.add_argument("--person", help="faces of this person (id or name)")
+    g.add_argument("--cluster", type=int, help="faces of this cluster of unknowns")
+    p.add_argument(
+        "--status", choices=("candidate", "selected", "in_use", "revoked"), help="only faces of this status"
+    )
+    p.add_argument("--out", type=Path, required=True, help="PNG file (one per page when several)")
     p.set_defaults(func=_montage)
 
     p = sub.add_parser("clusters", help="clusters of unknown captures: list | show | label | reject")
-    p.add_argument("action", choices=("list", "show", "label", "reject"))
-    p.add_argument("cluster", nargs="?", type=int)
-    p.add_argument("name", nargs="?")
+    p.add_argument("action", choices=("list", "show", "label", "reject"), help="what to do")
+    p.add_argument("cluster", nargs="?", type=int, help="cluster number (show, label, reject)")
+    p.add_argument("name", nargs="?", help="label: the person's name")
     p.add_argument("--distance", type=float, default=0.5, help="clustering cut (default 0.5)")
     p.add_argument("--exclude", type=int, nargs="+", default=[], help="face ids not to label")
     p.add_argument(
@@ -282,7 +289,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="reject: keep the faces as reviewed strangers instead of discarding",
     )
     p.add_argument("--all", action="store_true", help="list: labelled and rejected ones too")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_clusters)
 
     p = sub.add_parser("label", help="label faces: ITEM... NAME | --not NAME | --discard")
@@ -308,7 +315,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="on a pass: move @validated (and @production when validate.promote_production is true)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("autotrain", help="train, validate and promote when faces were labelled")
@@ -322,7 +329,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_autotrain)
 
     p = sub.add_parser("schedule", help="install a nightly autotrain (systemd timer or crontab)")
-    p.add_argument("action", choices=("install",))
+    p.add_argument("action", choices=("install",), help="install: write the timer (or crontab line)")
     p.add_argument("--at", default="03:00", help="time of day, HH:MM (default 03:00)")
     p.add_argument("--crontab", action="store_true", help="a crontab line instead of systemd")
     p.add_argument("--dir", type=Path, help="where to write (default ~/.config/systemd/user)")

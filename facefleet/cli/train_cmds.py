@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from facefleet.train.thresholds import OpenSetParams
 from facefleet.workspace import Workspace
 
 
@@ -13,13 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on the enrolled faces and publish a signed bundle")
     p.add_argument("--config", type=Path, help="version YAML (inputs, outputs, parameters)")
     p.add_argument("--name", help="human name of this version (default: the YAML's, or a timestamp)")
-    p.add_argument("--method", choices=["auto", "svm", "centroid", "nearest"])
-    p.add_argument("--cv-folds", type=int)
+    p.add_argument(
+        "--method",
+        choices=["auto", "svm", "centroid", "nearest"],
+        help="classifier (default auto: model search)",
+    )
+    p.add_argument("--cv-folds", type=int, help="cross-validation folds of the model search")
     p.add_argument("--n-jobs", type=int, help="cores for the model search (default 2)")
     p.add_argument(
         "--target-far",
         type=float,
-        help="share of strangers the whole system may name (default 0.01: 1 in 100); "
+        help=f"share of strangers the whole system may name (default {OpenSetParams.target_far}); "
         "turned into per-person thresholds for the gallery at hand",
     )
     p.add_argument(
@@ -30,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a trained model on test photos and strangers")
-    p.add_argument("--model", help="version, @alias or name (default: the newest)")
+    p.add_argument(
+        "--model", help="version, @alias or name (default: @production, else @validated, else the newest)"
+    )
     p.add_argument("--test", required=True, type=Path, help="folder with a sub-folder per person")
     p.add_argument("--unknown", type=Path, help="folder of photos of people enrolled nowhere")
     p.add_argument(
@@ -38,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the slow accurate detector on photos where none was found",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("keys", help="model signing keys")
@@ -78,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "tar": str(res.tar_path),
                     "metrics": res.metrics,
                     "thresholds": res.thresholds,
+                    "plots": res.plots,
+                    "report": str(res.report) if res.report else None,
                 },
                 indent=1,
             )
@@ -85,16 +95,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     m = res.metrics
     print(f"{res.model} version {res.version} ({res.name}): method {res.method} - {res.reason}")
-    print(
-        f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
-        f"{m['cv_accuracy']:.4f}"
-    )
+    counts = f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces"
+    if "cv_accuracy" in m:
+        print(f"{counts}; cross-validated accuracy {m['cv_accuracy']:.4f}")
+    else:
+        print(
+            f"{counts}; no cross-validated accuracy: cross-validation needs two photos of someone "
+            "and everyone has one, so the gallery (nearest face) decides with the threshold cap. "
+            "Enrol a second photo of a person to measure accuracy."
+        )
     print("  " + far_line(m))
     line = f"  known faces missed (leave-one-out) {100 * m['frr']:.1f} % of {int(m['genuine_trials'])}"
     if "stranger_far" in m:
         line += f"; reviewed strangers named {100 * m['stranger_far']:.2f} % of {int(m['stranger_trials'])}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
+    if res.plots:
+        print(f"  plots {res.plots}")
+    if res.report:
+        print(f"  report notebook {res.report}")
     return 0
 
 
@@ -114,6 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ws = Workspace.find(args.workspace)
     res = evaluate(ws, args.test, unknown_dir=args.unknown, model=args.model, fallback=not args.no_fallback)
+    print(f"model: {res.model.get('model')} {res.model.get('chosen')}", file=sys.stderr)
     if args.json:
         print(to_json(res))
         return 0
@@ -124,6 +144,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_table(res))
     print(f"strangers-named / known-missed plot: {res.plot}")
+    if res.plots:
+        print(f"plots {res.plots}")
     return 0
 
 

@@ -82,6 +82,7 @@ def event_meta(event: dict[str, Any], origin: str) -> dict[str, Any]:
         "dist": event.get("distance"),
         "margin": event.get("margin"),
         "model_version": event.get("model_version"),
+        "sample": event.get("crop_kind"),  # "named": a sampled crop of a face the device named
     }
 
 
@@ -95,12 +96,13 @@ def sidecar_meta(side: dict[str, Any], mtime: float) -> dict[str, Any]:
         "event_time": datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds"),
         "track_id": side.get("track_id"),
         "frame": side.get("frame"),
-        "name": None,
+        "name": side.get("name"),  # set on a named sample (kind "named")
         "candidate": side.get("candidate"),
-        "proba": None,
+        "proba": side.get("score"),
         "dist": side.get("distance"),
-        "margin": None,
+        "margin": side.get("margin"),
         "model_version": None,
+        "sample": side.get("kind"),
     }
 
 
@@ -263,11 +265,9 @@ class Collector:
 
         rows = legacy.read_facelist(csv_path)
         images_dir = images_dir or csv_path.parent / "images"
+        crops = legacy.device_crops(csv_path)
         for n, row in enumerate(rows, start=2):
             where = f"{csv_path.name} line {n}"
-            status = (row.get("status") or "").strip().lower()
-            if status in ("known", "unknown"):  # our own devices' rows: events.jsonl has them
-                continue
             try:
                 rec = legacy._parse_row(row)
             except (ValueError, TypeError, KeyError) as exc:
@@ -276,26 +276,27 @@ class Collector:
             if rec is None:
                 self.report.skipped.append((where, "marked for removal"))
                 continue
-            frame = legacy.find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
-            if frame is None:
-                self.report.skipped.append((where, f"frame not found under {images_dir}"))
+            found = legacy.row_image(rec, images_dir, csv_path.parent, crops)
+            if found is None:
+                self.report.skipped.append((where, legacy.missing_image_reason(rec, images_dir)))
                 continue
+            frame, is_crop = found
             extra = rec["extra"]
             meta = {
-                "origin": "sentinelcam",
+                "origin": "device" if rec["device_row"] else "sentinelcam",
                 "device": self.device,
                 "source": rec["source"],
                 "event": rec["event"],
                 "event_time": rec["timestamp"],
-                "name": rec["name"],
-                "candidate": rec["name"],
+                "name": rec["device_name"],
+                "candidate": rec["device_name"],
                 "proba": extra.get("proba"),
                 "dist": extra.get("dist"),
                 "margin": extra.get("margin"),
                 "sentinelcam_status": rec["status"],
                 "objid": rec["objid"],
             }
-            self.add(frame, meta, box=rec["box"])
+            self.add(frame, meta, box=None if is_crop else rec["box"])
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -356,7 +357,8 @@ def collect_one(col: Collector, path: Path) -> None:
 # -- from a device over SSH ----------------------------------------------------------------------
 def remote_dirs(host) -> tuple[str, str]:
     """(output dir, unknown-captures dir) on a device: host vars ``facefleet_output_dir`` and
-    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out."""
+    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out.
+    The sample of named faces sits beside the unknown captures, in ``named/``."""
     base = host.models_dir.rstrip("/").rsplit("/", 1)[0] or "/"
     out = host.vars.get("facefleet_output_dir") or f"{base}/output"
     unknown = host.vars.get("facefleet_unknown_dir") or f"{base}/few_shot_examples/unknown"
@@ -378,6 +380,7 @@ async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
         for remote, local, names in (
             (out_dir, dest / "output", (EVENTS,)),
             (unknown_dir, dest / "unknown", None),
+            (f"{unknown_dir.rstrip('/').rsplit('/', 1)[0]}/named", dest / "named", None),
         ):
             try:
                 entries = await sftp.readdir(remote)

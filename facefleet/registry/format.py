@@ -216,8 +216,19 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and (path.name.endswith((".tar.gz", ".tgz")) or tarfile.is_tarfile(path))
 
 
+def _public_key(public_key: Any) -> Any:
+    """An Ed25519 public key object, or a PEM file path / PEM bytes read into one."""
+    if isinstance(public_key, (str, os.PathLike, bytes)):
+        from facefleet.registry.keys import load_public_key
+
+        return load_public_key(public_key if isinstance(public_key, bytes) else Path(public_key))
+    return public_key
+
+
 def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
     from cryptography.exceptions import InvalidSignature
+
+    public_key = _public_key(public_key)
 
     try:
         mbytes = (bundle_dir / MANIFEST).read_bytes()
@@ -259,7 +270,8 @@ def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
 def verify_bundle(path: Path, public_key) -> dict[str, Any]:
     """Check signature, then every file's sha256 and that no unlisted file is present.
 
-    ``path`` is a bundle directory or a packed ``.tar.gz``; returns the manifest.
+    ``path`` is a bundle directory or a packed ``.tar.gz``; ``public_key`` a key, or the path
+    (or bytes) of its PEM file; returns the manifest.
     """
     path = Path(path)
     if path.is_dir():

@@ -35,6 +35,8 @@ def _mlflow():
 def configure(ws: Workspace) -> MlflowClient:
     """Point mlflow at the workspace's tracking store and return a client for it."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # artifact downloads (models diff, bundles) must not draw progress bars on the terminal
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow = _mlflow()
     from mlflow.tracking import MlflowClient
 
@@ -94,6 +96,16 @@ def start_run(
         tags={k: str(v) for k, v in (tags or {}).items()},
     ) as run:
         yield run
+
+
+def artifact_location(artifact_uri: str, sub: str = "") -> str:
+    """Where a run's artifacts (or its ``sub`` folder) are, as a path people can open when
+    they are on this machine (a ``file:`` URI), else the URI itself."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri)
+    base = unquote(parsed.path) if parsed.scheme in ("", "file") else artifact_uri.rstrip("/")
+    return f"{base}/{sub}" if sub else base
 
 
 # -- the MLflow UI ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class EvalResult:
     model: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     plot: str | None = None  # where evaluate wrote the strangers-named / known-missed plot
+    plots: str | None = None  # where the run's plots were logged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,23 +211,25 @@ def evaluate(
     fallback: bool = True,
     log_to_mlflow: bool = True,
 ) -> EvalResult:
-    """Evaluate the bundle ``model`` (a reference, see ``registry.catalog.resolve``) on a
-    folder per person and an optional folder of strangers; logged as an MLflow run."""
-    from facefleet.registry.catalog import bundle_path
+    """Evaluate the bundle ``model`` (a reference; default: @production, else @validated, else
+    the newest, see ``registry.catalog.resolve_serving``) on a folder per person and an
+    optional folder of strangers; logged as an MLflow run. ``model["chosen"]`` says why."""
+    from facefleet.registry.catalog import resolve_serving
     from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.pipeline import current_embedder_id
 
     embedder_id = current_embedder_id(ws)
-    path = bundle_path(ws, model)
+    chosen = resolve_serving(ws, model)
     bundle = load_bundle(
-        path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
+        chosen.path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
     )
     X, truth, c1 = embed_folder(ws, test_dir, labelled=True, fallback=fallback)
     Xu, c2 = None, {}
     if unknown_dir is not None:
         Xu, _, c2 = embed_folder(ws, unknown_dir, labelled=False, fallback=fallback)
     result = evaluate_bundle(bundle, X, truth, Xu)
+    result.model["chosen"] = chosen.reason
     result.counts.update({f"test_{k}": v for k, v in c1.items()})
     result.counts.update({f"unknown_{k}": v for k, v in c2.items()})
     if log_to_mlflow:
@@ -265,7 +268,7 @@ def log_evaluation(
     ws: Workspace, result: EvalResult, *, test_dir: Path | None = None, unknown_dir: Path | None = None
 ) -> str:
     """One MLflow run: metrics, per-person table, confusion matrix and the strangers-named /
-    known-missed plot."""
+    known-missed plot; returns the run id and records where the plots went in ``result.plots``."""
     from facefleet.registry import tracking
     from facefleet.train.plots import confusion_png
 
@@ -301,6 +304,7 @@ def log_evaluation(
             ):
                 (Path(tmp) / name).write_bytes(data)
                 mlflow.log_artifact(str(Path(tmp) / name), "plots")
+        result.plots = tracking.artifact_location(run.info.artifact_uri, "plots")
         return run.info.run_id
 
 

@@ -86,7 +86,6 @@ def build_model(
         arrays.update(svm_arrays(fitted.estimator))
     cv_pred = cv_predictions(X, y, fitted, seed=space.seed)
     metrics: dict[str, float] = {
-        "cv_accuracy": float((cv_pred == y).mean()),
         "target_far": open_set.target_far,
         "far": fit.far.rate,  # strangers named: leave-whole-person-out estimate
         "far_low": fit.far.low,
@@ -108,6 +107,8 @@ def build_model(
     if fit.stranger_far is not None:
         metrics["stranger_far"] = fit.stranger_far.rate
         metrics["stranger_trials"] = float(fit.stranger_far.trials)
+    if np.bincount(y).max() >= 2:  # with one photo of everyone there is nothing to cross-validate
+        metrics["cv_accuracy"] = float((cv_pred == y).mean())
     for fam, score in fitted.scores.items():
         metrics[f"cv_score_{fam}"] = score
     return TrainedModel(

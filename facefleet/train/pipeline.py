@@ -49,6 +49,8 @@ class TrainResult:
     tar_path: Path
     metrics: dict[str, float]
     thresholds: dict[str, float]
+    plots: str | None = None  # where the run's plots were logged
+    report: Path | None = None  # the executed report notebook (``--report``)
 
 
 def model_name(ws: Workspace, override: str | None = None) -> str:
@@ -145,6 +147,7 @@ def train_arrays(
     }
     with tracking.start_run(ws, run_name=human, tags=tags) as run:
         run_id = run.info.run_id
+        plots = tracking.artifact_location(run.info.artifact_uri, "plots")
         _log_training(mlflow, config, trained)
         version = _new_version(client, model, run.info.artifact_uri, run_id, human)
         try:
@@ -199,9 +202,10 @@ def train_arrays(
         tar_path,
         trained.metrics,
         trained.thresholds,
+        plots=plots,
     )
     if report:
-        run_training_report(ws, result, config)
+        result.report = run_training_report(ws, result, config)
     return result
 
 

@@ -234,3 +234,14 @@ def test_margin_rule_decides_like_training(tmp_path, keys):
     ):
         with pytest.raises(BundleError, match=message):
             load_bundle(make_bundle(tmp_path / "bad", private, open_set=bad), public)
+
+
+def test_load_bundle_accepts_the_public_key_path(tmp_path):
+    """Issue 15 item 14: ``load_bundle(path, "key.pem")`` (a path or a key, as the docs say)."""
+    priv, pub = generate_keypair(tmp_path / "keys")
+    bundle = make_bundle(tmp_path / "b", load_private_key(priv))
+    for key in (pub, str(pub), pub.read_bytes(), load_public_key(pub)):
+        assert load_bundle(bundle, key).manifest["version"] == 7
+        assert verify_bundle(bundle, key)["name"] == "gamma4"
+    with pytest.raises(BundleError, match="no public key at"):
+        load_bundle(bundle, str(tmp_path / "missing.pem"))
