@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from facefleet.cli.core_cmds import SCHEDULER_HELP
 from facefleet.workspace import Workspace
 
 
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-far", type=float, help="impostor false-accept target (default 0.01)")
     p.add_argument("--max-threshold", type=float, help="cap on every person's distance threshold")
     p.add_argument("--report", action="store_true", help="also render the training report")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_train)
 
@@ -56,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_far=args.target_far,
         max_threshold=args.max_threshold,
     )
-    res = train(ws, cfg, report=args.report)
+    res = train(ws, cfg, report=args.report, scheduler=args.scheduler)
     if args.json:
         print(
             json.dumps(

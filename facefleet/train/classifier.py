@@ -204,10 +204,15 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, space: SearchSpace) -> Fitted:
 def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int, space: SearchSpace):
     from sklearn.svm import SVC
 
+    from facefleet import compute
+
     base = SVC(class_weight="balanced", cache_size=500)
     cv = _cv(y, folds, space.seed)
     n_classes = len(np.unique(y))
-    with warnings.catch_warnings():
+    # on a Dask cluster (facefleet.compute.using) the folds x candidates fan out over every
+    # worker thread; the same folds and seeds give the same choice as a local search
+    n_jobs = -1 if compute.current() is not None else space.n_jobs
+    with warnings.catch_warnings(), compute.joblib_backend():
         warnings.simplefilter("ignore", category=UserWarning)  # "least populated class" notes
         # the first round's stratified subsample must still give the smallest class a
         # member per fold, and halving only pays when there is data to halve
@@ -225,7 +230,7 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
                 resource="n_samples",
                 min_resources=min_res,
                 aggressive_elimination=True,
-                n_jobs=space.n_jobs,
+                n_jobs=n_jobs,
                 random_state=space.seed,
                 refit=True,
                 error_score=0.0,
@@ -233,7 +238,7 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
         else:
             from sklearn.model_selection import GridSearchCV
 
-            search = GridSearchCV(base, grid, cv=cv, n_jobs=space.n_jobs, refit=True, error_score=0.0)
+            search = GridSearchCV(base, grid, cv=cv, n_jobs=n_jobs, refit=True, error_score=0.0)
         search.fit(X, y)
     return search
 

@@ -97,7 +97,19 @@ def analyse_files(
     engine: FaceEngine | None = None,
     desc: str = "faces",
 ) -> Iterator[ImageAnalysis]:
-    """Analyse ``paths`` in order, in this process for small batches, else over a process pool."""
+    """Analyse ``paths`` in order, in this process for small batches, else over a process pool
+    (or on the Dask cluster when the caller runs under ``facefleet.compute.using``)."""
+    from facefleet import compute
+
+    cluster = compute.current()
+    if cluster is not None:
+        from facefleet.vision import dask_backend
+
+        known = engine.embedder.id if engine is not None else None
+        yield from dask_backend.analyse_files(
+            paths, config, cluster, fallback=fallback, keep_chips=keep_chips, embedder_id=known, desc=desc
+        )
+        return
     jobs = [(str(p), fallback, keep_chips) for p in paths]
     count = worker_count(workers, len(jobs))
     if count <= 1 or len(jobs) < 4:
