@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,8 @@ def _pg_user() -> str | None:
 
 @dataclass
 class Postgres:
-    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 (trust auth), in ``root``."""
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 (trust auth), in ``root`` (as root: in
+    a fresh folder of /tmp owned by the ``postgres`` account, which initdb runs as)."""
 
     root: Path
     port: int = 0
@@ -134,10 +136,11 @@ class Postgres:
         if not (PG_BIN / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 not installed ({PG_BIN}/initdb): apt-get install postgresql")
         self.user = _pg_user()
-        self.root.mkdir(parents=True, exist_ok=True)
         if self.user:
+            # pytest's folders are private to root: the server's own lives in /tmp, owned by it
+            self.root = Path(tempfile.mkdtemp(prefix="facefleet-pg-"))
             shutil.chown(self.root, self.user)
-            os.chmod(self.root, 0o700)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user or "postgres",
                    "--auth=trust", "-E", "UTF8", "--no-sync"])  # fmt: skip
@@ -169,6 +172,8 @@ class Postgres:
                 pid_file = self.data / "postmaster.pid"
                 if pid_file.exists():
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        if self.user:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def wait_until(predicate, timeout: float, what: str, step: float = 0.05) -> None:
