@@ -203,7 +203,8 @@ def map_ordered(
             try:
                 result = fut.result()
             except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-                what = f"{type(exc).__name__}: {exc}"
+                lines = str(exc).strip().splitlines()  # Dask's own messages run over lines
+                what = f"{type(exc).__name__}: {lines[0] if lines else ''}"
                 raise ComputeError(f"{desc or prefix}: a task failed on the cluster: {what}") from exc
             done[index.pop(fut.key)] = result
             fut.release()

@@ -94,8 +94,8 @@ class DaskCluster:
             if proc is None:
                 continue
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # nothing of theirs needs a clean shutdown
                 proc.kill()
                 proc.wait(timeout=10)
 

@@ -50,33 +50,40 @@ def worker_engine(config: VisionConfig) -> FaceEngine:
     return engine
 
 
-def analyse_chunk(
-    chunk: list[tuple[str, bytes | None]], config: VisionConfig, fallback: bool, keep_chips: bool
-) -> tuple[str, list[ImageAnalysis]]:
-    """The task: analyse a few files on a worker; returns (embedder id, analyses)."""
+def _analyse_one(engine: FaceEngine, path: str, fallback: bool, keep_chips: bool) -> ImageAnalysis:
+    return analyse_file(engine, path, fallback=fallback, keep_chips=keep_chips)
+
+
+def run_chunk(chunk: list[tuple[str, bytes | None, tuple]], fn, config: VisionConfig, *args):
+    """The task: ``fn(engine, local_path, *item_args, *args)`` per file of ``chunk`` with this
+    worker's engine; a file sent as bytes is read from a temporary copy. Returns (embedder
+    id, results)."""
     engine = worker_engine(config)
     out = []
-    for path, data in chunk:
+    for path, data, item_args in chunk:
         if data is None:
-            out.append(analyse_file(engine, path, fallback=fallback, keep_chips=keep_chips))
-        else:
-            out.append(_analyse_bytes(engine, path, data, fallback=fallback, keep_chips=keep_chips))
+            out.append(fn(engine, path, *item_args, *args))
+            continue
+        fd, tmp = tempfile.mkstemp(prefix="facefleet-", suffix=Path(path).suffix.lower())
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            got = fn(engine, tmp, *item_args, *args)
+        finally:
+            os.unlink(tmp)
+        out.append(_renamed(got, tmp, path))
     return engine.embedder.id, out
 
 
-def _analyse_bytes(engine: FaceEngine, path: str, data: bytes, *, fallback: bool, keep_chips: bool):
-    suffix = Path(path).suffix.lower()
-    fd, tmp = tempfile.mkstemp(prefix="facefleet-", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        got = analyse_file(engine, tmp, fallback=fallback, keep_chips=keep_chips)
-    finally:
-        os.unlink(tmp)
-    got.path = path
-    if got.error:
-        got.error = got.error.replace(tmp, path)
-    return got
+def _renamed(result, tmp: str, path: str):
+    """Results name the original file, not the worker's temporary copy."""
+    if isinstance(result, ImageAnalysis):
+        result.path = path
+        if result.error:
+            result.error = result.error.replace(tmp, path)
+    elif isinstance(result, str):
+        result = result.replace(tmp, path)
+    return result
 
 
 def _payload(path: str, ship: bool) -> tuple[str, bytes | None]:
@@ -86,6 +93,46 @@ def _payload(path: str, ship: bool) -> tuple[str, bytes | None]:
         return path, Path(path).read_bytes()
     except OSError:
         return path, None  # the worker reports it as unreadable, the same as locally
+
+
+def map_files(
+    fn,
+    items: Sequence[tuple[str, tuple]],
+    config: VisionConfig,
+    cfg: ComputeConfig,
+    *args,
+    embedder_id: str | None = None,
+    desc: str = "faces",
+) -> Iterator:
+    """``fn(engine, path, *item_args, *args)`` for every ``(path, item_args)`` on the cluster,
+    in order; ``fn`` must be importable on the workers (a module-level function)."""
+    ship = cfg.ships_bytes()
+    chunks = [list(items[i : i + cfg.chunk]) for i in range(0, len(items), cfg.chunk)]
+
+    def build(chunk):
+        return [(*_payload(p, ship), tuple(a)) for p, a in chunk]
+
+    for worker_id, results in map_ordered(
+        run_chunk,
+        _Lazy(chunks, build),
+        fn,
+        config,
+        *args,
+        cfg=cfg,
+        desc=desc,
+        weights=[len(c) for c in chunks],
+        prefix="facefleet-analyse",
+    ):
+        _same_embedder(worker_id, embedder_id)
+        yield from results
+
+
+def _same_embedder(worker_id: str, embedder_id: str | None) -> None:
+    if embedder_id is not None and worker_id != embedder_id:
+        raise ComputeError(
+            f"a Dask worker embeds with {worker_id}, this server with {embedder_id}: "
+            "install the same facefleet and weights on every worker"
+        )
 
 
 def analyse_files(
@@ -103,32 +150,16 @@ def analyse_files(
     ``embedder_id`` is the id the caller stores vectors under: a worker whose embedder differs
     (e.g. it fell back to dlib) stops the run instead of mixing vectors of two models.
     """
-    files = [str(p) for p in paths]
-    ship = cfg.ships_bytes()
-    chunks = [files[i : i + cfg.chunk] for i in range(0, len(files), cfg.chunk)]
-
-    def build(chunk: list[str]) -> list[tuple[str, bytes | None]]:
-        return [_payload(p, ship) for p in chunk]
-
-    # bytes are read as each task is submitted (map_ordered bounds the tasks in flight)
-    items = _Lazy(chunks, build)
-    for worker_id, analyses in map_ordered(
-        analyse_chunk,
-        items,
+    yield from map_files(
+        _analyse_one,
+        [(str(p), ()) for p in paths],
         config,
+        cfg,
         fallback,
         keep_chips,
-        cfg=cfg,
+        embedder_id=embedder_id,
         desc=desc,
-        weights=[len(c) for c in chunks],
-        prefix="facefleet-analyse",
-    ):
-        if embedder_id is not None and worker_id != embedder_id:
-            raise ComputeError(
-                f"a Dask worker embeds with {worker_id}, this server with {embedder_id}: "
-                "install the same facefleet and weights on every worker"
-            )
-        yield from analyses
+    )
 
 
 class _Lazy(Sequence):

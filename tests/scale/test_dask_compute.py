@@ -84,7 +84,7 @@ def store_dump(ws: Workspace) -> dict:
     ):
         assert sha not in faces, f"image {sha[:12]} stored twice"
         faces[sha] = {
-            "person": people[person],
+            "person": people.get(person),
             "box": json.loads(box),
             "landmarks": np.asarray(json.loads(lm), dtype=np.float32),
             "quality": json.loads(quality),
@@ -242,6 +242,29 @@ def test_train_on_dask_gives_the_same_model(cluster, observer, local_ws, tmp_pat
     assert out["thresholds"] == pytest.approx(local.thresholds, abs=1e-9)
     manifest = json.loads((Path(out["bundle"]) / "manifest.json").read_text())
     assert manifest["labels"] == local.labels
+
+
+def test_collect_on_dask_gives_the_local_candidates(cluster, observer, photos, tmp_path):
+    """A folder of crops: analysed on the workers, written here, the same as a local collect."""
+    from facefleet.curate.collect import collect
+
+    here = _workspace(tmp_path / "here")
+    local = collect(here, [photos])
+    there = _workspace(tmp_path / "there", {"chunk": 4})
+    before = prefix_count(observer, "facefleet-analyse")
+    remote = collect(there, [photos], scheduler=cluster.address)
+    # 25 files, 24 distinct contents (the copy is sent once), 4 a task
+    assert prefix_count(observer, "facefleet-analyse") - before == 6
+    assert len(remote.added) == len(local.added) == 23
+    assert remote.duplicates == local.duplicates == 1
+    assert (
+        [p for p, _ in remote.skipped]
+        == [p for p, _ in local.skipped]
+        == [str(photos / "madonna" / "broken.jpg")]
+    )
+    a, b = store_dump(here), store_dump(there)
+    assert {f["status"] for f in a["faces"].values()} == {"candidate"}
+    assert_same_store(a, b)
 
 
 def test_bad_scheduler_settings_are_one_line_errors(tmp_path, photos, capsys):
