@@ -37,6 +37,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "identify": {"distance_threshold": 0.6},
     "train": {},
     "mlflow": {"tracking_uri": None, "experiment": "facefleet"},
+    # tcp://HOST:8786 sends enroll/collect/train's heavy work to a Dask cluster (docs/scaling.md)
+    "compute": {"scheduler": None},
     "registry": {"model_name": "face_model"},
 }
 
