@@ -10,7 +10,8 @@ each, ``strangers/*.jpg`` by file name) with the ONNX graph already cached:
   the time: a user pays it on every call);
 * ``dask1`` / ``dask2``: a real ``dask scheduler`` and 1 or 2 ``dask worker --nthreads 1``
   subprocesses on 127.0.0.1, warmed up beforehand (each worker builds its engine once, on a
-  four-photo enrolment outside the timing).
+  four-photo enrolment outside the timing); then the same photos through the Dask path with
+  no face work (a task returning a one-face result), which is the overhead Dask adds.
 
 Prints images/s per run and the overhead Dask adds per image (Dask with N workers against N
 local processes). Only the client writes the store, so the store writes are in every time.
@@ -58,6 +59,35 @@ def timed(ws, items, **kw) -> tuple[float, int]:
     return time.perf_counter() - start, len(report.accepted)
 
 
+def fake_analysis(engine, path: str):
+    """A task with no face work: what the Dask path alone costs for one photo's result."""
+    import numpy as np
+
+    from facefleet.vision.batch import FoundFace, ImageAnalysis
+
+    face = FoundFace(
+        box=(10, 10, 90, 90),
+        landmarks=np.zeros((5, 2), np.float32),
+        quality={"size_px": 80.0, "sharpness": 50.0, "frontalness": 0.9, "brightness": 120.0},
+        detector="hog",
+        embedding=np.zeros(128, np.float32),
+    )
+    return ImageAnalysis(path=path, faces=[face], size=(250, 250))
+
+
+def dask_overhead(ws, items, address: str) -> float:
+    """Seconds per photo of the Dask path with no face work (tasks of ``compute.chunk`` files)."""
+    from facefleet import compute
+    from facefleet.vision import dask_backend
+    from facefleet.vision.engine import VisionConfig
+
+    cfg = compute.for_workspace(ws, address)
+    jobs = [(str(p), ()) for _, p in items]
+    start = time.perf_counter()
+    n = sum(1 for _ in dask_backend.map_files(fake_analysis, jobs, VisionConfig.from_workspace(ws), cfg))
+    return (time.perf_counter() - start) / n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces" / "lfw_dev")
@@ -87,6 +117,11 @@ def main() -> int:
                     scratch = fresh_workspace(tmp / f"scratch-{run}", warm.cache_dir)
                     timed(scratch, items[: 4 * n], scheduler=cluster.address)  # build every worker's engine
                     seconds, accepted = timed(ws, items, scheduler=cluster.address)
+                    per = dask_overhead(scratch, items, cluster.address)
+                    print(
+                        f"{run}: the Dask path alone (no face work): {per * 1000:.2f} ms per photo",
+                        flush=True,
+                    )
                 finally:
                     from facefleet import compute
 

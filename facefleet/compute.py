@@ -141,7 +141,13 @@ def close_clients() -> None:
         _CLIENTS.clear()
 
 
-def total_threads(c) -> int:
+def total_threads(c, timeout: float) -> int:
+    """Worker threads of the cluster, waiting up to ``timeout`` s for a first worker."""
+    if not c.nthreads():
+        try:
+            c.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ComputeError(f"the Dask scheduler at {c.scheduler.address} has no workers") from None
     return max(1, sum(c.nthreads().values()))
 
 
@@ -167,7 +173,7 @@ def map_ordered(
 
     c = client(cfg)
     weights = list(weights) if weights is not None else [1] * len(items)
-    limit = max(4, 2 * total_threads(c))
+    limit = max(4, 2 * total_threads(c, cfg.connect_timeout))
     index: dict[str, int] = {}
     live: dict[str, Any] = {}
     pending = iter(enumerate(items))

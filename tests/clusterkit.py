@@ -52,7 +52,8 @@ class DaskCluster:
         wait_port(self.port, timeout)
         for _ in range(n_workers):
             self.add_worker()
-        self.wait_workers(n_workers, timeout)
+        if n_workers:
+            self.wait_workers(n_workers, timeout)
         return self
 
     def add_worker(self) -> subprocess.Popen:

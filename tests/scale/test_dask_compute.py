@@ -284,5 +284,14 @@ def test_bad_scheduler_settings_are_one_line_errors(tmp_path, photos, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"facefleet: error: cannot reach the Dask scheduler at {dead}") and "\n" not in err
     assert time.monotonic() - t0 < 60
+    empty = DaskCluster(tmp_path / "empty").start(n_workers=0)  # a scheduler without workers
+    try:
+        assert (
+            main(["-w", str(ws.root), "enroll", "--folder", str(photos), "--scheduler", empty.address]) == 2
+        )
+        assert f"the Dask scheduler at {empty.address} has no workers" in capsys.readouterr().err
+    finally:
+        compute.close_clients()
+        empty.stop()
     with Workspace.open(ws.root).open_store() as store:
         assert store.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
