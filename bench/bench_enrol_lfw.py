@@ -32,6 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
+# the workers import fake_analysis from this file (as bench_enrol_lfw, not __main__)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p
+)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
@@ -84,7 +88,10 @@ def dask_overhead(ws, items, address: str) -> float:
     cfg = compute.for_workspace(ws, address)
     jobs = [(str(p), ()) for _, p in items]
     start = time.perf_counter()
-    n = sum(1 for _ in dask_backend.map_files(fake_analysis, jobs, VisionConfig.from_workspace(ws), cfg))
+    import bench_enrol_lfw  # by module name: the workers cannot import __main__
+
+    task = bench_enrol_lfw.fake_analysis
+    n = sum(1 for _ in dask_backend.map_files(task, jobs, VisionConfig.from_workspace(ws), cfg))
     return (time.perf_counter() - start) / n
 
 
