@@ -83,7 +83,6 @@ def dask_overhead(ws, items, address: str) -> float:
     """Seconds per photo of the Dask path with no face work (tasks of ``compute.chunk`` files)."""
     from facefleet import compute
     from facefleet.vision import dask_backend
-    from facefleet.vision.engine import VisionConfig
 
     cfg = compute.for_workspace(ws, address)
     jobs = [(str(p), ()) for _, p in items]
@@ -91,7 +90,7 @@ def dask_overhead(ws, items, address: str) -> float:
     import bench_enrol_lfw  # by module name: the workers cannot import __main__
 
     task = bench_enrol_lfw.fake_analysis
-    n = sum(1 for _ in dask_backend.map_files(task, jobs, VisionConfig.from_workspace(ws), cfg))
+    n = sum(1 for _ in dask_backend.map_files(task, jobs, ws.vision_config(), cfg))
     return (time.perf_counter() - start) / n
 
 

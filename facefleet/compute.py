@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from facefleet.errors import ConfigError, FacefleetError
+from facefleet.settings import SCHEDULER_PATTERN, SEND_MODES, to_mapping
 
-SEND_MODES = ("auto", "paths", "bytes")
-_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx)://[^\s/]+(:\d+)?/?$")
+_ADDRESS = re.compile(SCHEDULER_PATTERN)
 _LOOPBACK = ("127.", "localhost", "[::1]")
 
 
@@ -55,7 +55,7 @@ class ComputeConfig:
     def validated(self) -> ComputeConfig:
         sched = self.scheduler or None
         if sched is not None:
-            if not isinstance(sched, str) or not _ADDRESS.match(sched.strip()):
+            if not isinstance(sched, str) or not _ADDRESS.fullmatch(sched.strip()):
                 raise ConfigError(f"compute.scheduler: expected tcp://HOST:8786, got {sched!r}")
             sched = sched.strip().rstrip("/")
         for name, low in (("retries", 0), ("chunk", 1)):
@@ -81,8 +81,8 @@ class ComputeConfig:
 
 
 def for_workspace(ws, scheduler: str | None = None) -> ComputeConfig:
-    """The workspace's ``compute`` section, with ``scheduler`` (``--scheduler``) overriding it."""
-    return ComputeConfig.from_dict(ws.section("compute"), scheduler=scheduler)
+    """The workspace's ``compute`` settings, with ``scheduler`` (``--scheduler``) overriding them."""
+    return ComputeConfig.from_dict(to_mapping(ws.settings.compute), scheduler=scheduler)
 
 
 # -- the settings in force for the current call -------------------------------------------------

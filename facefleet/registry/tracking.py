@@ -125,7 +125,7 @@ def has_tracking_store(ws: Workspace) -> bool:
 def artifacts_root(ws: Workspace) -> Path:
     """Where runs keep their artifacts: ``mlflow.artifacts`` (a folder every server of a shared
     tracking database can read, e.g. an NFS mount) or the workspace's ``artifacts/``."""
-    value = (ws.config.get("mlflow") or {}).get("artifacts")
+    value = ws.settings.mlflow.artifacts
     if not value:
         return ws.artifacts_dir
     if not isinstance(value, str):
@@ -140,10 +140,7 @@ def artifacts_root(ws: Workspace) -> Path:
 
 def experiment_name(ws: Workspace, name: str | None = None) -> str:
     """The experiment name: ``name`` or the config's ``mlflow.experiment``."""
-    name = name or (ws.config.get("mlflow") or {}).get("experiment") or "facefleet"
-    if not isinstance(name, str):
-        raise ConfigError(f"mlflow.experiment must be a string, got {name!r}")
-    return name
+    return name or ws.settings.mlflow.experiment
 
 
 def ensure_experiment(ws: Workspace, name: str | None = None) -> str:

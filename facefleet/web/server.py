@@ -20,15 +20,20 @@ The server only serves files; devices verify signatures themselves.
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from facefleet.errors import FacefleetError
+from facefleet.errors import BundleError, FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records
+from facefleet.registry.catalog import ALIASES_FILE, ResolvedVersion, resolve
+from facefleet.registry.format import read_manifest
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
 CACHE_SECONDS = 2.0  # how long an alias lookup on a PostgreSQL/HTTP registry is reused
@@ -56,7 +61,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def create_app(ws: Any) -> FastAPI:
+def create_app(ws: "Workspace") -> FastAPI:
     """The FastAPI application serving ``ws``'s bundles."""
     app = FastAPI(
         title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
@@ -67,12 +72,10 @@ def create_app(ws: Any) -> FastAPI:
     # an alias resolved to until the registry or the models folder changes on disk (a
     # PostgreSQL or HTTP registry has no such signal: there the answer is kept CACHE_SECONDS).
     touched: dict[str, float] = {}
-    resolved: dict[tuple[str, str], tuple[tuple, catalog.BundleRef]] = {}
+    resolved: dict[tuple[str, str], tuple[tuple, ResolvedVersion]] = {}
     pack_lock = threading.Lock()
     local = threading.local()
-    remote_registry = bool((ws.config.get("mlflow") or {}).get("tracking_uri")) and not str(
-        ws.tracking_uri
-    ).startswith("sqlite:")
+    remote_registry = bool(ws.configured_tracking_uri) and not ws.tracking_uri.startswith("sqlite:")
 
     def thread_store():  # one connection per server thread: sqlite connections stay in theirs
         st = getattr(local, "store", None)
@@ -101,7 +104,7 @@ def create_app(ws: Any) -> FastAPI:
         paths = (
             ws.models_dir,
             ws.models_dir / model,
-            ws.models_dir / catalog.ALIASES_FILE,
+            ws.models_dir / ALIASES_FILE,
             ws.root / "mlflow.db",
             ws.root / "mlflow.db-wal",
         )
@@ -115,21 +118,20 @@ def create_app(ws: Any) -> FastAPI:
             stamps.append(int(time.monotonic() / CACHE_SECONDS))
         return tuple(stamps)
 
-    def bundle_for(model: str, ref: str) -> catalog.BundleRef:
+    def bundle_for(model: str, ref: str) -> ResolvedVersion:
         text = ref if ref[:1] in "@vV" or ref.isdigit() else f"@{ref}"
         stamp = generation(model)
         hit = resolved.get((model, text))
         if hit is not None and hit[0] == stamp:
             return hit[1]
         try:
-            version = catalog.resolve_version_number(ws, model, text)
-            found = catalog.find_bundle(ws, model, version)
+            found = resolve(ws, text, model=model, fetch=False)
         except FacefleetError as exc:
             raise HTTPException(404, str(exc)) from None
         resolved[(model, text)] = (stamp, found)
         return found
 
-    def packed(found: catalog.BundleRef) -> Path:
+    def packed(found: ResolvedVersion) -> Path:
         with pack_lock:  # concurrent first requests for a new version pack it once
             return catalog.packed(ws, found)
 
@@ -150,10 +152,10 @@ def create_app(ws: Any) -> FastAPI:
     def manifest(model: str, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
         """The manifest (labels, thresholds, version, files) of a version or alias."""
         found = bundle_for(model, ref)
-        data = catalog.read_manifest_any(found.path)
-        if data is None:
-            raise HTTPException(500, f"bundle {found.path.name} has no readable manifest")
-        return data
+        try:
+            return read_manifest(found.path, need_files=False)
+        except BundleError:
+            raise HTTPException(500, f"bundle {found.path.name} has no readable manifest") from None
 
     @app.get(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz")
     def bundle(model: str, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
@@ -184,7 +186,7 @@ def create_app(ws: Any) -> FastAPI:
     return app
 
 
-def serve(ws: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(ws: "Workspace", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
