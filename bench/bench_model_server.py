@@ -41,7 +41,7 @@ MODEL = "face_model"
 
 # -- the workspace -------------------------------------------------------------------------------
 def make_bundle(ws, version: int, megabytes: float, seed: int) -> Path:
-    from facefleet.registry.bundle import write_bundle
+    from facefleet.registry.format import write_bundle
     from facefleet.train.pipeline import signing_key
 
     rng = np.random.default_rng(seed)

@@ -42,6 +42,9 @@ def worker_engine(config: VisionConfig) -> FaceEngine:
         local = config
         if config.cache_dir is not None and not Path(config.cache_dir).is_dir():
             local = replace(config, cache_dir=None)
+        # a Dask worker thread stands for one core (dask worker --nthreads N), as a local pool
+        # process does: one ONNX thread each, not one per core of the machine per thread
+        os.environ.setdefault("FACEFLEET_ONNX_THREADS", "1")
         engine = FaceEngine(local)
         _ = engine.embedder  # convert/load the ONNX graph now, once, not inside the first image
         engines[key] = engine

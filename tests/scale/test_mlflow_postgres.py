@@ -120,9 +120,9 @@ def test_models_commands_on_postgres(trained, tmp_path, capsys):
 
     # another server's workspace on the same database gets the bundle from the shared artifacts
     other = on_postgres(Workspace.init(tmp_path / "other"), url, shared)
-    from facefleet.train.pipeline import latest_bundle
+    from facefleet.registry.catalog import resolve
 
-    got = latest_bundle(other, "@production")
+    got = resolve(other, "@production").path  # downloaded from the run's artifacts
     assert json.loads((got / "manifest.json").read_text())["name"] == first
 
 
