@@ -49,11 +49,15 @@ class DaskCluster:
         self.port = free_port()
         cmd = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
         self.scheduler = self._spawn(cmd, "scheduler")
-        wait_port(self.port, timeout)
-        for _ in range(n_workers):
-            self.add_worker()
-        if n_workers:
-            self.wait_workers(n_workers, timeout)
+        try:
+            wait_port(self.port, timeout)
+            for _ in range(n_workers):
+                self.add_worker()
+            if n_workers:
+                self.wait_workers(n_workers, timeout)
+        except BaseException:
+            self.stop()  # a cluster that failed to start leaves no process behind
+            raise
         return self
 
     def add_worker(self) -> subprocess.Popen:
@@ -143,14 +147,18 @@ class Postgres:
             shutil.chown(self.root, self.user)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user or "postgres",
-                   "--auth=trust", "-E", "UTF8", "--no-sync"])  # fmt: skip
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
         )
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"),
-                   "-o", opts, "-w", "-t", "60", "start"])  # fmt: skip
-        wait_port(self.port, 30)
+        try:
+            self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user or "postgres",
+                       "--auth=trust", "-E", "UTF8", "--no-sync"])  # fmt: skip
+            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"),
+                       "-o", opts, "-w", "-t", "60", "start"])  # fmt: skip
+            wait_port(self.port, 30)
+        except BaseException:
+            self.stop()  # nothing left running or on disk when the start fails
+            raise
         return self
 
     def create_db(self, name: str) -> str:
