@@ -213,8 +213,9 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
     n_classes = len(np.unique(y))
     # on a Dask cluster (facefleet.compute.using) the folds x candidates fan out over every
     # worker thread; the same folds and seeds give the same choice as a local search
-    n_jobs = -1 if compute.current() is not None else space.n_jobs
-    with warnings.catch_warnings(), compute.joblib_backend():
+    on_cluster = compute.current() is not None
+    n_jobs = -1 if on_cluster else space.n_jobs
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # "least populated class" notes
         # the first round's stratified subsample must still give the smallest class a
         # member per fold, and halving only pays when there is data to halve
@@ -241,7 +242,8 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
             from sklearn.model_selection import GridSearchCV
 
             search = GridSearchCV(base, grid, cv=cv, n_jobs=n_jobs, refit=True, error_score=0.0)
-        with loky_dies_with_parent():
+        # joblib's backend: the cluster's workers, else loky workers that die with this process
+        with compute.joblib_backend() if on_cluster else loky_dies_with_parent():
             search.fit(X, y)
     return search
 
