@@ -99,8 +99,24 @@ class IdentifySettings:
 
 @dataclass(frozen=True)
 class MlflowSettings:
-    tracking_uri: str | None = None  # default: sqlite:///<workspace>/mlflow.db
+    tracking_uri: str | None = None  # default: sqlite:///<workspace>/mlflow.db; or postgresql://...
     experiment: str = "facefleet"
+    artifacts: str | None = None  # runs' artifacts (default: <workspace>/artifacts); a shared folder
+
+
+SCHEDULER_PATTERN = r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d+)?/?"
+SEND_MODES = ("auto", "paths", "bytes")
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """Where the heavy server work runs (docs/scaling.md); no scheduler: locally."""
+
+    scheduler: str | None = setting(None, pattern=SCHEDULER_PATTERN, rule="an address like tcp://HOST:8786")
+    retries: int = setting(2, lo=0, hi=100)  # a task that raised is tried again this many times
+    chunk: int = setting(8, lo=1, hi=100_000)  # files per task
+    send: str = setting("auto", choices=SEND_MODES)  # paths | bytes | auto (paths on loopback)
+    connect_timeout: float = setting(30.0, lo=0.1, hi=3600)  # seconds
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,7 @@ class Settings:
     train: dict[str, Any] = setting({})  # a version-YAML document, validated by train.config
     validate: dict[str, Any] = setting({})  # curate.validate.Policy, validated there
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
 

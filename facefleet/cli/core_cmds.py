@@ -11,6 +11,8 @@ from pathlib import Path
 from facefleet.errors import FacefleetError
 from facefleet.workspace import Workspace
 
+SCHEDULER_HELP = "Dask scheduler tcp://HOST:8786 for the heavy work (default: compute.scheduler, else local)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create a workspace (config, store, folders)")
@@ -24,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flat", help="a folder of files named <name>_<n>.jpg")
     p.add_argument("--largest", action="store_true", help="take the largest face of a group photo")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome of every photo as JSON")
     p.set_defaults(func=cmd_enroll)
 
@@ -86,7 +89,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         items = [(args.name, Path(img)) for img in args.images]
     else:
         raise FacefleetError("give NAME IMG [IMG...], --folder DIR or --flat DIR")
-    report = enroll(ws, items, largest=args.largest, workers=args.workers)
+    report = enroll(ws, items, largest=args.largest, workers=args.workers, scheduler=args.scheduler)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefleet.cli.core_cmds import SCHEDULER_HELP
 from facefleet.errors import FacefleetError
 from facefleet.workspace import Workspace
 
@@ -28,12 +29,17 @@ def _collect(args: argparse.Namespace) -> int:
 
         inv = args.inventory or default_inventory_path(ws.root, ws.settings.fleet.inventory)
         report = collect_remote(
-            ws, inv, args.host, known_hosts=args.known_hosts, accept_new_host_keys=args.accept_new_host_keys
+            ws,
+            inv,
+            args.host,
+            known_hosts=args.known_hosts,
+            accept_new_host_keys=args.accept_new_host_keys,
+            scheduler=args.scheduler,
         )
     elif not args.paths:
         raise FacefleetError("give PATH(s) to collect, or --host H with an inventory")
     else:
-        report = collect(ws, args.paths, device=args.device)
+        report = collect(ws, args.paths, device=args.device, scheduler=args.scheduler)
     print(report.summary())
     return 0
 
@@ -230,6 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="record the host key of a device not yet in known_hosts",
     )
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("curate", help="list candidate faces: filtered, de-duplicated, ranked")

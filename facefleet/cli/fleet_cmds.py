@@ -152,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alias", help="deploy the version holding this alias (default production)")
     p.add_argument("--group", help="only this inventory group")
     p.add_argument("--host", help="only this host")
-    p.add_argument("--parallel", type=int, default=4, help="hosts at a time (default 4)")
+    p.add_argument("--parallel", "--concurrency", type=int, default=4, help="hosts at a time (default 4)")
     p.add_argument("--dry-run", action="store_true", help="connect and report, change nothing")
     p.add_argument("--inventory", help="Ansible YAML inventory (default inventory.yaml)")
     p.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefleet.cli.core_cmds import SCHEDULER_HELP
 from facefleet.train.thresholds import OpenSetParams
 from facefleet.workspace import Workspace
 
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-threshold", type=float, help="never name a face further than this from the person's centroid"
     )
     p.add_argument("--report", action="store_true", help="also render the training report")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_train)
 
@@ -71,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_far=args.target_far,
         max_threshold=args.max_threshold,
     )
-    res = train(ws, cfg, report=args.report)
+    res = train(ws, cfg, report=args.report, scheduler=args.scheduler)
     if args.json:
         print(
             json.dumps(

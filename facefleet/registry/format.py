@@ -22,6 +22,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,7 +154,7 @@ def pack_bundle(bundle_dir: Path, out_path: Path) -> Path:
     """The bundle's files (flat, no folder) as a ``.tar.gz``, written atomically."""
     bundle_dir, out_path = Path(bundle_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         with tarfile.open(tmp, "w:gz") as tar:
             for f in sorted(bundle_dir.iterdir()):

@@ -81,9 +81,17 @@ def signing_key(ws: Workspace):
 
 # -- training -------------------------------------------------------------------------------
 def train(
-    ws: Workspace, config: TrainConfig | None = None, *, report: bool = False, embedder_id: str | None = None
+    ws: Workspace,
+    config: TrainConfig | None = None,
+    *,
+    report: bool = False,
+    embedder_id: str | None = None,
+    scheduler: str | None = None,
 ) -> TrainResult:
-    """Train on the store's faces (statuses from the config) and publish a signed bundle."""
+    """Train on the store's faces (statuses from the config) and publish a signed bundle.
+
+    The model search runs here, or on the Dask cluster of ``scheduler`` / ``compute.scheduler``.
+    """
     from facefleet.train.config import load_config
 
     config = config or load_config(workspace_train=ws.settings.train or None)
@@ -100,16 +108,19 @@ def train(
             f"no faces to train on (statuses {', '.join(config.statuses)}, embedder "
             f"{embedder_id}): enrol photos first with 'facefleet enrol'"
         )
-    return train_arrays(
-        ws,
-        ts.X,
-        list(ts.names),
-        embedder_id=embedder_id,
-        config=config,
-        negatives=negatives,
-        strangers=strangers,
-        report=report,
-    )
+    from facefleet import compute
+
+    with compute.using(compute.for_workspace(ws, scheduler)):
+        return train_arrays(
+            ws,
+            ts.X,
+            list(ts.names),
+            embedder_id=embedder_id,
+            config=config,
+            negatives=negatives,
+            strangers=strangers,
+            report=report,
+        )
 
 
 def train_arrays(
