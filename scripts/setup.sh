@@ -14,7 +14,7 @@ if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ]; then
 fi
 # PostgreSQL 15 for the MLflow-on-PostgreSQL tests: they run initdb/pg_ctl themselves on a
 # loopback port in a temporary folder, so the packaged service is stopped and not enabled.
-if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "installing postgresql (used by the MLflow server-database tests)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null

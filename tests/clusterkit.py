@@ -19,7 +19,12 @@ from testkit import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 DASK = Path(sys.executable).with_name("dask")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's server binaries (15 on bookworm); the newest installed major version wins.
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin"),
+    key=lambda p: int(p.parent.name),
+    default=Path("/usr/lib/postgresql/15/bin"),
+)
 
 
 def _env() -> dict[str, str]:
