@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from facefleet import compute
 from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import sha256_file
 from facefleet.settings import QualitySettings, to_mapping
@@ -21,6 +22,8 @@ from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
 from facefleet.vision.image import MAX_FILE_BYTES, is_image_name
 from facefleet.vision.quality import Quality, unusable_reason
 from facefleet.workspace import Workspace
+
+WRITE_BATCH = 64  # photos written per store transaction
 
 _FLAT_NAME = re.compile(r"^(?P<name>.+?)[_\- ]?(?P<index>\d+)$")
 
@@ -148,11 +151,16 @@ def enroll(
     largest: bool = False,
     workers: int | None = None,
     source: str = "enrol",
+    scheduler: str | None = None,
 ) -> EnrolReport:
-    """Enrol ``(name, photo)`` pairs; returns an outcome per photo. Nothing already known is redone."""
+    """Enrol ``(name, photo)`` pairs; returns an outcome per photo. Nothing already known is redone.
+
+    The photos are analysed here, or on the Dask cluster of ``scheduler`` / ``compute.scheduler``;
+    only this process writes the store, one transaction per batch of photos.
+    """
+    cluster = compute.for_workspace(ws, scheduler)
     store = ws.open_store()
     config = ws.vision_config()
-    quality_cfg = ws.settings.quality
     engine = ws.engine()
     embedder_id = engine.embedder.id  # converts/loads the embedder once, before any worker starts
     settings = _settings_key(ws, embedder_id, largest)
@@ -179,33 +187,42 @@ def enroll(
                 pending.append((name, path, sha))
         # the same photo listed twice in one batch is analysed once
         unique = list(dict.fromkeys(p for _, p, _ in pending))
-        analyses = {
-            a.path: a
-            for a in analyse_files(
-                unique,
-                config,
-                workers=workers or ws.settings.vision.workers,
-                engine=engine,
-                desc="enrol",
-            )
-        }
-        for name, path, sha in pending:
-            cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
-            if cached is not None:
-                report.outcomes.append(cached)
-                continue
-            analysis = analyses[str(path)]
-            face, reason = choose_face(analysis, quality_cfg, largest=largest)
-            if face is None:
-                # a missing file or a crash may be gone next time: only cache real rejections
-                if not (analysis.error and ("no such file" in analysis.error or "crashed" in analysis.error)):
-                    store.record_rejection(sha, settings, reason or "rejected")
-                report.outcomes.append(PhotoOutcome(str(path), name, False, reason))
-                continue
-            report.outcomes.append(_accept(ws, store, name, path, sha, face, embedder_id, source, settings))
+        with compute.using(cluster):
+            analyses = {
+                a.path: a
+                for a in analyse_files(
+                    unique,
+                    config,
+                    workers=workers or ws.settings.vision.workers,
+                    engine=engine,
+                    desc="enrol",
+                )
+            }
+        for start in range(0, len(pending), WRITE_BATCH):
+            with store.transaction():
+                for name, path, sha in pending[start : start + WRITE_BATCH]:
+                    item, analysis = (name, path, sha), analyses[str(path)]
+                    outcome = _record(ws, store, item, analysis, settings, embedder_id, source, largest)
+                    report.outcomes.append(outcome)
     finally:
         store.close()
     return report
+
+
+def _record(ws, store, item, analysis, settings, embedder_id, source, largest) -> PhotoOutcome:
+    """Write one analysed photo's outcome (accepted face or cached rejection) to the store.
+    The sha256 is looked up again first: a photo listed twice is stored once."""
+    name, path, sha = item
+    cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
+    if cached is not None:
+        return cached
+    face, reason = choose_face(analysis, ws.settings.quality, largest=largest)
+    if face is None:
+        # a missing file or a crash may be gone next time: only cache real rejections
+        if not (analysis.error and ("no such file" in analysis.error or "crashed" in analysis.error)):
+            store.record_rejection(sha, settings, reason or "rejected")
+        return PhotoOutcome(str(path), name, False, reason)
+    return _accept(ws, store, name, path, sha, face, embedder_id, source, settings)
 
 
 def _cached_outcome(store, name, path, sha, embedder_id, settings) -> PhotoOutcome | None:

@@ -16,6 +16,8 @@ import numpy as np
 
 # SentinelCam's numeric face statuses; 4 ("remove") rows are not imported.
 STATUS_CODES = {"0": "candidate", "1": "selected", "2": "in_use", "3": "revoked"}
+# What facefleet's own recognizer writes: a device's decision, still to be reviewed.
+DEVICE_STATUSES = {"known": "candidate", "unknown": "candidate"}
 UNKNOWN_NAMES = {"", "unknown", "none", "nan", "stranger"}
 REFKEY = re.compile(
     r"^(?P<date>[^|]*)\|(?P<event>[^|]*)\|(?P<timestamp>[^|]*)\|"
@@ -106,6 +108,8 @@ def parse_status(value: str) -> str | None:
         return STATUS_CODES[value]
     if value in STATUS_CODES.values():
         return value
+    if value in DEVICE_STATUSES:
+        return DEVICE_STATUSES[value]
     if value in ("4", "remove"):
         return None
     raise ValueError(f"unknown face status {value!r}")

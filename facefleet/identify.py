@@ -74,29 +74,38 @@ def gallery_matcher(ws: Workspace, embedder_id: str, threshold: float | None = N
 def default_matcher(
     ws: Workspace, embedder_id: str, *, model: str | None = None, threshold: float | None = None
 ) -> Matcher:
-    """The current trained model when there is one (or ``model`` if given), else the gallery."""
+    """The trained model the server side uses (``registry.catalog.resolve_serving``: ``model``
+    when given, else @production, @validated, the newest), else the gallery."""
     if threshold is not None and model is None:
         return gallery_matcher(ws, embedder_id, threshold)
     try:
-        from facefleet.registry.catalog import bundle_path
-        from facefleet.registry.keys import load_public_key
+        resolved = model_choice(ws, model)
     except ImportError:
         if model:
             raise FacefleetError(
                 "trained models need the server extras: pip install 'facefleet[server]'"
             ) from None
         return gallery_matcher(ws, embedder_id, threshold)
+    if resolved is None:
+        return gallery_matcher(ws, embedder_id, threshold)
+    from facefleet.registry.keys import load_public_key
+
+    return BundleMatcher(
+        load_bundle(resolved.path, load_public_key(ws.public_key_path), expected_embedder_id=embedder_id)
+    )
+
+
+def model_choice(ws: Workspace, model: str | None = None):
+    """The ``ResolvedVersion`` identify uses (its ``reason`` says which and why), or None when
+    no model is trained yet and none was asked for (the enrolled gallery decides)."""
+    from facefleet.registry.catalog import VersionError, resolve_serving
+
     try:
-        path = bundle_path(ws, model)
-    except FacefleetError:
+        return resolve_serving(ws, model)
+    except VersionError:
         if model:
             raise
-        path = None
-    if path is None:
-        return gallery_matcher(ws, embedder_id, threshold)
-    return BundleMatcher(
-        load_bundle(path, load_public_key(ws.public_key_path), expected_embedder_id=embedder_id)
-    )
+        return None
 
 
 def identify(

@@ -47,18 +47,39 @@ def known_hosts_path(path: str | Path | None) -> Path:
     return Path(path or DEFAULT_KNOWN_HOSTS).expanduser()
 
 
-def has_entry(known_hosts: Path, target: SshTarget) -> bool:
-    """Whether ``known_hosts`` holds any key for the target (matching or not)."""
-    import asyncssh
+def _pattern_names(label: str, pattern: str) -> bool:
+    """Whether one known_hosts host field names exactly ``label`` (plain or hashed)."""
+    import base64
+    import hashlib
+    import hmac
 
+    if pattern.startswith("|1|"):
+        try:
+            _, _, salt, digest = pattern.split("|")
+            mac = hmac.new(base64.b64decode(salt), label.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(mac, base64.b64decode(digest))
+        except (ValueError, TypeError):
+            return False
+    return label in pattern.split(",")
+
+
+def has_entry(known_hosts: Path, target: SshTarget) -> bool:
+    """Whether ``known_hosts`` holds a key (matching or not) for exactly the target's address
+    *and port*: a plain entry is port 22 only, and another device behind the same address
+    (another port) has its own entry."""
     if not known_hosts.is_file():
         return False
     try:
-        keys = asyncssh.read_known_hosts(str(known_hosts))
-    except (ValueError, OSError):
+        lines = known_hosts.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
         return False
-    matched = keys.match(target.address, "", target.port)
-    return any(matched[:3])
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or fields[0].startswith(("#", "@")):  # comments, @revoked markers
+            continue
+        if _pattern_names(target.key_label, fields[0]):
+            return True
+    return False
 
 
 async def connect(
@@ -90,11 +111,20 @@ async def connect(
         return await asyncssh.connect(target.address, **opts)
     except asyncssh.HostKeyNotVerifiable:
         async with lock or asyncio.Lock():
-            if not accept_new or has_entry(known_hosts, target):
-                raise DeployError(
-                    f"host key of {target.address}:{target.port} is not in {known_hosts}"
-                    + (" or does not match it (possible impostor)" if accept_new else f"; {hint}")
-                ) from None
+            refused = DeployError(
+                f"host key of {target.address}:{target.port} is not in {known_hosts}"
+                + (" or does not match it (possible impostor)" if accept_new else f"; {hint}")
+            )
+            if not accept_new:
+                raise refused from None
+            if has_entry(known_hosts, target):
+                # recorded meanwhile (another inventory name for the same address and port,
+                # connecting in parallel): check against it rather than call it an impostor
+                opts["known_hosts"] = str(known_hosts)
+                try:
+                    return await asyncssh.connect(target.address, **opts)
+                except asyncssh.HostKeyNotVerifiable:
+                    raise refused from None
             key = await asyncio.wait_for(asyncssh.get_server_host_key(target.address, target.port), timeout)
             if key is None:
                 raise DeployError(f"{target.address}:{target.port} offered no host key") from None

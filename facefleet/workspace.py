@@ -113,6 +113,9 @@ class Workspace:
     @property
     def tracking_uri(self) -> str:
         uri = self.settings.mlflow.tracking_uri
+        if uri and uri.startswith("postgresql://"):
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the server extra brings psycopg2
+            uri = "postgresql+psycopg2://" + uri[len("postgresql://") :]
         return uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
 
     @property

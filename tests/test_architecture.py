@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "facefleet"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("fileio", "progress", "layout", "clock", "texttable", "formats", "settings", "lifetime", "__init__"),
-    ("ssh",),
+    ("ssh", "compute"),
     ("vision", "store"),
     ("workspace",),
     ("registry",),

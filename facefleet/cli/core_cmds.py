@@ -11,6 +11,8 @@ from pathlib import Path
 from facefleet.errors import FacefleetError
 from facefleet.workspace import Workspace
 
+SCHEDULER_HELP = "Dask scheduler tcp://HOST:8786 for the heavy work (default: compute.scheduler, else local)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="create a workspace (config, store, folders)")
@@ -24,37 +26,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flat", help="a folder of files named <name>_<n>.jpg")
     p.add_argument("--largest", action="store_true", help="take the largest face of a group photo")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome of every photo as JSON")
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("people", help="list, show, rename or remove enrolled people")
-    psub = p.add_subparsers(dest="people_cmd", metavar="ACTION", required=True)
+    p = sub.add_parser("people", help="list, show, rename or remove enrolled people (default: list)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_people_list)
+    psub = p.add_subparsers(dest="people_cmd", metavar="ACTION")
     q = psub.add_parser("list", help="everyone enrolled, with photo counts")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=cmd_people_list)
     q = psub.add_parser("show", help="one person's faces")
     q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_show)
     q = psub.add_parser("rename", help="give a person a new name")
-    q.add_argument("person")
-    q.add_argument("new_name")
+    q.add_argument("person", help="id or name")
+    q.add_argument("new_name", help="the new name")
     q.set_defaults(func=cmd_people_rename)
     q = psub.add_parser("remove", help="delete a person and their faces")
-    q.add_argument("person")
+    q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_remove)
 
     p = sub.add_parser("identify", help="name every face in images or folders")
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="+", help="images or folders of images")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
-    p.add_argument("--model", help="model version, @alias or name (default: the newest trained model)")
+    fmt.add_argument("--json", action="store_true", help="print the results as JSON")
+    fmt.add_argument("--csv", action="store_true", help="print the results as CSV")
+    p.add_argument(
+        "--model",
+        help="model version, @alias or name (default: @production, else @validated, else the newest)",
+    )
     p.add_argument("--threshold", type=float, help="use the gallery with this distance threshold")
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("export-database", help="write face_database.json for the old edge scripts")
-    p.add_argument("--out", default="face_database.json")
+    p.add_argument("--out", default="face_database.json", help="output file (default face_database.json)")
     p.set_defaults(func=cmd_export_database)
 
     p = sub.add_parser("demo", help="enrol a sample set in a fresh workspace and identify a test set")
@@ -81,7 +89,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         items = [(args.name, Path(img)) for img in args.images]
     else:
         raise FacefleetError("give NAME IMG [IMG...], --folder DIR or --flat DIR")
-    report = enroll(ws, items, largest=args.largest, workers=args.workers)
+    report = enroll(ws, items, largest=args.largest, workers=args.workers, scheduler=args.scheduler)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -128,6 +136,7 @@ def cmd_people_show(args: argparse.Namespace) -> int:
         print(
             f"  face {f.id:5} {f.status:9} {f.image_path}  size {q.get('size_px')}px "
             f"sharp {q.get('sharpness')} frontal {q.get('frontalness')}"
+            + (" greyscale/IR" if q.get("greyscale") else "")
         )
     return 0
 
@@ -153,7 +162,17 @@ def cmd_identify(args: argparse.Namespace) -> int:
     from facefleet.identify import identify, results_to_csv
 
     ws = Workspace.find(args.workspace)
-    results = identify(ws, args.paths, model=args.model, threshold=args.threshold, workers=args.workers)
+    model = args.model
+    if args.threshold is None or model:
+        from facefleet.identify import model_choice
+
+        chosen = model_choice(ws, model)
+        if chosen is None:
+            print("model: none trained yet; names come from the enrolled gallery", file=sys.stderr)
+        else:
+            print(f"model: {chosen.model} {chosen.reason}", file=sys.stderr)
+            model = str(chosen.version)
+    results = identify(ws, args.paths, model=model, threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.csv:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefleet.cli.core_cmds import SCHEDULER_HELP
 from facefleet.errors import FacefleetError
 from facefleet.workspace import Workspace
 
@@ -28,12 +29,17 @@ def _collect(args: argparse.Namespace) -> int:
 
         inv = args.inventory or default_inventory_path(ws.root, ws.settings.fleet.inventory)
         report = collect_remote(
-            ws, inv, args.host, known_hosts=args.known_hosts, accept_new_host_keys=args.accept_new_host_keys
+            ws,
+            inv,
+            args.host,
+            known_hosts=args.known_hosts,
+            accept_new_host_keys=args.accept_new_host_keys,
+            scheduler=args.scheduler,
         )
     elif not args.paths:
         raise FacefleetError("give PATH(s) to collect, or --host H with an inventory")
     else:
-        report = collect(ws, args.paths, device=args.device)
+        report = collect(ws, args.paths, device=args.device, scheduler=args.scheduler)
     print(report.summary())
     return 0
 
@@ -230,6 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="record the host key of a device not yet in known_hosts",
     )
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("curate", help="list candidate faces: filtered, de-duplicated, ranked")
@@ -245,15 +252,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--usable", action="store_true", help="only faces of usable quality")
     p.add_argument("--since", help="only faces seen on or after this date (YYYY-MM-DD)")
     p.add_argument("--person", help="only faces the device named or ranked as NAME")
-    p.add_argument("--status", default="candidate", choices=("candidate", "selected", "in_use", "revoked"))
+    p.add_argument(
+        "--status",
+        default="candidate",
+        choices=("candidate", "selected", "in_use", "revoked"),
+        help="faces of this status (default candidate)",
+    )
     p.add_argument(
         "--dedup",
         type=float,
         default=0.15,
         help="embedding distance under which two faces count as one (default 0.15)",
     )
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=0, help="show at most N faces (default 0: all)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.add_argument(
         "--facelist",
         type=Path,
@@ -264,16 +276,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("montage", help="contact sheets (PNG) of faces, tiles numbered by face id")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--person")
-    g.add_argument("--cluster", type=int)
-    p.add_argument("--status", choices=("candidate", "selected", "in_use", "revoked"))
-    p.add_argument("--out", type=Path, required=True)
+    g.add_argument("--person", help="faces of this person (id or name)")
+    g.add_argument("--cluster", type=int, help="faces of this cluster of unknowns")
+    p.add_argument(
+        "--status", choices=("candidate", "selected", "in_use", "revoked"), help="only faces of this status"
+    )
+    p.add_argument("--out", type=Path, required=True, help="PNG file (one per page when several)")
     p.set_defaults(func=_montage)
 
     p = sub.add_parser("clusters", help="clusters of unknown captures: list | show | label | reject")
-    p.add_argument("action", choices=("list", "show", "label", "reject"))
-    p.add_argument("cluster", nargs="?", type=int)
-    p.add_argument("name", nargs="?")
+    p.add_argument("action", choices=("list", "show", "label", "reject"), help="what to do")
+    p.add_argument("cluster", nargs="?", type=int, help="cluster number (show, label, reject)")
+    p.add_argument("name", nargs="?", help="label: the person's name")
     p.add_argument("--distance", type=float, default=0.5, help="clustering cut (default 0.5)")
     p.add_argument("--exclude", type=int, nargs="+", default=[], help="face ids not to label")
     p.add_argument(
@@ -282,7 +296,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="reject: keep the faces as reviewed strangers instead of discarding",
     )
     p.add_argument("--all", action="store_true", help="list: labelled and rejected ones too")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_clusters)
 
     p = sub.add_parser("label", help="label faces: ITEM... NAME | --not NAME | --discard")
@@ -308,7 +322,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="on a pass: move @validated (and @production when validate.promote_production is true)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("autotrain", help="train, validate and promote when faces were labelled")
@@ -322,7 +336,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_autotrain)
 
     p = sub.add_parser("schedule", help="install a nightly autotrain (systemd timer or crontab)")
-    p.add_argument("action", choices=("install",))
+    p.add_argument("action", choices=("install",), help="install: write the timer (or crontab line)")
     p.add_argument("--at", default="03:00", help="time of day, HH:MM (default 03:00)")
     p.add_argument("--crontab", action="store_true", help="a crontab line instead of systemd")
     p.add_argument("--dir", type=Path, help="where to write (default ~/.config/systemd/user)")

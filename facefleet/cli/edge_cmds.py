@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        type=Path,
-        help="bundle folder, .tar.gz, or <models_dir>/<model> folder "
-        "(default: the workspace's models/<model_name>, its 'current' version)",
+        help="bundle folder, .tar.gz, <models_dir>/<model> folder, or (in a workspace) a version, "
+        "@alias or name. Default: the 'current' version installed in the workspace's models/, "
+        "else @production, else @validated, else the newest",
     )
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--edge-ip", help="training server host for --fetch-model")
     g.add_argument("--edge-user", help="SSH user on the training server")
-    g.add_argument("--edge-port", type=int, default=22)
+    g.add_argument("--edge-port", type=int, default=22, help="SSH port of the training server (default 22)")
     g.add_argument(
         "--edge-models-dir",
         default="~/facefleet/models",
@@ -84,6 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--no-events", action="store_true", help="do not write events.jsonl/facelist.csv")
     o.add_argument("--no-unknowns", action="store_true", help="do not keep unknown faces")
+    o.add_argument(
+        "--no-named-samples",
+        action="store_true",
+        help="do not keep the sample of named faces (de-duplicated, one per 5 s at most) "
+        "that lets a false match be collected and corrected",
+    )
     o.add_argument("--device", help="device name in events (default: the host name)")
 
     b = p.add_argument_group("run")
@@ -97,9 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-frames", type=int, help="stop after this many frames")
 
     c = p.add_argument_group("camera and pipeline")
-    c.add_argument("--width", type=int, default=1280)
-    c.add_argument("--height", type=int, default=720)
-    c.add_argument("--fps", type=int, default=30)
+    c.add_argument("--width", type=int, default=1280, help="camera frame width (default 1280)")
+    c.add_argument("--height", type=int, default=720, help="camera frame height (default 720)")
+    c.add_argument("--fps", type=int, default=30, help="camera frame rate (default 30)")
     c.add_argument("--flip", type=int, default=0, choices=range(8), help="CSI flip-method")
     c.add_argument("--capture-width", type=int, help="CSI sensor mode width")
     c.add_argument("--capture-height", type=int, help="CSI sensor mode height")
@@ -125,6 +131,40 @@ def _workspace(args):
         if args.model and args.public_key:
             return None
         raise
+
+
+NO_MODEL_YET = (
+    "no model yet in {where}: train one on the server with 'facefleet keys init' and "
+    "'facefleet train', then deploy it (or run 'recognize --fetch-model' here, or pass "
+    "--model BUNDLE --public-key KEY)"
+)
+
+
+def _choose_model(ws, ref: str | None, models_dir: Path, model_name: str) -> Path:
+    """The bundle to run, said on stderr: a path as given; in a workspace, a version, @alias
+    or name through ``registry.catalog.resolve_serving``; by default the version installed as
+    ``current`` (what a deploy switched), else the server side's default (@production, then
+    @validated, then the newest)."""
+    folder = models_dir / model_name
+    if ref and Path(ref).expanduser().exists():
+        return Path(ref).expanduser()
+    if ref and ws is None:
+        raise FacefleetError(f"--model {ref}: no such bundle (a version or @alias needs a workspace)")
+    if not ref and ((folder / "current").is_symlink() or ws is None):
+        if not folder.exists():
+            raise FacefleetError(NO_MODEL_YET.format(where=models_dir))
+        print(f"model: {model_name} 'current' in {folder} (installed here)", file=sys.stderr)
+        return folder
+    from facefleet.registry.catalog import VersionError, resolve_serving
+
+    try:
+        chosen = resolve_serving(ws, ref, model=model_name)
+    except VersionError:
+        if ref:
+            raise
+        raise FacefleetError(NO_MODEL_YET.format(where=models_dir)) from None
+    print(f"model: {chosen.model} {chosen.reason}", file=sys.stderr)
+    return chosen.path
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
@@ -164,17 +204,21 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         )
         print(f"fetched {installed}", file=sys.stderr)
 
-    model = args.model or models_dir / model_name
+    model = _choose_model(ws, args.model, models_dir, model_name)
     output_dir = args.output_dir or (ws.output_dir if ws else root / "output")
     unknown_dir = None
     if not args.no_unknowns:
         unknown_dir = ws.unknown_dir if ws else root / "few_shot_examples" / "unknown"
+    named_dir = None
+    if not args.no_named_samples:
+        named_dir = (ws.unknown_dir if ws else root / "few_shot_examples" / "unknown").parent / "named"
     opts = RecognizeOptions(
         source=args.source,
         model=model,
         public_key=public_key,
         output_dir=output_dir,
         unknown_dir=unknown_dir,
+        named_dir=named_dir,
         save=args.save,
         display=not args.no_display,
         screenshot_every=args.screenshot_every,
@@ -203,11 +247,14 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     print(
         f"{summary.frames} frames, {s['fps']:.1f} FPS, faces on {summary.face_frames}, "
         f"named {named or 'nobody'}, {summary.events} events, "
-        f"{summary.unknown_saved} unknown faces kept, model version(s) "
+        f"{summary.unknown_saved} unknown faces kept, {summary.named_saved} named samples kept, "
+        "model version(s) "
         f"{', '.join(str(v) for v in summary.model_versions)}"
     )
     if summary.video:
         print(f"video: {summary.video}")
+    for shot in summary.screenshots:
+        print(f"screenshot: {shot}")
     if args.benchmark:
         print(format_table(s))
         path = args.json or output_dir / f"benchmark_{file_stamp()}.json"

@@ -15,8 +15,9 @@ from facefleet.workspace import Workspace
 def _inventory_path(ws: Workspace, explicit: str | None) -> Path:
     from facefleet.fleet.inventory import default_inventory_path
 
-    configured = explicit or ws.settings.fleet.inventory
-    return default_inventory_path(ws.root, configured)
+    if explicit:  # typed on the command line: relative to the current folder, as users expect
+        return Path(explicit).expanduser().resolve()
+    return default_inventory_path(ws.root, ws.settings.fleet.inventory)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -151,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alias", help="deploy the version holding this alias (default production)")
     p.add_argument("--group", help="only this inventory group")
     p.add_argument("--host", help="only this host")
-    p.add_argument("--parallel", type=int, default=4, help="hosts at a time (default 4)")
+    p.add_argument("--parallel", "--concurrency", type=int, default=4, help="hosts at a time (default 4)")
     p.add_argument("--dry-run", action="store_true", help="connect and report, change nothing")
     p.add_argument("--inventory", help="Ansible YAML inventory (default inventory.yaml)")
     p.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
@@ -171,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("serve", help="run the model server devices pull from (FastAPI)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.set_defaults(func=cmd_serve)
 
     fleet = sub.add_parser("fleet", help="what runs where: status, history")
@@ -180,17 +181,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inventory", help="list inventory hosts with no record too")
     p.set_defaults(func=cmd_fleet_status)
     p = fsub.add_parser("history", help="past deployments, newest first")
-    p.add_argument("--host")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--host", help="only this host")
+    p.add_argument("--limit", type=int, default=50, help="at most N deployments (default 50)")
     p.set_defaults(func=cmd_fleet_history)
 
     tokens = sub.add_parser("tokens", help="device tokens for the model server")
     tsub = tokens.add_subparsers(dest="tokens_cmd", required=True, metavar="ACTION")
     p = tsub.add_parser("create", help="create a token for a device (printed once)")
-    p.add_argument("device")
+    p.add_argument("device", help="device name")
     p.set_defaults(func=cmd_tokens)
     p = tsub.add_parser("revoke", help="revoke a device's token")
-    p.add_argument("device")
+    p.add_argument("device", help="device name")
     p.set_defaults(func=cmd_tokens)
     p = tsub.add_parser("list", help="list tokens (names and dates, never the tokens)")
     p.set_defaults(func=cmd_tokens)
@@ -199,14 +200,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     esub = edge.add_subparsers(dest="edge_cmd", required=True, metavar="ACTION")
     p = esub.add_parser("sync", help="pull the aliased bundle from the model server")
     p.add_argument("--server", required=True, help="model server URL, e.g. http://srv:8765")
-    p.add_argument("--alias", default="production")
-    p.add_argument("--model", default="face_model")
+    p.add_argument("--alias", default="production", help="alias to follow (default production)")
+    p.add_argument("--model", default="face_model", help="model name (default face_model)")
     p.add_argument("--every", type=float, default=0, help="repeat every N seconds (e.g. 300); 0 = once")
     p.add_argument("--rounds", type=int, help="with --every: stop after N rounds")
     p.add_argument("--token", help="device token (default $FACEFLEET_TOKEN)")
     p.add_argument("--public-key", type=Path, help="PEM key bundles must be signed with")
     p.add_argument("--models-dir", type=Path, help="models folder on this device")
-    p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--keep", type=int, default=3, help="versions kept on the device (default 3)")
     p.add_argument("--device-id", help="name in heartbeats (default: the token's device)")
     p.add_argument("--fps", type=float, help="FPS to report")
     p.add_argument("--fps-file", type=Path, help="benchmark JSON with an 'fps' key to report")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from facefleet.cli.core_cmds import SCHEDULER_HELP
+from facefleet.train.thresholds import OpenSetParams
 from facefleet.workspace import Workspace
 
 
@@ -13,17 +16,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on the enrolled faces and publish a signed bundle")
     p.add_argument("--config", type=Path, help="version YAML (inputs, outputs, parameters)")
     p.add_argument("--name", help="human name of this version (default: the YAML's, or a timestamp)")
-    p.add_argument("--method", choices=["auto", "svm", "centroid", "nearest"])
-    p.add_argument("--cv-folds", type=int)
+    p.add_argument(
+        "--method",
+        choices=["auto", "svm", "centroid", "nearest"],
+        help="classifier (default auto: model search)",
+    )
+    p.add_argument("--cv-folds", type=int, help="cross-validation folds of the model search")
     p.add_argument("--n-jobs", type=int, help="cores for the model search (default 2)")
-    p.add_argument("--target-far", type=float, help="impostor false-accept target (default 0.01)")
-    p.add_argument("--max-threshold", type=float, help="cap on every person's distance threshold")
+    p.add_argument(
+        "--target-far",
+        type=float,
+        help=f"share of strangers the whole system may name (default {OpenSetParams.target_far}); "
+        "turned into per-person thresholds for the gallery at hand",
+    )
+    p.add_argument(
+        "--max-threshold", type=float, help="never name a face further than this from the person's centroid"
+    )
     p.add_argument("--report", action="store_true", help="also render the training report")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a trained model on test photos and strangers")
-    p.add_argument("--model", help="version, @alias or name (default: the newest)")
+    p.add_argument(
+        "--model", help="version, @alias or name (default: @production, else @validated, else the newest)"
+    )
     p.add_argument("--test", required=True, type=Path, help="folder with a sub-folder per person")
     p.add_argument("--unknown", type=Path, help="folder of photos of people enrolled nowhere")
     p.add_argument(
@@ -31,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the slow accurate detector on photos where none was found",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("keys", help="model signing keys")
@@ -56,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_far=args.target_far,
         max_threshold=args.max_threshold,
     )
-    res = train(ws, cfg, report=args.report)
+    res = train(ws, cfg, report=args.report, scheduler=args.scheduler)
     if args.json:
         print(
             json.dumps(
@@ -71,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "tar": str(res.tar_path),
                     "metrics": res.metrics,
                     "thresholds": res.thresholds,
+                    "plots": res.plots,
+                    "report": str(res.report) if res.report else None,
                 },
                 indent=1,
             )
@@ -78,16 +97,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     m = res.metrics
     print(f"{res.model} version {res.version} ({res.name}): method {res.method} - {res.reason}")
-    print(
-        f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces; cross-validated accuracy "
-        f"{m['cv_accuracy']:.4f}"
-    )
-    line = f"  operating point: FAR {m['far']:.4f}, FRR {m['frr']:.4f}"
+    counts = f"  {int(m['n_people'])} people, {int(m['n_faces'])} faces"
+    if "cv_accuracy" in m:
+        print(f"{counts}; cross-validated accuracy {m['cv_accuracy']:.4f}")
+    else:
+        print(
+            f"{counts}; no cross-validated accuracy: cross-validation needs two photos of someone "
+            "and everyone has one, so the gallery (nearest face) decides with the threshold cap. "
+            "Enrol a second photo of a person to measure accuracy."
+        )
+    print("  " + far_line(m))
+    line = f"  known faces missed (leave-one-out) {100 * m['frr']:.1f} % of {int(m['genuine_trials'])}"
     if "stranger_far" in m:
-        line += f", reviewed strangers accepted {m['stranger_far']:.4f}"
+        line += f"; reviewed strangers named {100 * m['stranger_far']:.2f} % of {int(m['stranger_trials'])}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
+    if res.plots:
+        print(f"  plots {res.plots}")
+    if res.report:
+        print(f"  report notebook {res.report}")
     return 0
+
+
+def far_line(m: dict) -> str:
+    """The false-accept estimate as a person reads it (``models show`` prints it too)."""
+    if "far_trials" not in m:  # trained before the estimate existed
+        return f"false accepts (per impostor pair, older estimate): {m.get('far', float('nan')):.4f}"
+    return (
+        f"strangers named (estimate): {100 * m['far']:.2f} % "
+        f"(95 % interval {100 * m['far_low']:.2f}-{100 * m['far_high']:.2f} %, "
+        f"{int(m['far_trials'])} stranger trials; target {100 * m['target_far']:.2f} %)"
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -95,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ws = Workspace.find(args.workspace)
     res = evaluate(ws, args.test, unknown_dir=args.unknown, model=args.model, fallback=not args.no_fallback)
+    print(f"model: {res.model.get('model')} {res.model.get('chosen')}", file=sys.stderr)
     if args.json:
         print(to_json(res))
         return 0
@@ -104,6 +145,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"MLflow run {res.run_id}"
     )
     print(format_table(res))
+    print(f"strangers-named / known-missed plot: {res.plot}")
+    if res.plots:
+        print(f"plots {res.plots}")
     return 0
 
 

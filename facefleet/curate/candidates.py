@@ -21,6 +21,9 @@ MAX_DISTANCE = 0.65
 DEDUP_DISTANCE = 0.15  # closer than this: the same face again (frames of one track)
 MARGIN_SCALE = 0.1  # how fast priority falls with |margin|
 NEAR_THRESHOLD = 0.6  # when no margin was recorded: distance to dlib's classic threshold
+# A named face within this of its person's threshold is a match to check, whatever the
+# proba/distance filters (a stranger at 0.578 against 0.580 is named, but barely).
+NEAR_MARGIN = 0.05
 
 
 @dataclass
@@ -58,6 +61,8 @@ class Candidate:
             "proba": m.get("proba"),
             "dist": m.get("dist"),
             "margin": m.get("margin"),
+            "near_threshold": near_threshold(m),
+            "sample": m.get("sample"),
             "quality": round(quality_score(self.face.quality), 3),
             "usable": self.usable_reason is None,
             "unusable_reason": self.usable_reason,
@@ -89,6 +94,12 @@ def priority(quality: float, margin: float | None, dist: float | None) -> float:
     return float(quality * closeness)
 
 
+def near_threshold(meta: dict[str, Any]) -> bool:
+    """Whether a device named this face by a small margin (a match to check)."""
+    margin = _num(meta.get("margin"))
+    return bool(meta.get("name")) and margin is not None and abs(margin) < NEAR_MARGIN
+
+
 def passes(face: FaceRow, f: Filters, usable_reason: str | None) -> bool:
     """Whether one face passes the filters. The proba and distance thresholds apply to faces
     the device named (confident known faces, as in SentinelCam); unknown captures pass them."""
@@ -99,7 +110,7 @@ def passes(face: FaceRow, f: Filters, usable_reason: str | None) -> bool:
         return False
     if f.person and f.person not in (m.get("name"), m.get("candidate"), face.person_name):
         return False
-    if m.get("name"):
+    if m.get("name") and not near_threshold(m):
         proba, dist = _num(m.get("proba")), _num(m.get("dist"))
         if f.min_proba is not None and (proba is None or proba < f.min_proba):
             return False
@@ -186,6 +197,10 @@ def format_candidates(cands: list[Candidate]) -> str:
             return f"{v:{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}s}"
 
         note = [] if d["usable"] else [d["unusable_reason"]]
+        if d["near_threshold"]:
+            note.append(f"near threshold (margin {_num(d['margin']):+.3f}): check")
+        if d["sample"] == "named":
+            note.append("named sample")
         if d["not"]:
             note.append("not " + ", ".join(d["not"]))
         lines.append(

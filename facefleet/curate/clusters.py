@@ -169,6 +169,8 @@ def cluster(store: Store, embedder_id: str, cid: int, *, people: dict[str, str] 
     ]
     faces = [store.face(i) for i in ids]
     open_faces = [f for f in faces if f.status == "candidate"]
+    if row["state"] == "open" and faces and not open_faces:
+        row = _settle(store, cid, faces)
     vecs = [v for v in (store.embedding(f.id, embedder_id) for f in open_faces) if v is not None]
     times = sorted(str((f.meta or {}).get("event_time") or f.created) for f in faces)
     return ClusterInfo(
@@ -182,6 +184,23 @@ def cluster(store: Store, embedder_id: str, cid: int, *, people: dict[str, str] 
         first_seen=times[0] if times else None,
         last_seen=times[-1] if times else None,
     )
+
+
+def settled_state(faces: list[FaceRow]) -> tuple[str, str | None]:
+    """The state of a cluster none of whose faces is left to review (labelled one by one or
+    discarded elsewhere): labelled as the person most of them went to, else rejected."""
+    people = Counter(f.person_id for f in faces if f.person_id is not None and f.status != "revoked")
+    if people:
+        return "labelled", people.most_common(1)[0][0]
+    return "rejected", None
+
+
+def _settle(store: Store, cid: int, faces: list[FaceRow]):
+    """Close an open cluster that has no open face left; returns its updated row."""
+    state, person_id = settled_state(faces)
+    with store.transaction():
+        _close(store, cid, state, person_id)
+    return store.conn.execute("SELECT * FROM curate_clusters WHERE id = ?", (cid,)).fetchone()
 
 
 def _close(store: Store, cid: int, state: str, person_id: str | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from facefleet import compute
 from facefleet.errors import FacefleetError, ImageError
 from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.workspace import Workspace
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 SOURCE = "collect"
 EVENTS = "events.jsonl"
 FACELIST = "facelist.csv"
+WRITE_BATCH = 64  # faces per store transaction when they come precomputed from a cluster
 
 
 @dataclass
@@ -82,6 +85,7 @@ def event_meta(event: dict[str, Any], origin: str) -> dict[str, Any]:
         "dist": event.get("distance"),
         "margin": event.get("margin"),
         "model_version": event.get("model_version"),
+        "sample": event.get("crop_kind"),  # "named": a sampled crop of a face the device named
     }
 
 
@@ -95,12 +99,13 @@ def sidecar_meta(side: dict[str, Any], mtime: float) -> dict[str, Any]:
         "event_time": datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds"),
         "track_id": side.get("track_id"),
         "frame": side.get("frame"),
-        "name": None,
+        "name": side.get("name"),  # set on a named sample (kind "named")
         "candidate": side.get("candidate"),
-        "proba": None,
+        "proba": side.get("score"),
         "dist": side.get("distance"),
-        "margin": None,
+        "margin": side.get("margin"),
         "model_version": None,
+        "sample": side.get("kind"),
     }
 
 
@@ -150,6 +155,19 @@ def face_in_box(engine, rgb: np.ndarray, box: tuple[int, int, int, int], *, dete
     return CropFace(tuple(int(v) for v in box), points, quality, vec, detector)
 
 
+def crop_face_task(engine, path: str, box: tuple[int, int, int, int] | None) -> CropFace | str:
+    """One file's candidate face (on a Dask worker), or why there is none."""
+    from facefleet.vision.image import load_image
+
+    try:
+        rgb = load_image(path)
+        if box is None:
+            return face_from_crop(engine, rgb)
+        return face_in_box(engine, rgb, tuple(box), detector="sentinelcam")
+    except (ImageError, FacefleetError) as exc:
+        return str(exc)
+
+
 # -- the collector --------------------------------------------------------------------------
 class Collector:
     """Adds candidate faces to one workspace; one instance per collection."""
@@ -162,6 +180,45 @@ class Collector:
         self.store = ws.open_store()
         self.report = CollectReport()
         self.folder = ws.images_dir / "collected"
+        self.cluster = compute.current()
+        self._ready: dict[str, CropFace | str] = {}  # sha256 -> face computed on the cluster
+
+    def prefetch(self, jobs: list[tuple[Path, tuple[int, int, int, int] | None]]) -> None:
+        """On a Dask cluster: analyse every new file of ``jobs`` there first (``add`` then only
+        writes). Without a cluster ``add`` analyses each file itself."""
+        if self.cluster is None or not jobs:
+            return
+        from facefleet.fileio import sha256_file
+        from facefleet.vision import dask_backend
+
+        todo: dict[str, tuple[str, tuple]] = {}
+        for path, box in jobs:
+            try:
+                sha = sha256_file(path)
+            except OSError:
+                continue  # add() reports it
+            if sha not in self._ready and sha not in todo and self.store.image_by_sha(sha) is None:
+                todo[sha] = (str(path), (box,))
+        results = dask_backend.map_files(
+            crop_face_task,
+            list(todo.values()),
+            self.ws.vision_config(),
+            self.cluster,
+            embedder_id=self.embedder_id,
+            desc="collect",
+        )
+        self._ready.update(zip(todo, results, strict=True))
+
+    def batches(self, items: list) -> Iterator:
+        """``items`` in groups written in one store transaction each, when the faces come
+        precomputed from the cluster (locally each file commits on its own: a long analysis
+        must not hold the store's write lock)."""
+        if self.cluster is None:
+            yield from items
+            return
+        for start in range(0, len(items), WRITE_BATCH):
+            with self.store.transaction():
+                yield from items[start : start + WRITE_BATCH]
 
     def close(self) -> None:
         self.store.close()
@@ -190,14 +247,18 @@ class Collector:
             return None
         if self._known(sha):
             return None
-        try:
-            rgb = load_image(path)
-            if box is None:
-                face = face_from_crop(self.engine, rgb)
-            else:
-                face = face_in_box(self.engine, rgb, box, detector="sentinelcam")
-        except (ImageError, FacefleetError) as exc:
-            self.report.skipped.append((str(path), str(exc)))
+        face = self._ready.pop(sha, None)
+        if face is None:
+            try:
+                rgb = load_image(path)
+                if box is None:
+                    face = face_from_crop(self.engine, rgb)
+                else:
+                    face = face_in_box(self.engine, rgb, box, detector="sentinelcam")
+            except (ImageError, FacefleetError) as exc:
+                face = str(exc)
+        if isinstance(face, str):
+            self.report.skipped.append((str(path), face))
             return None
         if self.device and not meta.get("device"):
             meta["device"] = self.device
@@ -227,7 +288,8 @@ class Collector:
         from facefleet.progress import progress
 
         jpgs = sorted(p for p in folder.glob("*.jpg") if not p.name.startswith("."))
-        for jpg in progress(jpgs, total=len(jpgs), desc="collect"):
+        self.prefetch([(jpg, None) for jpg in jpgs])
+        for jpg in progress(self.batches(jpgs), total=len(jpgs), desc="collect"):
             side: dict[str, Any] = {}
             side_path = jpg.with_suffix(".json")
             if side_path.is_file():
@@ -253,7 +315,8 @@ class Collector:
         from facefleet.vision.image import iter_image_files
 
         files = list(iter_image_files([folder]))
-        for path in progress(files, total=len(files), desc="collect"):
+        self.prefetch([(Path(p), None) for p in files])
+        for path in progress(self.batches(files), total=len(files), desc="collect"):
             self.add(Path(path), {"origin": "crops", "source": str(path)})
 
     def facelist(self, csv_path: Path, images_dir: Path | None = None) -> None:
@@ -263,11 +326,9 @@ class Collector:
 
         rows = legacy.read_facelist(csv_path)
         images_dir = images_dir or csv_path.parent / "images"
+        crops = legacy.device_crops(csv_path)
         for n, row in enumerate(rows, start=2):
             where = f"{csv_path.name} line {n}"
-            status = (row.get("status") or "").strip().lower()
-            if status in ("known", "unknown"):  # our own devices' rows: events.jsonl has them
-                continue
             try:
                 rec = legacy._parse_row(row)
             except (ValueError, TypeError, KeyError) as exc:
@@ -276,26 +337,27 @@ class Collector:
             if rec is None:
                 self.report.skipped.append((where, "marked for removal"))
                 continue
-            frame = legacy.find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
-            if frame is None:
-                self.report.skipped.append((where, f"frame not found under {images_dir}"))
+            found = legacy.row_image(rec, images_dir, csv_path.parent, crops)
+            if found is None:
+                self.report.skipped.append((where, legacy.missing_image_reason(rec, images_dir)))
                 continue
+            frame, is_crop = found
             extra = rec["extra"]
             meta = {
-                "origin": "sentinelcam",
+                "origin": "device" if rec["device_row"] else "sentinelcam",
                 "device": self.device,
                 "source": rec["source"],
                 "event": rec["event"],
                 "event_time": rec["timestamp"],
-                "name": rec["name"],
-                "candidate": rec["name"],
+                "name": rec["device_name"],
+                "candidate": rec["device_name"],
                 "proba": extra.get("proba"),
                 "dist": extra.get("dist"),
                 "margin": extra.get("margin"),
                 "sentinelcam_status": rec["status"],
                 "objid": rec["objid"],
             }
-            self.add(frame, meta, box=rec["box"])
+            self.add(frame, meta, box=None if is_crop else rec["box"])
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -304,18 +366,25 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return read_events(path)
 
 
-def collect(ws: Workspace, paths: list[Path | str], *, device: str | None = None) -> CollectReport:
+def collect(
+    ws: Workspace, paths: list[Path | str], *, device: str | None = None, scheduler: str | None = None
+) -> CollectReport:
     """Collect every path: a device folder (``events.jsonl`` and/or ``unknown/`` captures), an
-    ``events.jsonl``, a ``facelist.csv``, a folder of captures or of plain crops."""
-    col = Collector(ws, device=device)
-    try:
-        for raw in paths:
-            path = Path(raw).expanduser()
-            if not path.exists():
-                raise FacefleetError(f"{path}: no such file or folder")
-            collect_one(col, path)
-    finally:
-        col.close()
+    ``events.jsonl``, a ``facelist.csv``, a folder of captures or of plain crops.
+
+    Captures and crops are analysed on the Dask cluster of ``scheduler`` / ``compute.scheduler``
+    when there is one (SentinelCam rows, a face per known box, stay local); only this process
+    writes the store."""
+    with compute.using(compute.for_workspace(ws, scheduler)):
+        col = Collector(ws, device=device)
+        try:
+            for raw in paths:
+                path = Path(raw).expanduser()
+                if not path.exists():
+                    raise FacefleetError(f"{path}: no such file or folder")
+                collect_one(col, path)
+        finally:
+            col.close()
     return col.report
 
 
@@ -356,7 +425,8 @@ def collect_one(col: Collector, path: Path) -> None:
 # -- from a device over SSH ----------------------------------------------------------------------
 def remote_dirs(host) -> tuple[str, str]:
     """(output dir, unknown-captures dir) on a device: host vars ``facefleet_output_dir`` and
-    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out."""
+    ``facefleet_unknown_dir``, else beside the models dir as ``facefleet recognize`` lays out.
+    The sample of named faces sits beside the unknown captures, in ``named/``."""
     base = host.models_dir.rstrip("/").rsplit("/", 1)[0] or "/"
     out = host.vars.get("facefleet_output_dir") or f"{base}/output"
     unknown = host.vars.get("facefleet_unknown_dir") or f"{base}/few_shot_examples/unknown"
@@ -378,6 +448,7 @@ async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
         for remote, local, names in (
             (out_dir, dest / "output", (EVENTS,)),
             (unknown_dir, dest / "unknown", None),
+            (f"{unknown_dir.rstrip('/').rsplit('/', 1)[0]}/named", dest / "named", None),
         ):
             try:
                 entries = await sftp.readdir(remote)
@@ -409,6 +480,7 @@ def collect_remote(
     *,
     known_hosts: Path | str | None = None,
     accept_new_host_keys: bool = False,
+    scheduler: str | None = None,
 ) -> CollectReport:
     """Mirror one inventory host's events and captures over SFTP, then collect them."""
     import asyncio
@@ -431,4 +503,4 @@ def collect_remote(
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
         raise FacefleetError(f"{host.name}: ssh: {exc or type(exc).__name__}") from None
     log.info("%s: %d files fetched into %s", host.name, count, dest)
-    return collect(ws, [dest], device=host.name)
+    return collect(ws, [dest], device=host.name, scheduler=scheduler)

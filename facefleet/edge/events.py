@@ -30,8 +30,10 @@ def event_record(
     model_version: Any,
     threshold: float | None,
     crop_path: str | None,
+    crop_kind: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON event of one track decision (``track`` a Track, ``view`` its latest View)."""
+    """The JSON event of one track decision (``track`` a Track, ``view`` its latest View).
+    ``crop_kind`` says what ``crop`` is: ``"unknown"`` capture or ``"named"`` sample."""
     quality = view.quality.as_dict() if view is not None else None
     margin = None
     if threshold is not None and not math.isnan(track.distance):
@@ -53,6 +55,7 @@ def event_record(
         "landmarks": None if view is None else np.round(view.landmarks, 1).tolist(),
         "model_version": model_version,
         "crop": crop_path,
+        "crop_kind": crop_kind if crop_path else None,
     }
 
 

@@ -132,11 +132,14 @@ class Pipeline:
             t.decided = False
             t.last_name = None
 
-    def process(self, bgr: np.ndarray, index: int) -> FrameResult:
+    def process(self, bgr: np.ndarray, index: int, *, independent: bool = False) -> FrameResult:
+        """One frame. ``independent`` frames (photos of a folder) share no tracks: each is
+        detected, and the tracks of the previous one end before it."""
         import cv2
 
         timings: dict[str, float] = {}
-        detect_now = self._processed % max(self.detect_every, 1) == 0
+        earlier = self.tracker.flush() if independent else []
+        detect_now = independent or self._processed % max(self.detect_every, 1) == 0
         self._processed += 1
         if not detect_now:
             return FrameResult(index, False, self.tracker.visible(), [], [], timings)
@@ -146,6 +149,7 @@ class Pipeline:
         found = self.engine.detect(rgb, upsample=self.cfg.upsample, max_side=self.cfg.detect_width)
         t1 = time.perf_counter()
         matched, _new, ended = self.tracker.update([d.box for d in found], index)
+        ended = earlier + ended
         t2 = time.perf_counter()
         timings["detect"], timings["track"] = t1 - t0, t2 - t1
 

@@ -30,11 +30,12 @@ from facefleet.edge.sources import (
     CameraOptions,
     Frame,
     Source,
+    SourceError,
     open_source,
     opencv_has_gui,
 )
 from facefleet.edge.stats import RunStats
-from facefleet.edge.unknowns import UnknownCollector, UnknownConfig
+from facefleet.edge.unknowns import UnknownCollector, UnknownConfig, named_sample_config
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class RecognizeOptions:
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
+    named_dir: Path | None = None  # None: keep no sample of named faces
+    named: UnknownConfig = field(default_factory=named_sample_config)
     reload_interval: float = 1.0
     cache_dir: Path | None = None
 
@@ -77,6 +80,7 @@ class RunSummary:
     screenshots: list[Path]
     stats: dict[str, Any]
     display: bool
+    named_saved: int = 0  # crops kept as the sample of named faces
 
 
 def display_problem(build_info: str, env: dict[str, str] | None = None) -> str | None:
@@ -125,7 +129,7 @@ class _Screenshots:
         if ok:
             atomic_write_bytes(path, jpeg.tobytes())
             self.saved.append(path)
-            log.warning("screenshot saved: %s", path)
+            log.info("screenshot saved: %s", path)
         return path
 
 
@@ -161,17 +165,19 @@ class Outputs:
                 log.warning("--anonymize %s: unknown faces are not kept", opts.anonymize)
             else:
                 self.collector = UnknownCollector(opts.unknown_dir, opts.unknowns, device=opts.device)
+        self.named = None  # the sample of named faces (a false match can then be corrected)
+        if opts.named_dir is not None and opts.anonymize == "none":
+            self.named = UnknownCollector(opts.named_dir, opts.named, device=opts.device, kind="named")
         self.shots = _Screenshots(opts.output_dir, opts.screenshot_every)
         self.writer = None
         self.video_path: Path | None = None
 
     def decision(self, track, frame_index: int, ts: float, model) -> None:
-        """A track got (or changed) its name: an event, and the face if it is unknown."""
-        crop = None
-        if track.name is None and self.collector is not None:
-            crop = _offer_unknown(self.collector, self.run_id, track, self.source)
+        """A track got (or changed) its name: an event, and its face if it is unknown (or
+        sampled among the named ones)."""
+        thr = model.thresholds.get(track.candidate) if track.candidate else None
+        crop = self._offer(track, thr)
         if self.events is not None:
-            thr = model.thresholds.get(track.candidate) if track.candidate else None
             self.events.write(
                 event_record(
                     ts=ts,
@@ -184,13 +190,21 @@ class Outputs:
                     model_version=model.version,
                     threshold=thr,
                     crop_path=None if crop is None else str(crop),
+                    crop_kind="unknown" if track.name is None else "named",
                 )
             )
 
-    def ended(self, track) -> None:
-        """A track left the picture: keep its best view if it was decided unknown."""
-        if track.name is None and track.decided and self.collector is not None:
-            _offer_unknown(self.collector, self.run_id, track, self.source)
+    def _offer(self, track, threshold: float | None) -> Path | None:
+        if track.name is None and self.collector is not None:
+            return _offer_unknown(self.collector, self.run_id, track, self.source)
+        if track.name is not None and self.named is not None:
+            return _offer_unknown(self.named, self.run_id, track, self.source, threshold=threshold)
+        return None
+
+    def ended(self, track, model) -> None:
+        """A track left the picture: its best view replaces the crop kept for it."""
+        if track.decided:
+            self._offer(track, model.thresholds.get(track.candidate) if track.candidate else None)
 
     def picture(self, frame: Frame, result: FrameResult, *, n: int, fps, model, fps_in, stats, stop) -> None:
         """Draw the overlay when anything shows or keeps it: window, video, screenshot."""
@@ -220,6 +234,10 @@ class Outputs:
     @property
     def unknown_saved(self) -> int:
         return 0 if self.collector is None else self.collector.saved
+
+    @property
+    def named_saved(self) -> int:
+        return 0 if self.named is None else self.named.saved
 
     def close(self) -> None:
         if self.writer is not None:
@@ -280,6 +298,7 @@ def recognize(
     fps_avg = None
     last_t = time.perf_counter()
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
+    never_read = False  # the source ended before giving a single frame
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -289,6 +308,7 @@ def recognize(
             t0 = time.perf_counter()
             frame = src.read()
             if frame is None:
+                never_read = stats.frames == 0
                 break
             stats.add("decode", time.perf_counter() - t0)
 
@@ -298,7 +318,9 @@ def recognize(
                 versions.append(new_bundle.version)
 
             try:
-                result = pipeline.process(frame.bgr, frame.index)
+                result = pipeline.process(
+                    frame.bgr, frame.index, independent=getattr(src, "independent", False)
+                )
             except Exception as exc:  # one bad frame (engine error) must not end the run
                 stats.frame_errors += 1
                 log.warning("frame %s skipped: %s", frame.index, exc)
@@ -310,7 +332,7 @@ def recognize(
             for track in result.decisions:
                 outputs.decision(track, frame.index, frame.ts, pipeline.model)
             for track in result.ended:
-                outputs.ended(track)
+                outputs.ended(track, pipeline.model)
             if result.tracks:
                 face_frames += 1
                 for name in {t.name for t in result.tracks if t.decided}:
@@ -335,7 +357,7 @@ def recognize(
             if on_frame is not None:
                 on_frame(frame, result)
         for track in pipeline.finish():
-            outputs.ended(track)
+            outputs.ended(track, pipeline.model)
     finally:
         stats.dropped = getattr(src, "dropped", 0)
         stats.stop()
@@ -343,12 +365,16 @@ def recognize(
             src.close()
         outputs.close()
         restore()
+    if never_read:
+        what = "the stream sent none or stopped" if getattr(src, "live", False) else "it has none"
+        raise SourceError(f"{src.spec}: no frame to recognise ({what}); nothing was recorded")
     return RunSummary(
         frames=stats.frames,
         face_frames=face_frames,
         name_frames=dict(name_frames),
         events=outputs.event_count,
         unknown_saved=outputs.unknown_saved,
+        named_saved=outputs.named_saved,
         model_versions=versions,
         reloads=watcher.reloads,
         refused=watcher.refused,
@@ -359,10 +385,20 @@ def recognize(
     )
 
 
-def _offer_unknown(collector: UnknownCollector, run_id: str, track, source: str):
+def _offer_unknown(
+    collector: UnknownCollector, run_id: str, track, source: str, threshold: float | None = None
+):
+    """Offer a track's best crop to ``collector`` (unknown faces, or the named sample)."""
     view = track.best_view
     if view is None or view.embedding is None or view.crop is None:
         return None
+    extra: dict[str, Any] = {}
+    if track.name is not None:
+        margin = None
+        if threshold is not None and track.distance == track.distance:
+            margin = round(float(threshold) - float(track.distance), 4)
+        score = None if track.score != track.score else round(float(track.score), 4)
+        extra = {"name": track.name, "score": score, "threshold": threshold, "margin": margin}
     return collector.offer(
         run=run_id,
         track_id=track.id,
@@ -378,6 +414,7 @@ def _offer_unknown(collector: UnknownCollector, run_id: str, track, source: str)
             "quality": view.quality.as_dict(),
             "distance": None if track.distance != track.distance else round(track.distance, 4),
             "candidate": track.candidate,
+            **extra,
         },
     )
 

@@ -143,6 +143,7 @@ class Source:
 
     spec: SourceSpec
     live: bool = False
+    independent: bool = False  # frames are unrelated photos: nothing is tracked across them
     fps: float = 0.0
     dropped: int = 0
 
@@ -190,7 +191,10 @@ class VideoFileSource(Source):
 
 
 class ImageFolderSource(Source):
-    """The images of a folder (sorted by name) as frames; unreadable files are skipped."""
+    """The images of a folder (sorted by name) as frames; unreadable files are skipped.
+    Each photo stands alone (``independent``): a face is never tracked from one to the next."""
+
+    independent = True
 
     def __init__(self, spec: SourceSpec) -> None:
         from facefleet.vision.image import iter_image_files

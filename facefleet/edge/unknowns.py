@@ -1,7 +1,9 @@
-"""Unknown faces kept for curation: the best crop of each unknown track goes to
+"""Faces kept for curation: the best crop of each unknown track goes to
 ``few_shot_examples/unknown/`` as a JPEG plus a sidecar JSON (embedding, quality, context).
+A sample of the named tracks goes to ``few_shot_examples/named/`` the same way (sidecar
+``kind: "named"``), so a stranger a camera named can be collected and labelled ``--not``.
 
-Captures are de-duplicated (a face close to a recent capture is the same stranger again),
+Captures are de-duplicated (a face close to a recent capture is the same face again),
 rate-limited, and capped by count and age so a device never fills its disk.
 """
 
@@ -34,6 +36,13 @@ class UnknownConfig:
     jpeg_quality: int = 90
 
 
+def named_sample_config() -> UnknownConfig:
+    """Named faces are the common case: sample them more sparsely than unknown ones."""
+    # 0.3: the same face again; a stranger named by a small margin sits ~0.5-0.6 from the
+    # person, so a sample of the real person does not hide it
+    return UnknownConfig(dedup_distance=0.3, recent=200, min_interval=5.0, max_files=200)
+
+
 def nearest_distance(vector: np.ndarray, recent: np.ndarray) -> float:
     """Smallest Euclidean distance from ``vector`` to the rows of ``recent`` (inf if none)."""
     if len(recent) == 0:
@@ -57,11 +66,14 @@ def prune_plan(entries: list[tuple[Path, float]], now: float, cfg: UnknownConfig
 class UnknownCollector:
     """Saves unknown faces into ``folder`` under the rules of :class:`UnknownConfig`."""
 
-    def __init__(self, folder: Path, cfg: UnknownConfig | None = None, *, device: str = "") -> None:
+    def __init__(
+        self, folder: Path, cfg: UnknownConfig | None = None, *, device: str = "", kind: str = "unknown"
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg or UnknownConfig()
         self.device = device
+        self.kind = kind  # "unknown" | "named": file prefix and the sidecar's "kind"
         self._recent: deque[np.ndarray] = deque(maxlen=self.cfg.recent)
         self._last_capture = -float("inf")
         self._by_track: dict[tuple[str, int], tuple[Path, float]] = {}
@@ -111,7 +123,7 @@ class UnknownCollector:
             self.skipped_rate += 1
             return None
         stamp = file_stamp(now, sep="-")
-        path = self.folder / f"unknown_{stamp}_{run}_t{track_id}.jpg"
+        path = self.folder / f"{self.kind}_{stamp}_{run}_t{track_id}.jpg"
         self._write(path, crop, embedding, quality, info)
         self._recent.append(np.asarray(embedding, dtype=np.float32))
         self._by_track[key] = (path, quality)
@@ -133,6 +145,7 @@ class UnknownCollector:
         sidecar = {
             **info,
             "device": self.device,
+            "kind": self.kind,
             "quality_score": round(float(quality), 4),
             "embedding": [round(float(v), 7) for v in np.asarray(embedding).ravel()],
             "image": path.name,

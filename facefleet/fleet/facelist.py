@@ -26,7 +26,8 @@ def facelist_row(face: Any) -> dict[str, Any]:
     meta = face.meta or {}
     try:
         created = datetime.fromisoformat(face.created)
-        date, timestamp = created.date().isoformat(), created.time().isoformat()
+        # the full timestamp, as the recognizer writes it (a time alone does not read back)
+        date, timestamp = created.date().isoformat(), created.isoformat()
     except (TypeError, ValueError):
         date, timestamp = "", ""
     x1, y1, x2, y2 = face.box

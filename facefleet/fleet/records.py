@@ -176,8 +176,9 @@ def list_tokens(store: Store) -> list[TokenInfo]:
     return [TokenInfo(r["name"], r["created"], r["revoked"], r["last_used"]) for r in rows]
 
 
-def check_token(store: Store, token: str) -> str | None:
-    """The device name a valid, unrevoked token belongs to, else None."""
+def check_token(store: Store, token: str, *, touch: bool = True) -> str | None:
+    """The device name a valid, unrevoked token belongs to, else None. ``touch`` records the
+    use (a write); a busy server does that only now and then."""
     if not token:
         return None
     row = store.conn.execute(
@@ -185,6 +186,7 @@ def check_token(store: Store, token: str) -> str | None:
     ).fetchone()
     if row is None:
         return None
-    with store.transaction() as conn:
-        conn.execute("UPDATE fleet_tokens SET last_used = ? WHERE name = ?", (now_iso(), row["name"]))
+    if touch:
+        with store.transaction() as conn:
+            conn.execute("UPDATE fleet_tokens SET last_used = ? WHERE name = ?", (now_iso(), row["name"]))
     return str(row["name"])

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -389,3 +389,32 @@ def _bundle_path(cats: list[Catalog], version: int, fetch: bool) -> Path | None:
 def bundle_path(ws: Workspace, ref: str | int | None = None, *, model: str | None = None) -> Path:
     """The local bundle ``ref`` names (downloaded from MLflow when needed)."""
     return resolve(ws, ref, model=model).path
+
+
+# -- what the server side uses by default ----------------------------------------------------
+
+SERVING_ALIASES = ("production", "validated")  # in order of preference
+
+
+def resolve_serving(
+    ws: Workspace, ref: str | int | None = None, *, model: str | None = None, fetch: bool = True
+) -> ResolvedVersion:
+    """The version identify, evaluate and recognize use: ``ref`` when given; else the one at
+    @production, else the one at @validated, else the newest (a version that just failed
+    validation never holds either alias). ``reason`` says which and why."""
+    if ref is not None and str(ref).strip():
+        return resolve(ws, ref, model=model, fetch=fetch)
+    missing: list[str] = []
+    for alias in SERVING_ALIASES:
+        try:
+            found = resolve(ws, f"@{alias}", model=model, fetch=fetch)
+        except VersionError:
+            missing.append(f"@{alias}")
+            continue
+        why = f"@{alias}" + (f"; no {missing[0]} version" if missing else "")
+        return replace(found, reason=f"v{found.version} ({why})")
+    newest = resolve(ws, None, model=model, fetch=fetch)
+    return replace(
+        newest,
+        reason=f"v{newest.version}, the newest version (no @production or @validated version)",
+    )

@@ -22,6 +22,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,7 +154,7 @@ def pack_bundle(bundle_dir: Path, out_path: Path) -> Path:
     """The bundle's files (flat, no folder) as a ``.tar.gz``, written atomically."""
     bundle_dir, out_path = Path(bundle_dir), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
         with tarfile.open(tmp, "w:gz") as tar:
             for f in sorted(bundle_dir.iterdir()):
@@ -216,8 +217,19 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and (path.name.endswith((".tar.gz", ".tgz")) or tarfile.is_tarfile(path))
 
 
+def _public_key(public_key: Any) -> Any:
+    """An Ed25519 public key object, or a PEM file path / PEM bytes read into one."""
+    if isinstance(public_key, (str, os.PathLike, bytes)):
+        from facefleet.registry.keys import load_public_key
+
+        return load_public_key(public_key if isinstance(public_key, bytes) else Path(public_key))
+    return public_key
+
+
 def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
     from cryptography.exceptions import InvalidSignature
+
+    public_key = _public_key(public_key)
 
     try:
         mbytes = (bundle_dir / MANIFEST).read_bytes()
@@ -259,7 +271,8 @@ def _verify_dir(bundle_dir: Path, public_key) -> dict[str, Any]:
 def verify_bundle(path: Path, public_key) -> dict[str, Any]:
     """Check signature, then every file's sha256 and that no unlisted file is present.
 
-    ``path`` is a bundle directory or a packed ``.tar.gz``; returns the manifest.
+    ``path`` is a bundle directory or a packed ``.tar.gz``; ``public_key`` a key, or the path
+    (or bytes) of its PEM file; returns the manifest.
     """
     path = Path(path)
     if path.is_dir():

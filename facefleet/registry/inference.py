@@ -5,8 +5,16 @@ centroids (K x D float32), temperature (scalar), svm_* (method "svm"): support_v
 dual_coef, intercept, n_support, classes (label indices), gamma (0 = linear kernel).
 
 Classification: the classifier ranks (SVM one-vs-one vote, nearest centroid or nearest
-gallery face), then a distance check decides: the Euclidean distance to the candidate's
-nearest gallery face must be within that person's threshold, else the face is unknown.
+gallery face), then the open-set rule of the manifest's ``open_set`` decides:
+
+* ``{"rule": "centroid_margin", "margin": b, "far_distance": f, "max_distance": m}``: the
+  score ``d(candidate centroid) - b * min(d(nearest other centroid), f)`` must be within the
+  candidate's threshold and ``d(candidate centroid) <= m`` (see ``facefleet.train.thresholds``);
+* no ``open_set`` (older bundles): the distance to the candidate's nearest gallery face must be
+  within the candidate's threshold.
+
+Either way, a face that fails is unknown; ``Decision.distance`` is the value compared with
+the threshold.
 
 Owns :class:`Matcher` (what identify, evaluate and the edge pipeline need of a model),
 :class:`Bundle` and :func:`load_bundle`, and the maths (:func:`pairwise_distances` and the
@@ -27,14 +35,17 @@ from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry.format import MODEL_FILE, load_arrays, unpack_bundle, verify, verify_bundle
 
 METHODS = ("svm", "centroid", "nearest")
+MARGIN_RULE = "centroid_margin"
 _CHUNK = 1024  # rows per block when classifying: bounds the distance matrix in memory
 
 
 @dataclass(frozen=True)
 class Decision:
     """One face's outcome: ``name`` is None for an unknown face; ``candidate`` is the ranked
-    best label either way, ``distance`` the distance to its nearest gallery face, and
-    ``score`` the calibrated probability of the candidate among the enrolled people."""
+    best label either way, ``distance`` the value compared with the candidate's threshold (the
+    open-set score, or the distance to its nearest gallery face for bundles without an
+    ``open_set`` rule), and ``score`` the calibrated probability of the candidate among the
+    enrolled people."""
 
     name: str | None
     distance: float
@@ -101,6 +112,20 @@ def class_min_distances(D: np.ndarray, labels_sorted: np.ndarray, n_classes: int
     return np.minimum.reduceat(D, starts, axis=1)
 
 
+def margin_score(
+    cdist: np.ndarray, cand: np.ndarray, margin: float, far_distance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The open-set score of each row's candidate and its centroid distance, from n x K
+    centroid distances: ``d(candidate) - margin * min(d(nearest other centroid), far_distance)``
+    (training fits the thresholds with this same function)."""
+    rows = np.arange(len(cdist))
+    d1 = cdist[rows, cand]
+    other = np.array(cdist, dtype=np.float64)
+    other[rows, cand] = np.inf
+    d2 = other.min(axis=1) if cdist.shape[1] > 1 else np.full(len(cdist), np.inf)
+    return d1 - margin * np.minimum(d2, far_distance), d1
+
+
 def softmax_scores(dist: np.ndarray, temperature: float) -> np.ndarray:
     """Calibrated probabilities over classes from distances: ``softmax(-d / T)`` per row."""
     z = -np.asarray(dist, dtype=np.float64) / max(float(temperature), 1e-6)
@@ -124,6 +149,8 @@ class Bundle:
         self.model = manifest.get("model")
         self.embedder_id = manifest.get("embedder_id")
         self.method = manifest.get("method")
+        self.open_set: dict[str, Any] = dict(manifest.get("open_set") or {})
+        self._margin_rule = self.open_set.get("rule") == MARGIN_RULE
         self._check(arrays)
         order = np.argsort(arrays["gallery_labels"], kind="stable")
         self._gallery = np.asarray(arrays["gallery"], dtype=np.float64)[order]
@@ -143,6 +170,13 @@ class Bundle:
         where = str(self.path)
         if self.method not in METHODS:
             raise BundleError(f"{where}: unknown classifier method {self.method!r}")
+        rule = self.open_set.get("rule")
+        if rule is not None and rule != MARGIN_RULE:
+            raise BundleError(f"{where}: unknown open-set rule {rule!r} (this facefleet knows {MARGIN_RULE})")
+        if rule is not None:
+            for key in ("margin", "far_distance", "max_distance"):
+                if not isinstance(self.open_set.get(key), (int, float)):
+                    raise BundleError(f"{where}: open_set.{key} missing or not a number")
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise BundleError(f"{where}: labels missing or duplicated")
         if set(self.thresholds) != set(self.labels):
@@ -212,9 +246,18 @@ class Bundle:
             dmin = class_min_distances(D, self._gallery_labels, len(self.labels))
             cand = self._rank(xb, dmin)
             rows = np.arange(len(xb))
-            dist = dmin[rows, cand]
             score = softmax_scores(dmin, self._temperature)[rows, cand]
-            accept = dist <= self._thr[cand]
+            if self._margin_rule:
+                dist, cdist = margin_score(
+                    pairwise_distances(xb, self._centroids),
+                    cand,
+                    float(self.open_set["margin"]),
+                    float(self.open_set["far_distance"]),
+                )
+                accept = (dist <= self._thr[cand]) & (cdist <= float(self.open_set["max_distance"]))
+            else:
+                dist = dmin[rows, cand]
+                accept = dist <= self._thr[cand]
             for c, d, s, ok in zip(cand, dist, score, accept, strict=True):
                 label = self.labels[int(c)]
                 out.append(Decision(label if ok else None, float(d), float(s), label))

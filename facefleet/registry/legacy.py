@@ -28,6 +28,7 @@ import numpy as np
 from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import atomic_write_bytes
 from facefleet.formats import (  # noqa: F401 - SentinelCam's formats, re-exported for callers
+    DEVICE_STATUSES,
     FACELIST_COLUMNS,
     REFKEY,
     STATUS_CODES,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
     from facefleet.workspace import Workspace
 
+DEVICE_EVENTS = "events.jsonl"  # beside a device's facelist.csv: the decisions with their crops
 SINK = "facefleet"
 DIM = 128
 
@@ -126,6 +128,65 @@ def find_frame(images_dir: Path, date: str, event: str, timestamp: str) -> Path 
     return near[0] if len(near) == 1 else None
 
 
+def device_crops(csv_path: Path) -> dict[tuple[str, str], Path]:
+    """(run, track id) -> the face crop a facefleet device kept for that decision, from the
+    ``events.jsonl`` beside its ``facelist.csv`` (the CSV's ``event`` and ``objid``)."""
+    import json
+
+    events = Path(csv_path).parent / DEVICE_EVENTS
+    out: dict[tuple[str, str], Path] = {}
+    if not events.is_file():
+        return out
+    with open(events, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            if not isinstance(ev, dict) or not ev.get("crop"):
+                continue
+            crop = Path(ev["crop"])
+            if not crop.is_file():  # the device folder was copied: look beside it
+                for near in (
+                    events.parent / crop.name,
+                    events.parent.parent / "few_shot_examples" / "unknown" / crop.name,
+                ):
+                    if near.is_file():
+                        crop = near
+                        break
+            if crop.is_file():
+                out[(str(ev.get("run")), str(ev.get("track_id")))] = crop
+    return out
+
+
+def row_image(rec: dict[str, Any], images_dir: Path, csv_dir: Path, crops: dict[tuple[str, str], Path]):
+    """Where the face of a facelist row can be seen: ``(path, is_crop)`` or None.
+
+    A SentinelCam event frame (camwatcher layout), else the image file named in ``source``
+    (what ``curate --facelist`` writes), else the crop a facefleet device kept for it."""
+    from facefleet.vision.image import is_image_name
+
+    frame = find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
+    if frame is not None:
+        return frame, False
+    source = Path(str(rec.get("source") or "")).expanduser()
+    if str(source) and is_image_name(source):
+        for path in (source, csv_dir / source):
+            if path.is_file():
+                return path, False
+    crop = crops.get((str(rec["event"]), str(rec["objid"])))
+    return (crop, True) if crop is not None else None
+
+
+def missing_image_reason(rec: dict[str, Any], images_dir: Path) -> str:
+    if rec.get("device_row"):
+        return (
+            "no image of this face was kept on the device (no crop for this decision in "
+            f"{DEVICE_EVENTS}; unknown crops are rate-limited and de-duplicated)"
+        )
+    return f"frame not found under {images_dir} (nor an image file in the source column)"
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
@@ -207,6 +268,7 @@ def export_facedata(
 
 def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarray, list[float]]:
     from facefleet.registry.format import MODEL_FILE, unpack_bundle, verify_bundle
+    from facefleet.registry.inference import MARGIN_RULE
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(ws.keys_dir))
@@ -217,6 +279,12 @@ def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarra
             cents = np.asarray(arrays["centroids"], dtype=np.float32)
     labels = list(manifest["labels"])
     thresholds = [float(manifest["thresholds"][name]) for name in labels]
+    rule = manifest.get("open_set") or {}
+    if rule.get("rule") == MARGIN_RULE:
+        # SentinelCam compares the centroid distance alone: the largest centroid distance the
+        # margin rule can ever accept for that person
+        slack = float(rule["margin"]) * float(rule["far_distance"])
+        thresholds = [min(t + slack, float(rule["max_distance"])) for t in thresholds]
     return labels, cents, thresholds
 
 
@@ -416,14 +484,25 @@ def _parse_row(row: dict[str, str]) -> dict[str, Any] | None:
     for key in ("proba", "dist", "margin", "angle", "focus"):
         with contextlib.suppress(ValueError, TypeError):
             extra[key] = float(row[key])
+    stamp = row["timestamp"].strip()
+    try:
+        timestamp = normalise_timestamp(stamp)
+    except ValueError:
+        # a time of day with the date in its own column (older facefleet exports)
+        if not row["date"].strip() or "-" in stamp:
+            raise
+        timestamp = normalise_timestamp(f"{row['date'].strip()}T{stamp}")
     return {
         "date": row["date"].strip(),
         "event": row["event"].strip(),
-        "timestamp": normalise_timestamp(row["timestamp"]),
+        "timestamp": timestamp,
+        "device_row": row["status"].strip().lower() in DEVICE_STATUSES,
         "objid": row["objid"],
         "source": row["source"],
         "status": status,
-        "name": person_name(row["name"] or ""),
+        # a device's decision is a guess to review, not a label: kept as meta, not a person
+        "name": None if row["status"].strip().lower() in DEVICE_STATUSES else person_name(row["name"] or ""),
+        "device_name": person_name(row["name"] or ""),
         "box": box,
         "extra": extra,
     }
@@ -452,6 +531,7 @@ def import_facelist(
     rows = read_facelist(path)
     images_dir = Path(images_dir) if images_dir else path.parent / "images"
     report = ImportReport(source=path)
+    crops = device_crops(path)
     pending: list[tuple[dict[str, Any], Path, str, np.ndarray | None]] = []
     engine = ws.engine() if embed else None
     from facefleet.progress import progress
@@ -466,19 +546,30 @@ def import_facelist(
         if rec is None:
             report.skipped.append((where, "marked for removal (status 4)"))
             continue
-        frame = find_frame(images_dir, rec["date"], rec["event"], rec["timestamp"])
-        if frame is None:
-            report.skipped.append((where, f"frame not found under {images_dir}"))
+        found = row_image(rec, images_dir, path.parent, crops)
+        if found is None:
+            report.skipped.append((where, missing_image_reason(rec, images_dir)))
             continue
+        frame, is_crop = found
         vec = None
-        if engine is not None:
-            try:
+        try:
+            if is_crop:  # the row's box is in frame pixels: find the face in the crop instead
+                rgb = load_image(frame)
+                rec = {**rec, "box": (0, 0, rgb.shape[1], rgb.shape[0])}
+                if engine is not None:
+                    faces = engine.analyse(rgb)
+                    if not faces:
+                        report.skipped.append((where, f"{frame.name}: no face found in the kept crop"))
+                        continue
+                    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                    rec["box"], vec = tuple(int(v) for v in face.box), face.embedding
+            elif engine is not None:
                 rgb = load_image(frame)
                 points = engine.landmarks(rgb, rec["box"])
                 vec = engine.embed_chips([engine.chip(rgb, points, rec["box"])])[0]
-            except FacefleetError as exc:
-                report.skipped.append((where, str(exc)))
-                continue
+        except FacefleetError as exc:
+            report.skipped.append((where, str(exc)))
+            continue
         pending.append((rec, frame, sha256_file(frame), vec))
 
     embedder_id = engine.embedder.id if engine is not None else None
@@ -498,7 +589,8 @@ def import_facelist(
                     box=rec["box"],
                     quality=rec["extra"],
                     status=rec["status"],
-                    meta={"sentinelcam": {k: rec[k] for k in keys} | {"sink": sink}},
+                    meta={"sentinelcam": {k: rec[k] for k in keys} | {"sink": sink}}
+                    | ({"origin": "device", "name": rec["device_name"]} if rec["device_row"] else {}),
                     embedder_id=embedder_id,
                     embedding=vec,
                 )

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ALIASES = ("production", "validated", "experimental")
 AUDIT_NAME = "registry_audit.jsonl"
 VERSIONS_NAME = "versions.yaml"
-ACCURACY_KEYS = ("accuracy", "val_accuracy", "test_accuracy", "eval_accuracy")
+ACCURACY_KEYS = ("accuracy", "val_accuracy", "test_accuracy", "eval_accuracy", "cv_accuracy")
 
 
 @dataclass

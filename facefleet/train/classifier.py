@@ -206,9 +206,15 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, space: SearchSpace) -> Fitted:
 def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int, space: SearchSpace):
     from sklearn.svm import SVC
 
+    from facefleet import compute
+
     base = SVC(class_weight="balanced", cache_size=500)
     cv = _cv(y, folds, space.seed)
     n_classes = len(np.unique(y))
+    # on a Dask cluster (facefleet.compute.using) the folds x candidates fan out over every
+    # worker thread; the same folds and seeds give the same choice as a local search
+    on_cluster = compute.current() is not None
+    n_jobs = -1 if on_cluster else space.n_jobs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # "least populated class" notes
         # the first round's stratified subsample must still give the smallest class a
@@ -227,7 +233,7 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
                 resource="n_samples",
                 min_resources=min_res,
                 aggressive_elimination=True,
-                n_jobs=space.n_jobs,
+                n_jobs=n_jobs,
                 random_state=space.seed,
                 refit=True,
                 error_score=0.0,
@@ -235,8 +241,9 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
         else:
             from sklearn.model_selection import GridSearchCV
 
-            search = GridSearchCV(base, grid, cv=cv, n_jobs=space.n_jobs, refit=True, error_score=0.0)
-        with loky_dies_with_parent():
+            search = GridSearchCV(base, grid, cv=cv, n_jobs=n_jobs, refit=True, error_score=0.0)
+        # joblib's backend: the cluster's workers, else loky workers that die with this process
+        with compute.joblib_backend() if on_cluster else loky_dies_with_parent():
             search.fit(X, y)
     return search
 

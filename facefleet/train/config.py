@@ -82,7 +82,12 @@ _PARAM_KEYS = {
     "seed",
     "open_set",
 }
-_OPEN_KEYS = {"target_far", "target_frr", "max_threshold", "min_threshold"}
+_OPEN_KEYS = {"target_far", "margin", "far_distance", "max_threshold"}
+# keys of the former per-person rule, with what replaced them
+_OPEN_REMOVED = {
+    "target_frr": "the thresholds now follow from target_far, the share of strangers named",
+    "min_threshold": "thresholds now apply to the open-set score, not to a distance",
+}
 
 
 def _section(doc: dict[str, Any], name: str, allowed: set[str], where: str) -> dict[str, Any]:
@@ -128,6 +133,12 @@ def _rate(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
+def _fraction(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}: '{key}' must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _dist(value: Any, key: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 4:
         raise ConfigError(f"{where}: '{key}' must be a distance in (0, 4], got {value!r}")
@@ -156,6 +167,8 @@ def config_from_dict(
     osec = par.get("open_set") or {}
     if not isinstance(osec, dict):
         raise ConfigError(f"{where}: 'parameters.open_set' must be a mapping")
+    for key in sorted(set(osec) & set(_OPEN_REMOVED)):
+        raise ConfigError(f"{where}: 'parameters.open_set.{key}' is no longer used: {_OPEN_REMOVED[key]}")
     bad = sorted(set(osec) - _OPEN_KEYS)
     if bad:
         raise ConfigError(f"{where}: unknown key(s) in 'parameters.open_set': {', '.join(bad)}")
@@ -210,12 +223,10 @@ def config_from_dict(
     o = cfg.open_set
     open_set = OpenSetParams(
         target_far=_rate(osec.get("target_far", o.target_far), "open_set.target_far", where),
-        target_frr=_rate(osec.get("target_frr", o.target_frr), "open_set.target_frr", where),
+        margin=_fraction(osec.get("margin", o.margin), "open_set.margin", where),
+        far_distance=_dist(osec.get("far_distance", o.far_distance), "open_set.far_distance", where),
         max_threshold=_dist(osec.get("max_threshold", o.max_threshold), "open_set.max_threshold", where),
-        min_threshold=_dist(osec.get("min_threshold", o.min_threshold), "open_set.min_threshold", where),
     )
-    if open_set.min_threshold > open_set.max_threshold:
-        raise ConfigError(f"{where}: open_set.min_threshold is above open_set.max_threshold")
     return replace(
         cfg,
         name=name,

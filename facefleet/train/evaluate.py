@@ -1,8 +1,9 @@
 """Evaluation of a trained bundle on labelled test photos and on strangers.
 
 ``score_decisions`` is the pure part (decisions + truth -> metrics, per-person table,
-confusion matrix, FAR/FRR curve); ``evaluate`` embeds folders with the workspace's face
-engine, scores, and logs the run (metrics, JSON, plots) to MLflow.
+confusion matrix, strangers-named / known-missed curve); ``evaluate`` embeds folders with the
+workspace's face engine, scores, logs the run (metrics, JSON, plots) to MLflow and writes the
+curve's plot to the workspace ``output/`` folder.
 """
 
 from __future__ import annotations
@@ -42,21 +43,49 @@ class EvalResult:
     people: list[PersonRow]
     labels: list[str]  # confusion-matrix order: bundle labels + "unknown"
     confusion: list[list[int]]
-    curve: dict[str, list[float]]  # threshold grid, far, frr for a global threshold
+    # one offset added to every person's threshold: offset, strangers_named, known_missed
+    curve: dict[str, list[float]]
     counts: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+    plot: str | None = None  # where evaluate wrote the strangers-named / known-missed plot
+    plots: str | None = None  # where the run's plots were logged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def offset_curve(
+    known: list[tuple[Decision, str]],
+    unknown: list[Decision],
+    thresholds: dict[str, float],
+    offsets: np.ndarray,
+) -> dict[str, list[float]]:
+    """Strangers named and known faces missed when every threshold moves by each offset
+    (``Decision.distance`` is the value each threshold is compared with; offset 0 is the
+    model as it is, up to its centroid-distance cap)."""
+
+    def margin(d: Decision) -> float:
+        return float(thresholds.get(d.candidate, -np.inf)) - float(d.distance)
+
+    km = np.array([margin(d) if d.candidate == t else -np.inf for d, t in known])
+    um = np.array([margin(d) for d in unknown])
+    named = [float((um >= -o).mean()) if len(um) else 0.0 for o in offsets]
+    missed = [float((km < -o).mean()) if len(km) else 0.0 for o in offsets]
+    return {"offset": [float(o) for o in offsets], "strangers_named": named, "known_missed": missed}
+
+
 def score_decisions(
-    known: list[Decision], truth: list[str], unknown: list[Decision], labels: list[str]
+    known: list[Decision],
+    truth: list[str],
+    unknown: list[Decision],
+    labels: list[str],
+    thresholds: dict[str, float] | None = None,
 ) -> EvalResult:
     """Metrics of decisions on faces of enrolled people (``truth``) and strangers.
 
-    Test faces whose person the model does not know count as strangers.
+    Test faces whose person the model does not know count as strangers. ``thresholds`` (the
+    model's) give the curve; without them it is empty.
     """
     label_set = set(labels)
     kd = [(d, t) for d, t in zip(known, truth, strict=True) if t in label_set]
@@ -93,17 +122,17 @@ def score_decisions(
         cm[index[t], index[d.name or UNKNOWN]] += 1
     for d in ud:
         cm[index[UNKNOWN], index[d.name or UNKNOWN]] += 1
-    grid = np.linspace(0.0, 1.2, 121)
-    kdist = np.array([d.distance if d.candidate == t else np.inf for d, t in kd])
-    udist = np.array([d.distance for d in ud])
-    frr = [(float((kdist > g).mean()) if n_k else 0.0) for g in grid]
-    far = [(float((udist <= g).mean()) if n_u else 0.0) for g in grid]
+    curve = (
+        offset_curve(kd, ud, thresholds, np.round(np.linspace(-0.3, 0.3, 121), 6))
+        if thresholds
+        else {"offset": [], "strangers_named": [], "known_missed": []}
+    )
     return EvalResult(
         metrics=metrics,
         people=rows,
         labels=order,
         confusion=cm.tolist(),
-        curve={"threshold": grid.tolist(), "far": far, "frr": frr},
+        curve=curve,
         counts={"known_faces": n_k, "unknown_faces": n_u},
     )
 
@@ -162,7 +191,7 @@ def evaluate_bundle(
     """Classify and score embeddings with a loaded bundle."""
     known = bundle.classify(X) if len(X) else []
     unknown = bundle.classify(X_unknown) if X_unknown is not None and len(X_unknown) else []
-    result = score_decisions(known, truth, unknown, bundle.labels)
+    result = score_decisions(known, truth, unknown, bundle.labels, bundle.thresholds)
     result.model = {
         "model": bundle.model,
         "version": bundle.version,
@@ -182,36 +211,66 @@ def evaluate(
     fallback: bool = True,
     log_to_mlflow: bool = True,
 ) -> EvalResult:
-    """Evaluate the bundle ``model`` (a reference, see ``registry.catalog.resolve``) on a
-    folder per person and an optional folder of strangers; logged as an MLflow run."""
-    from facefleet.registry.catalog import bundle_path
+    """Evaluate the bundle ``model`` (a reference; default: @production, else @validated, else
+    the newest, see ``registry.catalog.resolve_serving``) on a folder per person and an
+    optional folder of strangers; logged as an MLflow run. ``model["chosen"]`` says why."""
+    from facefleet.registry.catalog import resolve_serving
     from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.pipeline import current_embedder_id
 
     embedder_id = current_embedder_id(ws)
-    path = bundle_path(ws, model)
+    chosen = resolve_serving(ws, model)
     bundle = load_bundle(
-        path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
+        chosen.path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
     )
     X, truth, c1 = embed_folder(ws, test_dir, labelled=True, fallback=fallback)
     Xu, c2 = None, {}
     if unknown_dir is not None:
         Xu, _, c2 = embed_folder(ws, unknown_dir, labelled=False, fallback=fallback)
     result = evaluate_bundle(bundle, X, truth, Xu)
+    result.model["chosen"] = chosen.reason
     result.counts.update({f"test_{k}": v for k, v in c1.items()})
     result.counts.update({f"unknown_{k}": v for k, v in c2.items()})
     if log_to_mlflow:
         result.run_id = log_evaluation(ws, result, test_dir=test_dir, unknown_dir=unknown_dir)
+    result.plot = str(write_curve_plot(result, ws.output_dir))
     return result
+
+
+def curve_png(result: EvalResult) -> bytes:
+    """The strangers-named / known-missed plot of an evaluation, its operating point marked."""
+    from facefleet.train.plots import strangers_missed_png
+
+    m, c = result.metrics, result.curve
+    missed = m["known_false_reject_rate"] + m["known_misidentification_rate"]
+    return strangers_missed_png(
+        c["known_missed"],
+        c["strangers_named"],
+        (missed, m["unknown_false_accept_rate"]),
+        f"Test: {int(m['unknown_faces'])} strangers, {int(m['known_faces'])} known faces "
+        "(every threshold moved together)",
+    )
+
+
+def write_curve_plot(result: EvalResult, folder: Path) -> Path:
+    """``<folder>/evaluate-<name>-v<version>-strangers.png``, written atomically."""
+    from facefleet.fileio import atomic_write_bytes
+
+    m = result.model
+    path = Path(folder) / f"evaluate-{m.get('name')}-v{m.get('version')}-strangers.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, curve_png(result))
+    return path
 
 
 def log_evaluation(
     ws: Workspace, result: EvalResult, *, test_dir: Path | None = None, unknown_dir: Path | None = None
 ) -> str:
-    """One MLflow run: metrics, per-person table, confusion matrix and FAR/FRR plots."""
+    """One MLflow run: metrics, per-person table, confusion matrix and the strangers-named /
+    known-missed plot; returns the run id and records where the plots went in ``result.plots``."""
     from facefleet.registry import tracking
-    from facefleet.train.plots import confusion_png, far_frr_png
+    from facefleet.train.plots import confusion_png
 
     tracking.configure(ws)
     import mlflow
@@ -238,26 +297,14 @@ def log_evaluation(
         mlflow.log_dict(result.to_dict(), "evaluation.json")
         mlflow.log_text(format_table(result), "per_person.txt")
         cm = np.array(result.confusion)
-        c = result.curve
         with tempfile.TemporaryDirectory() as tmp:
             for name, data in (
                 ("confusion_matrix.png", confusion_png(cm, result.labels)),
-                (
-                    "far_frr.png",
-                    far_frr_png(
-                        np.array(c["threshold"]),
-                        np.array(c["far"]),
-                        np.array(c["frr"]),
-                        (
-                            result.metrics["unknown_false_accept_rate"],
-                            result.metrics["known_false_reject_rate"],
-                        ),
-                        "Test: FAR (strangers) / FRR (known) vs a global threshold",
-                    ),
-                ),
+                ("strangers_vs_missed.png", curve_png(result)),
             ):
                 (Path(tmp) / name).write_bytes(data)
                 mlflow.log_artifact(str(Path(tmp) / name), "plots")
+        result.plots = tracking.artifact_location(run.info.artifact_uri, "plots")
         return run.info.run_id
 
 

@@ -1,4 +1,5 @@
-"""From labelled embeddings to a bundle's contents: ranker, thresholds, temperature, metrics.
+"""From labelled embeddings to a bundle's contents: ranker, open-set rule and thresholds,
+temperature, metrics.
 
 No I/O here: ``build_model`` takes arrays and returns the arrays, labels, thresholds and
 figures a bundle and an MLflow run need.
@@ -10,15 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facefleet.registry.inference import pairwise_distances
 from facefleet.train.classifier import Fitted, SearchSpace, cv_predictions, fit_classifier, svm_arrays
 from facefleet.train.thresholds import (
+    RULE,
+    OpenSetFit,
     OpenSetParams,
-    OperatingPoint,
-    class_distances,
+    centroids,
+    fit_open_set,
     fit_temperature,
-    fit_thresholds,
     loo_class_distances,
-    operating_point,
 )
 
 
@@ -28,13 +30,12 @@ class TrainedModel:
     arrays: dict[str, np.ndarray]
     thresholds: dict[str, float]
     fitted: Fitted
-    op: OperatingPoint
+    open_fit: OpenSetFit
+    open_set: dict[str, float | str]  # the manifest's rule and its parameters
     temperature: float
     metrics: dict[str, float]
     cv_pred: np.ndarray  # cross-validated label index per training face
     y: np.ndarray  # label index per training face
-    loo: np.ndarray  # N x K leave-one-out class distances
-    strangers: np.ndarray  # Ns x K class distances of reviewed strangers
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -59,37 +60,40 @@ def build_model(
     labels, y = encode(names)
     k = len(labels)
     fitted = fit_classifier(X, y, space)
-    loo = loo_class_distances(X, y, k)
+    cents = centroids(X, y, k)
     neg = None
     if negatives is not None and len(negatives[0]):
         index = {n: i for i, n in enumerate(labels)}
         keep = [i for i, n in enumerate(negatives[1]) if n in index]
         if keep:
             nx = np.asarray(negatives[0], np.float32)[keep]
-            ny = np.array([index[negatives[1][i]] for i in keep])
-            neg = (class_distances(nx, X, y, k), ny)
+            neg = (pairwise_distances(nx, cents), np.array([index[negatives[1][i]] for i in keep]))
     sdist = (
-        class_distances(np.asarray(strangers, np.float32), X, y, k)
+        pairwise_distances(np.asarray(strangers, np.float32), cents)
         if strangers is not None and len(strangers)
         else np.zeros((0, k))
     )
-    thr = fit_thresholds(loo, y, open_set, negatives=neg, strangers=sdist)
-    op = operating_point(loo, y, thr, sdist)
-    temperature = fit_temperature(loo, y)
-    cents = np.stack([X[y == c].mean(0) for c in range(k)]).astype(np.float32)
+    fit = fit_open_set(pairwise_distances(X, cents), y, open_set, strangers=sdist, negatives=neg)
+    thr = fit.thresholds
+    temperature = fit_temperature(loo_class_distances(X, y, k), y)
     arrays: dict[str, np.ndarray] = {
         "gallery": X,
         "gallery_labels": y.astype(np.int32),
-        "centroids": cents,
+        "centroids": cents.astype(np.float32),
         "temperature": np.asarray(temperature, dtype=np.float64),
     }
     if fitted.method == "svm":
         arrays.update(svm_arrays(fitted.estimator))
     cv_pred = cv_predictions(X, y, fitted, seed=space.seed)
     metrics: dict[str, float] = {
-        "cv_accuracy": float((cv_pred == y).mean()),
-        "far": op.far,
-        "frr": op.frr,
+        "target_far": open_set.target_far,
+        "far": fit.far.rate,  # strangers named: leave-whole-person-out estimate
+        "far_low": fit.far.low,
+        "far_high": fit.far.high,
+        "far_trials": float(fit.far.trials),
+        "frr": fit.frr,  # gallery faces (leave-one-out) not named correctly
+        "genuine_trials": float(fit.genuine_trials),
+        "system_threshold": fit.system_threshold,
         "threshold_mean": float(thr.mean()),
         "threshold_min": float(thr.min()),
         "threshold_max": float(thr.max()),
@@ -100,8 +104,11 @@ def build_model(
         "candidates": float(fitted.candidates),
         "candidates_pruned": float(fitted.pruned),
     }
-    if op.stranger_far is not None:
-        metrics["stranger_far"] = op.stranger_far
+    if fit.stranger_far is not None:
+        metrics["stranger_far"] = fit.stranger_far.rate
+        metrics["stranger_trials"] = float(fit.stranger_far.trials)
+    if np.bincount(y).max() >= 2:  # with one photo of everyone there is nothing to cross-validate
+        metrics["cv_accuracy"] = float((cv_pred == y).mean())
     for fam, score in fitted.scores.items():
         metrics[f"cv_score_{fam}"] = score
     return TrainedModel(
@@ -109,13 +116,17 @@ def build_model(
         arrays=arrays,
         thresholds={lab: float(t) for lab, t in zip(labels, thr, strict=True)},
         fitted=fitted,
-        op=op,
+        open_fit=fit,
+        open_set={
+            "rule": RULE,
+            "margin": open_set.margin,
+            "far_distance": open_set.far_distance,
+            "max_distance": open_set.max_threshold,
+        },
         temperature=temperature,
         metrics=metrics,
         cv_pred=cv_pred,
         y=y,
-        loo=loo,
-        strangers=sdist,
         counts={
             "faces": len(X),
             "people": k,

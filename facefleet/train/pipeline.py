@@ -49,6 +49,8 @@ class TrainResult:
     tar_path: Path
     metrics: dict[str, float]
     thresholds: dict[str, float]
+    plots: str | None = None  # where the run's plots were logged
+    report: Path | None = None  # the executed report notebook (``--report``)
 
 
 def model_name(ws: Workspace, override: str | None = None) -> str:
@@ -79,9 +81,17 @@ def signing_key(ws: Workspace):
 
 # -- training -------------------------------------------------------------------------------
 def train(
-    ws: Workspace, config: TrainConfig | None = None, *, report: bool = False, embedder_id: str | None = None
+    ws: Workspace,
+    config: TrainConfig | None = None,
+    *,
+    report: bool = False,
+    embedder_id: str | None = None,
+    scheduler: str | None = None,
 ) -> TrainResult:
-    """Train on the store's faces (statuses from the config) and publish a signed bundle."""
+    """Train on the store's faces (statuses from the config) and publish a signed bundle.
+
+    The model search runs here, or on the Dask cluster of ``scheduler`` / ``compute.scheduler``.
+    """
     from facefleet.train.config import load_config
 
     config = config or load_config(workspace_train=ws.settings.train or None)
@@ -98,16 +108,19 @@ def train(
             f"no faces to train on (statuses {', '.join(config.statuses)}, embedder "
             f"{embedder_id}): enrol photos first with 'facefleet enrol'"
         )
-    return train_arrays(
-        ws,
-        ts.X,
-        list(ts.names),
-        embedder_id=embedder_id,
-        config=config,
-        negatives=negatives,
-        strangers=strangers,
-        report=report,
-    )
+    from facefleet import compute
+
+    with compute.using(compute.for_workspace(ws, scheduler)):
+        return train_arrays(
+            ws,
+            ts.X,
+            list(ts.names),
+            embedder_id=embedder_id,
+            config=config,
+            negatives=negatives,
+            strangers=strangers,
+            report=report,
+        )
 
 
 def train_arrays(
@@ -145,6 +158,7 @@ def train_arrays(
     }
     with tracking.start_run(ws, run_name=human, tags=tags) as run:
         run_id = run.info.run_id
+        plots = tracking.artifact_location(run.info.artifact_uri, "plots")
         _log_training(mlflow, config, trained)
         version = _new_version(client, model, run.info.artifact_uri, run_id, human)
         try:
@@ -156,6 +170,7 @@ def train_arrays(
                 labels=trained.labels,
                 thresholds=trained.thresholds,
                 method=trained.fitted.method,
+                open_set=trained.open_set,
                 metrics=trained.metrics,
                 created=now_iso(zulu=True),
                 run_id=run_id,
@@ -198,9 +213,10 @@ def train_arrays(
         tar_path,
         trained.metrics,
         trained.thresholds,
+        plots=plots,
     )
     if report:
-        run_training_report(ws, result, config)
+        result.report = run_training_report(ws, result, config)
     return result
 
 
@@ -295,8 +311,7 @@ def clean_incomplete_versions(ws: Workspace, client, model: str) -> list[int]:
 def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
     from sklearn.metrics import classification_report
 
-    from facefleet.train.plots import distance_hist_png, far_frr_png
-    from facefleet.train.thresholds import far_frr_curve
+    from facefleet.train.plots import strangers_missed_png
 
     f = trained.fitted
     params = {
@@ -326,28 +341,17 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
         {"thresholds": trained.thresholds, "method": f.method, "reason": f.reason, "params": f.params},
         "thresholds.json",
     )
-    n, k = trained.loo.shape
-    genuine = trained.loo[np.arange(n), trained.y]
-    mask = np.ones_like(trained.loo, dtype=bool)
-    mask[np.arange(n), trained.y] = False
-    impostor = trained.loo[mask]
-    thr = np.array([trained.thresholds[lab] for lab in labels])
-    grid = np.linspace(0.0, 1.2, 121)
-    far, frr = far_frr_curve(genuine, impostor, grid)
+    fit = trained.open_fit
     with tempfile.TemporaryDirectory() as tmp:
-        for fname, data in (
-            (
-                "far_frr_train.png",
-                far_frr_png(
-                    grid, far, frr, (trained.op.far, trained.op.frr), "Training (leave-one-out): FAR / FRR"
-                ),
-            ),
-            (
-                "distances_train.png",
-                distance_hist_png(
-                    genuine, impostor, thr, trained.strangers.min(axis=1) if len(trained.strangers) else None
-                ),
-            ),
-        ):
-            (Path(tmp) / fname).write_bytes(data)
-            mlflow.log_artifact(str(Path(tmp) / fname), "plots")
+        png = Path(tmp) / "strangers_vs_missed_train.png"
+        png.write_bytes(
+            strangers_missed_png(
+                fit.curve["known_missed"],
+                fit.curve["strangers_named"],
+                (fit.frr, fit.far.rate),
+                f"Training estimate ({fit.far.trials} stranger trials, leave-whole-person-out)",
+                interval=(fit.far.low, fit.far.high),
+            )
+        )
+        mlflow.log_artifact(str(png), "plots")
+    mlflow.log_dict(fit.curve, "strangers_vs_missed_train.json")

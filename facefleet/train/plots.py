@@ -52,48 +52,43 @@ def confusion_png(cm: np.ndarray, labels: list[str], title: str = "Confusion mat
     return _png(fig)
 
 
-def far_frr_png(
-    grid: np.ndarray,
-    far: np.ndarray,
-    frr: np.ndarray,
+def strangers_missed_png(
+    known_missed,
+    strangers_named,
     operating: tuple[float, float] | None = None,
-    title: str = "FAR / FRR vs distance threshold",
+    title: str = "Strangers named vs known people missed",
+    interval: tuple[float, float] | None = None,
 ) -> bytes:
-    """Curves over a global threshold; ``operating`` = (FAR, FRR) of the per-person thresholds."""
+    """The trade-off a person chooses on: share of strangers named (y, log scale) against
+    share of known faces not named correctly (x), one point per threshold; ``operating`` =
+    (known missed, strangers named) of the model, ``interval`` the latter's uncertainty."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(grid, far, label="false accept rate")
-    ax.plot(grid, frr, label="false reject rate")
+    x = np.asarray(known_missed, dtype=np.float64)
+    y = np.asarray(strangers_named, dtype=np.float64)
+    floor = 1e-4
+    ax.plot(100 * x, 100 * np.maximum(y, floor), label="one threshold for everybody, swept")
     if operating is not None:
-        ax.axhline(
-            operating[0], color="C0", ls=":", lw=1, label=f"per-person thresholds: FAR {operating[0]:.3f}"
-        )
-        ax.axhline(
-            operating[1], color="C1", ls=":", lw=1, label=f"per-person thresholds: FRR {operating[1]:.3f}"
-        )
-    ax.set_xlabel("distance threshold")
-    ax.set_ylabel("rate")
-    ax.set_ylim(-0.02, 1.02)
+        ox, oy = operating
+        label = f"this model: {100 * oy:.2f} % strangers named, {100 * ox:.1f} % known missed"
+        if interval is not None:
+            lo, hi = interval
+            ax.errorbar(
+                [100 * ox],
+                [100 * max(oy, floor)],
+                yerr=[[100 * max(oy - lo, 0.0)], [100 * max(hi - oy, 0.0)]],
+                fmt="o",
+                color="C3",
+                capsize=4,
+                label=label,
+            )
+        else:
+            ax.plot([100 * ox], [100 * max(oy, floor)], "o", color="C3", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("known faces missed (rejected or misnamed), %")
+    ax.set_ylabel("strangers named, %")
+    ax.set_xlim(0, max(5.0, min(100.0, 100 * float(np.max(x, initial=0.0)))))
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title)
-    return _png(fig)
-
-
-def distance_hist_png(
-    genuine: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray, strangers: np.ndarray | None = None
-) -> bytes:
-    """Leave-one-out genuine vs impostor distances, with the fitted thresholds."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, 1.4, 71)
-    ax.hist(genuine[np.isfinite(genuine)], bins=bins, alpha=0.6, density=True, label="genuine")
-    ax.hist(impostor[np.isfinite(impostor)], bins=bins, alpha=0.6, density=True, label="impostor")
-    if strangers is not None and len(strangers):
-        ax.hist(strangers, bins=bins, alpha=0.6, density=True, label="strangers")
-    for t in np.unique(np.round(thresholds, 3))[:50]:
-        ax.axvline(t, color="k", alpha=0.15, lw=0.8)
-    ax.set_xlabel("distance to the person's nearest gallery face")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title("Distances and per-person thresholds (grey)")
+    ax.set_title(title, fontsize=10)
     return _png(fig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,19 @@ def _papermill():
     return papermill
 
 
+def _ipc_kernel_manager(folder: Path) -> type:
+    """A kernel manager talking to the kernel over Unix sockets in ``folder`` (owner-only):
+    nothing on TCP for other local users to read, and no "running over TCP without
+    encryption" warning on the user's terminal."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(transport="ipc", ip=str(folder / "kernel"), **kwargs)
+
+    return IPCKernelManager
+
+
 def run_report(
     ws: Workspace,
     run_id: str,
@@ -87,15 +101,17 @@ def run_report(
     env_before = os.environ.get("MLFLOW_DISABLE_TELEMETRY")
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # inherited by the kernel
     try:
-        papermill.execute_notebook(
-            str(TEMPLATE),
-            str(tmp),
-            parameters=notebook_parameters(ws, run_id, params),
-            kernel_name=KERNEL,
-            progress_bar=False,
-            execution_timeout=timeout,
-            cwd=str(ws.root),
-        )
+        with tempfile.TemporaryDirectory(prefix="facefleet-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(TEMPLATE),
+                str(tmp),
+                parameters=notebook_parameters(ws, run_id, params),
+                kernel_name=KERNEL,
+                progress_bar=False,
+                execution_timeout=timeout,
+                cwd=str(ws.root),
+                kernel_manager_class=_ipc_kernel_manager(Path(sockets)),
+            )
         os.replace(tmp, out)
     except papermill.PapermillExecutionError as exc:
         raise ReportError(

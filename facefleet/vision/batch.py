@@ -145,7 +145,19 @@ def analyse_files(
     stats: PoolStats | None = None,
 ) -> Iterator[ImageAnalysis]:
     """Analyse ``paths`` in order: one file in this process, more over a pool of worker
-    processes in which a worker that dies costs only the file it held."""
+    processes in which a worker that dies costs only the file it held (or on the Dask
+    cluster when the caller runs under ``facefleet.compute.using``)."""
+    from facefleet import compute
+
+    cluster = compute.current()
+    if cluster is not None:
+        from facefleet.vision import dask_backend
+
+        known = engine.embedder.id if engine is not None else None
+        yield from dask_backend.analyse_files(
+            paths, config, cluster, fallback=fallback, keep_chips=keep_chips, embedder_id=known, desc=desc
+        )
+        return
     jobs = [(str(p), fallback, keep_chips) for p in paths]
     if len(jobs) <= 1:
         engine = engine or FaceEngine(config)

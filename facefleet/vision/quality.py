@@ -1,6 +1,9 @@
-"""Face quality: size, sharpness, frontal-ness and brightness, and the usable/unusable verdict.
+"""Face quality: size, brightness, sharpness, frontal-ness and greyscale (IR), and the
+usable/unusable verdict.
 
-Pure functions of the aligned chip, the box and the 5 landmarks.
+Pure functions of the aligned chip, the box and the 5 landmarks. The verdict checks light
+before sharpness: a dark chip has little contrast, so its Laplacian is small even when the
+photo is sharp; such a face is reported "too dark", not "too blurred".
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ class Quality:
     sharpness: float  # variance of the Laplacian of the grey aligned chip
     frontalness: float  # 1 = nose centred between the eyes, 0 = full profile
     brightness: float  # mean grey level of the chip, 0..255
+    greyscale: bool = False  # no colour in the chip: a greyscale photo or an IR camera
 
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 3) for k, v in asdict(self).items()}
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v if isinstance(v, bool) else round(float(v), 3) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Quality:
@@ -32,6 +36,7 @@ class Quality:
             sharpness=float(data.get("sharpness", 0.0)),
             frontalness=float(data.get("frontalness", 0.0)),
             brightness=float(data.get("brightness", 0.0)),
+            greyscale=bool(data.get("greyscale", False)),
         )
 
     def score(self) -> float:
@@ -65,6 +70,19 @@ def brightness(chip: np.ndarray) -> float:
     return float(grey.mean())
 
 
+# Mean spread between a pixel's largest and smallest channel under which a chip has no
+# colour. Shared photos: ORL (greyscale PGM) 0.0, colour portraits well above 5.
+GREYSCALE_SPREAD = 3.0
+
+
+def is_greyscale(chip: np.ndarray) -> bool:
+    """Whether the chip carries no colour (greyscale photo, IR camera)."""
+    if chip.ndim != 3 or chip.shape[2] < 3:
+        return True
+    c = chip[..., :3].astype(np.int16)
+    return float((c.max(axis=2) - c.min(axis=2)).mean()) < GREYSCALE_SPREAD
+
+
 def measure_quality(chip: np.ndarray, box: tuple[int, int, int, int], landmarks: np.ndarray) -> Quality:
     left, top, right, bottom = box
     return Quality(
@@ -72,7 +90,16 @@ def measure_quality(chip: np.ndarray, box: tuple[int, int, int, int], landmarks:
         sharpness=sharpness(chip),
         frontalness=frontalness(landmarks),
         brightness=brightness(chip),
+        greyscale=is_greyscale(chip),
     )
+
+
+def lit_sharpness(q: Quality, reference: float = 128.0) -> float:
+    """The sharpness the chip would show at a mid-grey exposure: the Laplacian scales with
+    contrast, which a dark exposure lowers in proportion to its mean level."""
+    if q.brightness >= reference or q.brightness <= 0:
+        return q.sharpness
+    return q.sharpness * (reference / q.brightness) ** 2
 
 
 def unusable_reason(q: Quality, cfg: QualitySettings | Mapping[str, Any] | None = None) -> str | None:
@@ -82,15 +109,22 @@ def unusable_reason(q: Quality, cfg: QualitySettings | Mapping[str, Any] | None 
     min_px = cfg.min_face_px
     if q.size_px < min_px:
         return f"face too small ({q.size_px} px < {min_px} px)"
-    min_sharp = cfg.min_sharpness
-    if q.sharpness < min_sharp:
-        return f"too blurred (sharpness {q.sharpness:.1f} < {min_sharp:g})"
-    min_front = cfg.min_frontalness
-    if q.frontalness < min_front:
-        return f"not frontal enough ({q.frontalness:.2f} < {min_front:g})"
     lo, hi = cfg.min_brightness, cfg.max_brightness
     if q.brightness < lo:
         return f"too dark (brightness {q.brightness:.0f} < {lo:g})"
     if q.brightness > hi:
         return f"too bright (brightness {q.brightness:.0f} > {hi:g})"
+    min_sharp = cfg.min_sharpness
+    if q.sharpness < min_sharp:
+        if lit_sharpness(q) >= min_sharp:  # sharp, but too little light to show it
+            return (
+                f"too dark (brightness {q.brightness:.0f}: too little contrast to check "
+                f"sharpness, {q.sharpness:.1f} < {min_sharp:g})"
+            )
+        return f"too blurred (sharpness {q.sharpness:.1f} < {min_sharp:g})"
+    min_front = cfg.min_frontalness
+    if q.frontalness < min_front:
+        return f"not frontal enough (frontalness {q.frontalness:.2f} < {min_front:g}: face turned away)"
+    if q.greyscale and cfg.reject_greyscale:
+        return "greyscale or IR image (quality.reject_greyscale is set)"
     return None

@@ -25,6 +25,8 @@ The server only serves files; devices verify signatures themselves.
 # No "from __future__ import annotations": FastAPI must see the closures in Annotated[...].
 import re
 import tarfile
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,13 +39,16 @@ from pydantic import BaseModel, Field
 from facefleet.errors import BundleError, FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records
-from facefleet.registry.catalog import ResolvedVersion, resolve
+from facefleet.registry.catalog import ALIASES_FILE, ResolvedVersion, resolve
 from facefleet.registry.format import read_manifest
 
 if TYPE_CHECKING:
     from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
+CACHE_SECONDS = 2.0  # how long an alias lookup on a PostgreSQL/HTTP registry is reused
+TOUCH_SECONDS = 60.0  # a token's last_used is written at most this often
+KEEP_ALIVE_SECONDS = 75  # idle keep-alive connections (nginx's default)
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _REF = re.compile(r"^(?:[vV]?(?P<digits>[0-9]{1,9})|@?(?P<alias>[A-Za-z][A-Za-z0-9_.\-]{0,63}))$")
 ModelName = Annotated[str, PathParam(pattern=MODEL_NAME, description="model name")]
@@ -86,6 +91,21 @@ def create_app(ws: "Workspace") -> FastAPI:
         title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
     )
     sha_cache: dict[tuple[str, float, int], str] = {}
+    # A fleet polls every few seconds. Per request the server now reads, but does not write,
+    # the token row (its last_used is refreshed at most every TOUCH_SECONDS), and reuses what
+    # an alias resolved to until the registry or the models folder changes on disk (a
+    # PostgreSQL or HTTP registry has no such signal: there the answer is kept CACHE_SECONDS).
+    touched: dict[str, float] = {}
+    resolved: dict[tuple[str, str], tuple[tuple, ResolvedVersion]] = {}
+    pack_lock = threading.Lock()
+    local = threading.local()
+    remote_registry = bool(ws.configured_tracking_uri) and not ws.tracking_uri.startswith("sqlite:")
+
+    def thread_store():  # one connection per server thread: sqlite connections stay in theirs
+        st = getattr(local, "store", None)
+        if st is None:
+            st = local.store = records.open_store(ws)
+        return st
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,16 +121,16 @@ def create_app(ws: "Workspace") -> FastAPI:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        # one short-lived connection per request: sqlite connections stay in their thread
-        st = records.open_store(ws)
-        try:
-            name = records.check_token(st, token.strip())
-        finally:
-            st.close()
+        key = records.hash_token(token.strip())
+        now = time.monotonic()
+        touch = touched.get(key, -TOUCH_SECONDS) + TOUCH_SECONDS <= now
+        name = records.check_token(thread_store(), token.strip(), touch=touch)
         if name is None:
             raise HTTPException(
                 401, "unknown or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
+        if touch:
+            touched[key] = now
         return name
 
     hidden = sorted({str(Path(ws.models_dir)), str(Path(ws.root))}, key=len, reverse=True)
@@ -121,23 +141,54 @@ def create_app(ws: "Workspace") -> FastAPI:
             message = message.replace(folder, "<models>" if folder.endswith("models") else "<workspace>")
         return message
 
+    def generation(model: str) -> tuple:
+        """Changes whenever an alias, a version or a bundle file may have changed."""
+        paths = (
+            ws.models_dir,
+            ws.models_dir / model,
+            ws.models_dir / ALIASES_FILE,
+            ws.root / "mlflow.db",
+            ws.root / "mlflow.db-wal",
+        )
+        stamps = []
+        for path in paths:
+            try:
+                stamps.append(path.stat().st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+        if remote_registry:
+            stamps.append(int(time.monotonic() / CACHE_SECONDS))
+        return tuple(stamps)
+
     def bundle_for(model: str, ref: str) -> ResolvedVersion:
         text = parse_ref(ref)
         if text is None:
             raise HTTPException(404, f"{ref[:40]!r} is not a version number or an alias name")
+        stamp = generation(model)
+        hit = resolved.get((model, text))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         try:
-            return resolve(ws, text, model=model, fetch=False)
+            found = resolve(ws, text, model=model, fetch=False)
         except FacefleetError as exc:
             raise HTTPException(404, public(str(exc))) from None
+        resolved[(model, text)] = (stamp, found)
+        return found
 
     def unservable(found: ResolvedVersion, exc: Exception) -> HTTPException:
         return HTTPException(409, f"{found.model} v{found.version} cannot be served: {public(str(exc))}")
+
+    def packed(found: ResolvedVersion) -> Path:
+        with pack_lock:  # concurrent first requests for a new version pack it once
+            return catalog.packed(ws, found)
 
     def etag_of(path: Path) -> str:
         st = path.stat()
         key = (str(path), st.st_mtime, st.st_size)
         if key not in sha_cache:
-            sha_cache[key] = _sha256_file(path)
+            with pack_lock:
+                if key not in sha_cache:
+                    sha_cache[key] = _sha256_file(path)
         return sha_cache[key]
 
     @app.api_route("/health", methods=["GET", "HEAD"])
@@ -158,7 +209,7 @@ def create_app(ws: "Workspace") -> FastAPI:
         """The packed bundle; ETag = sha256 of the archive, If-None-Match -> 304."""
         found = bundle_for(model, ref)
         try:
-            path = catalog.packed(ws, found)
+            path = packed(found)
             etag = etag_of(path)
         except (FacefleetError, OSError, tarfile.TarError) as exc:
             raise unservable(found, exc) from None
@@ -179,11 +230,7 @@ def create_app(ws: "Workspace") -> FastAPI:
         if beat.device is not None and beat.device != name:
             raise HTTPException(403, f"this token belongs to {name!r}, not {beat.device!r}")
         remote = request.client.host if request.client else None
-        st = records.open_store(ws)
-        try:
-            records.record_heartbeat(st, name, beat.model, beat.version, beat.fps, remote)
-        finally:
-            st.close()
+        records.record_heartbeat(thread_store(), name, beat.model, beat.version, beat.fps, remote)
         return {"status": "recorded"}
 
     return app
@@ -193,4 +240,6 @@ def serve(ws: "Workspace", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(ws), host=host, port=port, log_level="info")
+    # devices poll every few seconds: keep their connections open longer than uvicorn's 5 s,
+    # else a request sent as the server drops an idle connection fails with a reset
+    uvicorn.run(create_app(ws), host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS)

@@ -8,6 +8,7 @@ import os
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -225,3 +226,16 @@ def test_head_is_allowed_on_get_routes(server, token, workspace, bundle_factory)
     tar = httpx.head(f"{server}/v1/models/face_model/1/bundle.tar.gz", headers=auth)
     assert tar.status_code == 200 and tar.headers["X-Facefleet-Version"] == "1" and tar.content == b""
     assert httpx.head(f"{server}/v1/models/face_model/1/manifest").status_code == 401
+
+
+def test_documented_token_rules_match_the_server(server, token, bundle_factory):
+    """Issue 15 item 14: docs/deployment.md says which requests need a token; the server agrees."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    assert "Every `/v1/...` request needs" in doc and "`GET /health` (a liveness" in doc
+    assert "Every request needs" not in doc
+    bundle_factory(1)
+    assert httpx.get(f"{server}/health").status_code == 200
+    assert httpx.get(f"{server}/openapi.json").status_code == 200
+    for path in ("/v1/models/face_model/1/manifest", "/v1/models/face_model/1/bundle.tar.gz"):
+        assert httpx.get(f"{server}{path}").status_code == 401
+        assert httpx.get(f"{server}{path}", headers={"Authorization": f"Bearer {token}"}).status_code == 200

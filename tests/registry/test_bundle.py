@@ -36,7 +36,7 @@ def keys(tmp_path):
     return load_private_key(priv), load_public_key(pub)
 
 
-def make_bundle(out: Path, private, method: str = "centroid", svm=None, X=None, y=None):
+def make_bundle(out: Path, private, method: str = "centroid", svm=None, X=None, y=None, open_set=None):
     if X is None:
         X, y = clustered(3, 4)
     labels = [f"p{i}" for i in range(int(y.max()) + 1)]
@@ -62,6 +62,8 @@ def make_bundle(out: Path, private, method: str = "centroid", svm=None, X=None, 
         "metrics": {"cv_accuracy": 1.0},
         "created": "2024-01-01T00:00:00Z",
     }
+    if open_set is not None:
+        manifest["open_set"] = open_set
     return write_bundle(
         out,
         manifest=manifest,
@@ -204,3 +206,42 @@ def test_import_does_not_pull_server_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_margin_rule_decides_like_training(tmp_path, keys):
+    """The device's decision is the score training calibrated its thresholds on."""
+    from facefleet.train.thresholds import OpenSetParams, margin_scores
+
+    private, public = keys
+    X, y = clustered(4, 5, seed=3)
+    rule = {"rule": "centroid_margin", "margin": 0.5, "far_distance": 1.0, "max_distance": 0.6}
+    b = load_bundle(make_bundle(tmp_path / "m", private, X=X, y=y, open_set=rule), public)
+    rng = np.random.default_rng(0)
+    probes = np.vstack([X + 0.05 * rng.normal(size=X.shape), rng.normal(size=(20, X.shape[1]))])
+    C = np.stack([X[y == c].mean(0) for c in range(4)]).astype(np.float64)
+    expect = margin_scores(
+        np.sqrt(((probes[:, None, :] - C[None]) ** 2).sum(-1)),
+        OpenSetParams(margin=0.5, far_distance=1.0, max_threshold=0.6),
+    )
+    got = b.classify(probes)
+    assert [d.distance for d in got] == pytest.approx(expect.score.tolist(), abs=1e-6)
+    named = (expect.score <= 0.5) & (expect.distance <= 0.6)
+    assert [d.name is not None for d in got] == named.tolist()
+    assert 0 < named.sum() < len(probes)
+    for bad, message in (
+        ({**rule, "rule": "magic"}, "unknown open-set rule"),
+        ({"rule": "centroid_margin", "margin": 0.5}, "open_set.far_distance"),
+    ):
+        with pytest.raises(BundleError, match=message):
+            load_bundle(make_bundle(tmp_path / "bad", private, open_set=bad), public)
+
+
+def test_load_bundle_accepts_the_public_key_path(tmp_path):
+    """Issue 15 item 14: ``load_bundle(path, "key.pem")`` (a path or a key, as the docs say)."""
+    priv, pub = generate_keypair(tmp_path / "keys")
+    bundle = make_bundle(tmp_path / "b", load_private_key(priv))
+    for key in (pub, str(pub), pub.read_bytes(), load_public_key(pub)):
+        assert load_bundle(bundle, key).manifest["version"] == 7
+        assert verify_bundle(bundle, key)["name"] == "gamma4"
+    with pytest.raises(BundleError, match="no public key at"):
+        load_bundle(bundle, str(tmp_path / "missing.pem"))

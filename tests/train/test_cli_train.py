@@ -35,6 +35,9 @@ def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, 
     out = json.loads(capsys.readouterr().out)
     assert out["version"] == 1 and out["name"] == "gamma4"
     assert set(out["thresholds"]) == {p.name for p in (faces_dir / "five_celebrity" / "train").iterdir()}
+    assert out["metrics"]["far_trials"] == out["metrics"]["n_faces"]  # every enrolled face a stranger trial
+    assert main(["-w", str(ws.root), "models", "show", "1"]) == 0
+    assert "open set: strangers named (estimate): " in capsys.readouterr().out
 
     strangers = tmp_path / "strangers"
     strangers.mkdir()
@@ -63,6 +66,8 @@ def test_train_and_evaluate_from_the_store(celebrity_workspace, copy_workspace, 
     assert m["unknown_false_accept_rate"] == 0.0
     assert m["known_false_reject_rate"] <= 0.2
     assert res["model"]["version"] == 1 and res["run_id"]
+    plot = Path(res["plot"])  # the strangers-named / known-missed curve, written by evaluate
+    assert plot.parent == ws.output_dir and plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_train_with_nothing_enrolled(tmp_path, capsys):

@@ -17,7 +17,8 @@ def test_example_loads_and_flags_override():
     assert cfg.name == "gamma4" and cfg.model_name == "face_model"
     assert cfg.search.C == (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
     assert cfg.search.gamma == (0.1, 0.01, 0.001, 0.0001, 0.00001)
-    assert cfg.open_set.target_far == 0.002 and cfg.open_set.max_threshold == 0.6
+    assert cfg.open_set.target_far == 0.01 and cfg.open_set.max_threshold == 0.6
+    assert cfg.open_set.margin == 0.5
     assert "gamma4" in cfg.source
     over = load_config(EXAMPLE, name="gamma5", method="centroid", target_far=0.001)
     assert (over.name, over.search.method, over.open_set.target_far) == ("gamma5", "centroid", 0.001)
@@ -38,7 +39,9 @@ def test_example_loads_and_flags_override():
         ("parameters: {cv_folds: 1}\n", "integer >= 2"),
         ("parameters: {method: magic}\n", "method"),
         ("parameters: {open_set: {target_far: 5}}\n", r"\[0, 1\)"),
-        ("parameters: {open_set: {min_threshold: 0.7, max_threshold: 0.5}}\n", "above"),
+        ("parameters: {open_set: {min_threshold: 0.3}}\n", "no longer used.*open-set score"),
+        ("parameters: {open_set: {target_frr: 0.05}}\n", "no longer used.*target_far"),
+        ("parameters: {open_set: {margin: 2}}\n", r"\[0, 1\]"),
         ("inputs: {statuses: [approved]}\n", "statuses"),
         ("inputs: {negatives: 'yes'}\n", "true or false"),
         ("outputs: {name: a/b}\n", "plain name"),

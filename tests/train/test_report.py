@@ -70,3 +70,24 @@ def test_unknown_run_is_a_clear_error(ws_run):
     ws, _ = ws_run
     with pytest.raises(report.ReportError, match="no MLflow run 'nope'"):
         report.run_report(ws, "nope", {})
+
+
+def test_report_shows_the_stranger_estimate_and_its_plot(tmp_path_factory):
+    import mlflow
+
+    from facefleet.train.plots import strangers_missed_png
+
+    ws = Workspace.init(tmp_path_factory.mktemp("report-far"))
+    metrics = {"far": 0.0115, "far_low": 0.007, "far_high": 0.0189, "far_trials": 1303.0}
+    metrics.update(target_far=0.01, frr=0.108)
+    png = tmp_path_factory.mktemp("png") / "strangers_vs_missed_train.png"
+    png.write_bytes(strangers_missed_png([0.5, 0.2, 0.1], [0.0, 0.01, 0.05], (0.108, 0.0115)))
+    with tracking.start_run(ws, "train-far") as run:
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(png), "plots")
+    out = report.run_report(ws, run.info.run_id, {})
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "strangers named (estimate): 1.15 % (95 % interval 0.70-1.89 %) over 1303 stranger trials" in text
+    pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2  # the training's curve and the metrics plot

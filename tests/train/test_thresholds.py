@@ -1,6 +1,9 @@
-"""The open-set maths: thresholds, leave-one-out distances, FAR/FRR, temperature."""
+"""The open-set maths: the margin score, calibration to a system target, leave-whole-person-out
+estimate, leave-one-out distances, temperature."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -8,48 +11,133 @@ import pytest
 from facefleet.registry.inference import pairwise_distances, softmax_scores
 from facefleet.train.thresholds import (
     OpenSetParams,
-    choose_threshold,
+    calibrate,
+    centroids,
     class_distances,
-    far_frr_curve,
+    class_scores,
+    fit_open_set,
     fit_temperature,
-    fit_thresholds,
+    genuine_trials,
+    leave_group_out_thresholds,
     loo_class_distances,
-    operating_point,
+    margin_scores,
+    stranger_trials,
+    wilson,
 )
 
-P = OpenSetParams(target_far=0.01, target_frr=0.05, max_threshold=0.6, min_threshold=0.3)
+P = OpenSetParams(target_far=0.01, margin=0.5, far_distance=1.0, max_threshold=0.6)
 
 
-def test_separated_distances_give_the_midpoint():
-    genuine = np.linspace(0.2, 0.4, 21)  # 95th percentile 0.39
-    impostor = np.linspace(0.5, 1.0, 101)  # 1st percentile 0.505
-    t = choose_threshold(genuine, impostor, P)
-    assert t == pytest.approx((0.39 + 0.505) / 2)
+def test_margin_score_by_hand():
+    dist = np.array([[0.3, 0.8, 0.9], [0.5, 0.55, 2.0], [0.4, 1.5, 3.0]])
+    s = margin_scores(dist, P)
+    assert s.candidate.tolist() == [0, 0, 0]
+    # 0.3 - 0.5 * 0.8; 0.5 - 0.5 * 0.55; the second-best capped at far_distance 1.0
+    assert s.score == pytest.approx([-0.1, 0.225, -0.1])
+    assert s.distance == pytest.approx([0.3, 0.5, 0.4])
+    forced = margin_scores(dist, P, candidate=np.array([1, 1, 1]))
+    assert forced.score == pytest.approx([0.8 - 0.15, 0.55 - 0.25, 1.5 - 0.2])
+    # every class as the candidate, at once
+    every = class_scores(dist, P)
+    for q in range(3):
+        assert every[:, q] == pytest.approx(margin_scores(dist, P, np.full(3, q)).score)
+    # one enrolled person: the second-best is "far"
+    assert margin_scores(np.array([[0.3]]), P).score == pytest.approx([0.3 - 0.5])
 
 
-def test_overlap_lets_impostors_win_and_admits_none_of_the_closest():
-    genuine = np.array([0.3, 0.4, 0.5, 0.55])
-    impostor = np.array([0.45, 0.8, 0.9])
-    t = choose_threshold(genuine, impostor, OpenSetParams(target_far=0.0))
-    assert t < 0.45 and t == pytest.approx(0.45)
+def test_a_ranker_other_than_the_nearest_centroid_never_scores_better():
+    rng = np.random.default_rng(3)
+    dist = rng.uniform(0.2, 1.2, size=(500, 6))
+    best = margin_scores(dist, P).score
+    other = margin_scores(dist, P, candidate=rng.integers(0, 6, size=500)).score
+    assert np.all(other >= best - 1e-12)  # so the nearest-centroid estimate bounds them all
 
 
-def test_cap_floor_and_single_photo_fallback():
-    assert choose_threshold([0.1], [2.0, 2.5], P) == 0.6  # cap
-    assert choose_threshold([0.1], [0.2], P) == 0.3  # floor
-    # one photo: no genuine distances, the pooled value stands in
-    assert choose_threshold([np.inf], [0.9] * 10, P, fallback_genuine=0.5) == pytest.approx(0.6)
-    assert choose_threshold([], [0.7] * 10, P, fallback_genuine=0.4) == pytest.approx(0.55)
-    assert choose_threshold([], [], P) == 0.6
+def test_calibrate_names_at_most_the_target():
+    s = np.arange(100) / 100.0
+    for target in (0.0, 0.01, 0.05, 0.5):
+        t = calibrate(s, target)
+        assert (s <= t).mean() <= target
+        assert (s <= np.nextafter(t, np.inf) + 1e-9).mean() > target  # and is the largest such
+    assert calibrate([0.2, 0.2, 0.2], 0.5) < 0.2  # ties are not split
+    assert calibrate([], 0.1) == math.inf
+
+
+def test_leave_group_out_equals_refitting_without_the_group():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=300)
+    groups = rng.integers(0, 40, size=300)
+    for target in (0.01, 0.1, 0.3):
+        fast = leave_group_out_thresholds(s, groups, target)
+        for g in np.unique(groups):
+            mine = groups == g
+            assert np.all(fast[mine] == calibrate(s[~mine], target))
+
+
+def test_trials_use_the_right_centroids():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(13, 4))
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3])  # class 3 has a single face
+    C = centroids(X, y, 4)
+    dist = pairwise_distances(X, C)
+    st = stranger_trials(dist, y, P)
+    assert np.all(st.candidate != y)  # the own person is gone
+    gen, ok = genuine_trials(dist, y, P)
+    assert ok.tolist() == [True] * 12 + [False]
+    for row, i in enumerate(np.flatnonzero(ok)):
+        others = [j for j in range(13) if y[j] == y[i] and j != i]
+        loo = X[others].mean(0)
+        n = len(others) + 1  # a new photo's expected distance to the mean of all n
+        d = dist[i].copy()
+        d[y[i]] = np.linalg.norm(X[i] - loo) * np.sqrt((1 + 1 / n) / (1 + 1 / (n - 1)))
+        assert gen.score[row] == pytest.approx(margin_scores(d[None], P).score[0])
+
+
+def test_fit_open_set_honest_estimate_negatives_and_strangers():
+    # 30 people in 2-D, 3 faces each, tight; the estimate uses thresholds fitted without
+    # the person, so a person whose twin is enrolled is named
+    rng = np.random.default_rng(2)
+    centres = 3.0 * np.stack(np.meshgrid(np.arange(6), np.arange(5)), -1).reshape(30, 2).astype(float)
+    centres[1] = centres[0] + [0.1, 0.0]  # two look-alikes; everybody else is far apart
+    X = np.repeat(centres, 3, axis=0) + rng.normal(scale=0.01, size=(90, 2))
+    y = np.repeat(np.arange(30), 3)
+    C = centroids(X, y, 30)
+    params = OpenSetParams(target_far=0.05, margin=0.5, far_distance=1.0, max_threshold=0.6)
+    fit = fit_open_set(pairwise_distances(X, C), y, params)
+    assert fit.far.trials == 90 and fit.genuine_trials == 90
+    assert fit.far.named == 6  # the look-alikes' six faces: each named as the other
+    assert fit.far.rate == pytest.approx(6 / 90)
+    assert fit.far.low < fit.far.rate < fit.far.high
+    # the look-alikes are not told apart with confidence: the margin rule rejects their faces
+    assert fit.frr == pytest.approx(6 / 90)
+    assert np.all(fit.thresholds == fit.system_threshold)
+    # reviewed strangers join the trials; a "not person 5" face lowers person 5 alone
+    strangers = pairwise_distances(rng.uniform(40, 50, size=(10, 2)), C)
+    face = centres[5][None] + 0.05
+    negatives = (pairwise_distances(face, C), np.array([5]))
+    fit2 = fit_open_set(pairwise_distances(X, C), y, params, strangers=strangers, negatives=negatives)
+    assert fit2.far.trials == 100 and fit2.stranger_far is not None and fit2.stranger_far.trials == 10
+    assert fit2.stranger_far.named == 0  # far from everybody: beyond max_threshold
+    score5 = class_scores(negatives[0], params)[0, 5]
+    assert fit2.thresholds[5] < score5 and np.all(np.delete(fit2.thresholds, 5) == fit2.system_threshold)
+    curve = fit2.curve
+    assert len(curve["threshold"]) == len(curve["strangers_named"]) == len(curve["known_missed"])
+    assert curve["strangers_named"] == sorted(curve["strangers_named"])  # grows with the threshold
+
+
+def test_wilson_interval():
+    low, high = wilson(13, 1356)
+    assert low == pytest.approx(0.0056, abs=2e-4) and high == pytest.approx(0.0163, abs=2e-4)
+    assert wilson(0, 100)[0] == 0.0 and wilson(0, 100)[1] == pytest.approx(0.037, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
 
 
 def test_loo_distances_match_brute_force():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(23, 5))
     y = rng.integers(0, 4, size=23)
-    y[0] = 3  # class 3 has exactly one face
     y[y == 3] = 2
-    y[0] = 3
+    y[0] = 3  # class 3 has exactly one face
     loo = loo_class_distances(X, y, 4, chunk=7)
     D = pairwise_distances(X, X)
     for i in range(len(X)):
@@ -60,33 +148,6 @@ def test_loo_distances_match_brute_force():
     assert np.isinf(loo[0, 3])
     G = class_distances(X[:5], X, y, 4)
     assert G[:, 0] == pytest.approx(D[:5][:, y == 0].min(axis=1))
-
-
-def test_fit_thresholds_uses_negatives_and_strangers():
-    # two people, well separated; a stranger and a "not p0" face sit close to p0
-    y = np.array([0, 0, 0, 1, 1, 1])
-    loo = np.array([[0.30, 0.9], [0.32, 0.9], [0.34, 0.9], [0.9, 0.30], [0.9, 0.31], [0.9, 0.33]])
-    base = fit_thresholds(loo, y, P)
-    assert base == pytest.approx([0.6, 0.6])  # midpoint 0.62, capped
-    strangers = np.array([[0.40, 1.0]])
-    with_s = fit_thresholds(loo, y, P, strangers=strangers)
-    assert with_s[0] == pytest.approx((0.34 + 0.40) / 2) and with_s[1] == pytest.approx(0.6)
-    neg = (np.array([[0.36, 0.2]]), np.array([0]))  # "NOT p0": impostor for p0 only
-    with_n = fit_thresholds(loo, y, P, negatives=neg)
-    assert with_n[0] == pytest.approx(0.35) and with_n[1] == pytest.approx(0.6)
-    op = operating_point(loo, y, with_s, strangers)
-    assert op.frr == 0 and op.far == 0 and op.stranger_far == 0
-    op2 = operating_point(loo, y, np.array([0.31, 0.6]), strangers)
-    assert op2.frr == pytest.approx(2 / 6) and op2.stranger_far == 0
-    assert (op2.genuine_trials, op2.impostor_trials) == (6, 6)
-
-
-def test_far_frr_curve():
-    far, frr = far_frr_curve(
-        np.array([0.1, 0.2, 0.3, np.inf]), np.array([0.25, 0.5]), np.array([0.0, 0.2, 0.3, 0.6])
-    )
-    assert far.tolist() == [0.0, 0.0, 0.5, 1.0]
-    assert frr == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
 
 
 def test_temperature_recovers_the_generating_one():

@@ -34,6 +34,7 @@ def _bundle(tmp_path: Path, trained, method=None):
         "labels": trained.labels,
         "thresholds": trained.thresholds,
         "method": method or trained.fitted.method,
+        "open_set": trained.open_set,
         "metrics": {},
         "created": "x",
     }
@@ -138,14 +139,14 @@ def test_training_run_lands_in_mlflow(trained_ws):
     assert {
         "config/version.yaml",
         "classification_report.txt",
-        "plots/far_frr_train.png",
-        "plots/distances_train.png",
+        "plots/strangers_vs_missed_train.png",
+        "strangers_vs_missed_train.json",
         "bundle/manifest.json",
         "bundle/model.npz",
         "bundle/manifest.sig",
         "packed/face_model-1.tar.gz",
     } <= arts
-    local = Path(client.download_artifacts(res.run_id, "plots/far_frr_train.png"))
+    local = Path(client.download_artifacts(res.run_id, "plots/strangers_vs_missed_train.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(ws.artifacts_dir) in run.info.artifact_uri  # never ./mlruns
     report = Path(client.download_artifacts(res.run_id, "classification_report.txt")).read_text()
@@ -192,7 +193,11 @@ def test_evaluation_is_logged(trained_ws, real_data):
         assert run.data.metrics[key] == pytest.approx(result.metrics[key])
     assert run.data.tags["model_version"] == "1"
     names = {f.path for f in client.list_artifacts(run_id, "plots")}
-    assert names == {"plots/confusion_matrix.png", "plots/far_frr.png"}
+    assert names == {"plots/confusion_matrix.png", "plots/strangers_vs_missed.png"}
+    curve = result.curve
+    assert len(curve["offset"]) == len(curve["strangers_named"]) == len(curve["known_missed"]) > 0
+    at_zero = curve["offset"].index(0.0)
+    assert curve["strangers_named"][at_zero] == pytest.approx(result.metrics["unknown_false_accept_rate"])
     png = Path(client.download_artifacts(run_id, "plots/confusion_matrix.png")).read_bytes()
     assert png[:4] == b"\x89PNG"
     cm = np.array(result.confusion)

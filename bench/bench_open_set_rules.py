@@ -1,0 +1,153 @@
+"""Open-set rule candidates on lfw_dev: which score keeps strangers out at the best recall.
+
+    .venv/bin/python bench/bench_open_set_rules.py [--data ../shared/data/faces/lfw_dev]
+
+Same split as ``bench_lfw_open_set.py`` (first 3 photos of each of the 452 people enrolled,
+the rest and the 1,000 strangers probed), but on embeddings computed once (the largest face of
+each photo, plus the embedding of its mirrored chip) and cached in ``bench/results/`` so that
+each rule is scored in milliseconds. Per rule, one threshold for everybody:
+
+* ``oracle``: the threshold that names 1 % of the *test* strangers, and the share of known
+  probes then named correctly (how good the score is; not available in real life);
+* ``calibrated``: the threshold that names ``target`` of the leave-whole-person-out trials
+  of the gallery (each enrolled face against the others, its own person removed), as
+  training does; the estimate, the measured strangers named, and known named correctly.
+
+Also prints how stranger scores vary with face size and sharpness (quality-aware thresholds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def embeddings(data: Path, cache: Path) -> dict[str, np.ndarray]:
+    if cache.is_file():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
+    import tempfile
+
+    from facefleet.vision.batch import analyse_files
+    from facefleet.vision.image import is_image_name
+    from facefleet.workspace import Workspace
+
+    paths = sorted(str(p) for p in (data / "people").glob("*/*") if is_image_name(p))
+    paths += sorted(str(p) for p in (data / "strangers").iterdir() if is_image_name(p))
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.init(Path(tmp) / "ws")
+        engine = ws.engine()
+        keep, E, chips, Q = [], [], [], []
+        for a in analyse_files(paths, ws.vision_config(), keep_chips=True, engine=engine):
+            faces = [f for f in a.faces if f.embedding is not None]
+            if faces:
+                f = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                keep.append(a.path)
+                E.append(f.embedding)
+                chips.append(f.chip)
+                Q.append([f.quality["size_px"], f.quality["sharpness"]])
+        F = engine.embed_chips(np.stack(chips)[:, :, ::-1].copy())
+    out = {"paths": np.array(keep), "E": np.stack(E), "F": np.asarray(F), "Q": np.array(Q)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces" / "lfw_dev")
+    parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "lfw_dev_embeddings.npz")
+    parser.add_argument("--target", type=float, default=0.01)
+    args = parser.parse_args()
+    from facefleet.registry.inference import pairwise_distances
+    from facefleet.train.thresholds import calibrate, centroids, class_distances
+
+    z = embeddings(args.data, args.cache)
+    paths = [Path(p) for p in z["paths"]]
+    stranger = np.array([p.parent.name == "strangers" for p in paths])
+    person = np.array(["" if s else p.parent.name for p, s in zip(paths, stranger)])
+    first3: set[str] = set()
+    for d in sorted((args.data / "people").iterdir()):
+        first3.update(str(p) for p in sorted(d.iterdir())[:3])
+    gal = np.array([str(p) in first3 for p in paths])
+    known = ~gal & ~stranger
+    labels = sorted(set(person[gal]))
+    index = {n: i for i, n in enumerate(labels)}
+    K = len(labels)
+    yg = np.array([index[n] for n in person[gal]])
+    yk = np.array([index.get(n, -1) for n in person[known]])
+    print(f"{gal.sum()} enrolled faces of {K} people, {known.sum()} known probes, {stranger.sum()} strangers")
+
+    views = {"plain": z["E"].astype(np.float64), "flip-averaged": (z["E"] + z["F"]).astype(np.float64) / 2}
+
+    def first_second(D):
+        two = np.sort(D, axis=1)[:, :2]
+        return np.argmin(D, axis=1), two[:, 0], two[:, 1]
+
+    def rules(D, Cd, zstats):
+        """Rule name -> (score, candidate) from nearest-face (D) and centroid (Cd) distances."""
+        out = {}
+        c, d1, d2 = first_second(D)
+        out["nearest face distance"] = (d1, c)
+        out["nearest face, margin 0.5"] = (d1 - 0.5 * d2, c)
+        cc, e1, e2 = first_second(Cd)
+        out["centroid distance"] = (e1, cc)
+        for b in (0.3, 0.5, 0.7):
+            tag = " (default)" if b == 0.5 else ""
+            out[f"centroid, margin {b}{tag}"] = (e1 - b * np.minimum(e2, 1.0), cc)
+        out["centroid, ratio d1/d2"] = (e1 / e2, cc)
+        rest = np.sort(Cd, axis=1)[:, 1:]
+        rest = np.where(np.isfinite(rest), rest, np.nan)
+        out["centroid, T-norm (cohort: other people)"] = (
+            (e1 - np.nanmean(rest, 1)) / np.nanstd(rest, 1),
+            cc,
+        )
+        mu, sd = zstats
+        margin = e1 - 0.5 * np.minimum(e2, 1.0)
+        out["centroid margin 0.5, Z-norm per person"] = ((margin - mu[cc]) / sd[cc], cc)
+        return out
+
+    for view, V in views.items():
+        Xg, Xk, Xs = V[gal], V[known], V[stranger]
+        C = centroids(Xg, yg, K)
+        Dg, Dk, Ds = (class_distances(X, Xg, yg, K) for X in (Xg, Xk, Xs))
+        Cg, Ck, Cs = (pairwise_distances(X, C) for X in (Xg, Xk, Xs))
+        # leave-whole-person-out trials: own person gone (nearest-face: own faces gone too)
+        Dt, Ct = Dg.copy(), Cg.copy()
+        Dt[np.arange(len(yg)), yg] = np.inf
+        Ct[np.arange(len(yg)), yg] = np.inf
+        # Z-norm statistics: each person's scores against the other people's gallery faces
+        two = np.sort(Ct, axis=1)[:, :2]
+        S = Ct - 0.5 * np.minimum(np.where(Ct <= two[:, :1], two[:, 1:2], two[:, :1]), 1.0)
+        S[np.arange(len(yg)), yg] = np.nan
+        zstats = (np.nanmean(S, 0), np.nanstd(S, 0))
+        rt, rk, rs = rules(Dt, Ct, zstats), rules(Dk, Ck, zstats), rules(Ds, Cs, zstats)
+        print(f"\n{view} embeddings; oracle: 1 % of the test strangers named; calibrated: {args.target}")
+        print(f"{'rule':42} {'oracle: known named':>20} {'est.':>7} {'measured':>9} {'known named':>12}")
+        for name in rt:
+            (st, _), (sk, ck), (ss, _) = rt[name], rk[name], rs[name]
+            o = calibrate(ss, 0.01)
+            oracle = float(((sk <= o) & (ck == yk)).mean())
+            t = calibrate(st, args.target)
+            est, meas = float((st <= t).mean()), float((ss <= t).mean())
+            named = float(((sk <= t) & (ck == yk)).mean())
+            cells = f"{100 * oracle:19.1f}% {100 * est:6.2f}% {100 * meas:8.2f}% {100 * named:11.1f}%"
+            print(f"{name:42} {cells}")
+        if view == "plain":
+            (ss, _) = rs["centroid, margin 0.5 (default)"]
+            q = z["Q"][stranger]
+            r_size = np.corrcoef(ss, q[:, 0])[0, 1]
+            r_sharp = np.corrcoef(ss, q[:, 1])[0, 1]
+            print(f"quality: stranger scores vs face size r={r_size:+.3f}, vs sharpness r={r_sharp:+.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The training's stranger estimate against strangers it never saw.
+
+ORL is one population photographed in one lab, as the people at one camera are: subjects
+s1-s20 (photos 1-7) and the five celebrities are enrolled, subjects s21-s40 (all ten photos,
+the faces dlib finds: 189) are the strangers. The estimate comes from the enrolled gallery
+alone (227 leave-whole-person-out trials). At the targets checked, both sides count at least
+ten named strangers, so a factor 1.5 is about two binomial standard deviations of the ratio,
+not a coin toss; at 1 % there would be two or three events a side, which is noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facefleet.train.classifier import SearchSpace
+from facefleet.train.model import build_model
+from facefleet.train.thresholds import OpenSetParams
+from tests.train.test_train_real import _bundle
+
+
+def _orl_subject(path) -> int | None:
+    return int(path.parent.name[1:]) if path.parent.parent.name == "orl" else None
+
+
+@pytest.fixture(scope="module")
+def orl_split(real_data):
+    pool = [real_data.train, real_data.test]
+    X = np.vstack([f.X for f in pool])
+    names = [n for f in pool for n in f.names]
+    paths = [p for f in pool for p in f.paths]
+    subject = [_orl_subject(p) for p in paths]
+    celeb = set(real_data.celeb_train.paths)
+    enrolled = np.array(
+        [
+            (s is None and p in celeb) or (s is not None and s <= 20 and int(p.stem) <= 7)
+            for s, p in zip(subject, paths)
+        ]
+    )
+    stranger = np.array([s is not None and s > 20 for s in subject])
+    return X[enrolled], [n for n, e in zip(names, enrolled) if e], X[stranger]
+
+
+@pytest.mark.parametrize("target", [0.05, 0.1, 0.2])
+def test_estimate_predicts_strangers_never_seen(tmp_path, orl_split, target):
+    X, names, strangers = orl_split
+    assert len(strangers) >= 180 and len(set(names)) == 25
+    model = build_model(X, names, SearchSpace(method="centroid"), OpenSetParams(target_far=target))
+    m = model.metrics
+    assert m["far_trials"] == len(X)
+    assert m["far_low"] <= m["far"] <= m["far_high"]
+    named = np.array([d.name is not None for d in _bundle(tmp_path, model).classify(strangers)])
+    assert named.sum() >= 10 and m["far"] * m["far_trials"] >= 10  # enough events to compare
+    ratio = m["far"] / named.mean()
+    assert 1 / 1.5 <= ratio <= 1.5, (m["far"], named.mean())
