@@ -7,8 +7,10 @@ Endpoints (OpenAPI docs at ``/docs``; every ``/v1`` endpoint needs ``Authorizati
   or alias ``ref`` (``production``, ``@production``).
 - ``GET /v1/models/{model}/{ref}/bundle.tar.gz``: the packed bundle; ``ETag`` is its sha256
   and ``If-None-Match`` with that value gives ``304 Not Modified``.
-- ``POST /v1/heartbeat``: ``{device, model, version, fps}`` (device defaults to
-  the token's); shown by ``facefleet fleet status``.
+- ``POST /v1/heartbeat``: ``{device, model, version, fps, snapshot}`` (device defaults to
+  the token's; ``snapshot`` an optional base64 JPEG up to 256 KB); shown by
+  ``facefleet fleet status`` and the console.
+- ``/``: the web console (``facefleet.web.console``), signed-in users only.
 - ``GET /health``: liveness, no token.
 
 Bundles come from the workspace's ``models/`` folder; aliases from the MLflow registry when
@@ -26,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from facefleet.errors import FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
-from facefleet.fleet import catalog, records
+from facefleet.fleet import catalog, records, snapshots
 
 API_PREFIX = "/v1"
 
@@ -38,6 +40,7 @@ class Heartbeat(BaseModel):
     model: str = Field(default="face_model", min_length=1, max_length=200)
     version: int | None = None
     fps: float | None = Field(default=None, ge=0)
+    snapshot: str | None = Field(default=None, max_length=360_000)  # base64 JPEG, <= 256 KB
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -124,6 +127,11 @@ def create_app(ws: Any) -> FastAPI:
         """Record a device's running version and FPS (the token names the device)."""
         if beat.device is not None and beat.device != name:
             raise HTTPException(403, f"this token belongs to {name!r}, not {beat.device!r}")
+        if beat.snapshot:
+            try:
+                snapshots.save_snapshot(ws, name, snapshots.decode(beat.snapshot))
+            except FacefleetError as exc:
+                raise HTTPException(422, str(exc)) from None
         remote = request.client.host if request.client else None
         st = records.open_store(ws)
         try:
@@ -132,6 +140,9 @@ def create_app(ws: Any) -> FastAPI:
             st.close()
         return {"status": "recorded"}
 
+    from facefleet.web.console import mount
+
+    mount(app, ws)
     return app
 
 
