@@ -167,9 +167,10 @@ def cluster(store: Store, embedder_id: str, cid: int, *, people: dict[str, str] 
             "SELECT face_id FROM curate_cluster_members WHERE cluster_id = ? ORDER BY face_id", (cid,)
         )
     ]
-    faces = [store.face(i) for i in ids]
+    faces = store.faces_by_id(ids)
     open_faces = [f for f in faces if f.status == "candidate"]
-    vecs = [v for v in (store.embedding(f.id, embedder_id) for f in open_faces) if v is not None]
+    vectors = store.embeddings(embedder_id, [f.id for f in open_faces])
+    vecs = [vectors[f.id] for f in open_faces if f.id in vectors]
     times = sorted(str((f.meta or {}).get("event_time") or f.created) for f in faces)
     return ClusterInfo(
         id=cid,

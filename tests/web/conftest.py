@@ -35,7 +35,7 @@ def facefleet(ws_root: Path, *args: str, stdin: str | None = None) -> subprocess
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console_ws(tmp_path_factory, base_ws, camera_runs):
     """A copy of the learning-loop workspace (knn_examples enrolled, v1 trained) with nothing
     collected yet (the curate tests may have run on the original), both cameras' pbs output
@@ -71,7 +71,7 @@ def console_ws(tmp_path_factory, base_ws, camera_runs):
     return ws
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(console_ws, tmp_path_factory):
     """``facefleet serve`` on a free loopback port; yields its base URL."""
     port = free_port()
@@ -115,7 +115,7 @@ def server(console_ws, tmp_path_factory):
             proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     """Headless Debian Chromium with a fresh profile."""
     from selenium import webdriver

@@ -186,7 +186,9 @@ def test_admin_promotes_with_a_reason(browser, server, console_ws):
     assert "checked on the pbs clip" in browser.find_element(By.ID, "history").text
 
 
-@pytest.mark.parametrize("page", ["/people", "/models", "/fleet", "/events", "/review?tab=candidates"])
+@pytest.mark.parametrize(
+    "page", ["/review", "/review?tab=candidates", "/people", "/models", "/models/1", "/fleet", "/events"]
+)
 def test_every_page_renders_for_a_viewer(browser, server, page):
     sign_in(browser, server, "vic", page)
     assert browser.find_element(By.TAG_NAME, "h1").text

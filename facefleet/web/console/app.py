@@ -71,7 +71,9 @@ class Console:
         self.sessions = auth.Sessions(
             auth.load_secret(ws.keys_dir), self.settings.session_hours, self.settings.secure_cookie
         )
-        self.throttle = accounts.Throttle()
+        # a wrong password for one name slows that name; many from one address slow it
+        self.user_throttle = accounts.Throttle(free=3)
+        self.ip_throttle = accounts.Throttle(free=10)
         with self.store() as st:
             accounts.ensure(st)
         self.env = Environment(
@@ -176,8 +178,7 @@ async def login(request: Request) -> Response:
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
     ip = request.client.host if request.client else "?"
-    keys = (f"user:{name}", f"ip:{ip}")
-    wait = c.throttle.wait(*keys)
+    wait = max(c.user_throttle.wait(name), c.ip_throttle.wait(ip))
     if wait > 0:
         return c.render(
             request,
@@ -190,7 +191,8 @@ async def login(request: Request) -> Response:
     with c.store() as st:
         user = accounts.verify(st, name, password)
     if user is None:
-        c.throttle.failed(*keys)
+        c.user_throttle.failed(name)
+        c.ip_throttle.failed(ip)
         return c.render(
             request,
             "login.html",
@@ -199,7 +201,8 @@ async def login(request: Request) -> Response:
             next=target,
             error="wrong name or password",
         )
-    c.throttle.succeeded(*keys)
+    c.user_throttle.succeeded(name)
+    c.ip_throttle.succeeded(ip)
     response = RedirectResponse(target, status_code=303)
     c.sessions.set_cookie(response, user)
     return response

@@ -55,18 +55,21 @@ def review(request: Request) -> Response:
     with c.store() as st:
         names = _names(st)
         if tab == "candidates":
-            found = cand.list_candidates(st, emb, cand.Filters(), quality_cfg=c.ws.section("quality"))
-            total = len(found)
-            items = [x.as_dict() | {"face": x.face} for x in found[offset : offset + size * 4]]
+            per = size * 4
+            offset = (page - 1) * per
+            found = cand.list_candidates(
+                st, emb, cand.Filters(), quality_cfg=c.ws.section("quality"), limit=offset + per + 1
+            )
+            items = [x.as_dict() | {"face": x.face} for x in found[offset : offset + per]]
             return c.render(
                 request,
                 "review.html",
                 tab=tab,
                 people=names,
                 candidates=items,
-                total=total,
+                first=offset + 1,
                 page=page,
-                pages=max(1, -(-total // (size * 4))),
+                pages=page + 1 if len(found) > offset + per else page,
             )
         infos, total = cl.open_clusters_page(st, emb, offset=offset, limit=size)
         nots = cand.negatives_by_face(st)

@@ -46,6 +46,20 @@
     var hint = t.parentNode.querySelector(".newhint");
     if (hint) { hint.hidden = !t.value.trim() || names.indexOf(t.value.trim()) >= 0; }
   });
+  // a refused action (400/403/422) shows its one-line reason on the card it came from
+  document.addEventListener("htmx:responseError", function (e) {
+    var where = e.detail.elt.closest("article") || document.querySelector("main");
+    var box = where.querySelector(".flash.error.action-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.className = "flash error action-error";
+      box.setAttribute("role", "alert");
+      where.insertBefore(box, where.firstChild);
+    }
+    // parsed inertly (no scripts, no image loads), shown as text
+    var doc = new DOMParser().parseFromString(e.detail.xhr.responseText || "", "text/html");
+    box.textContent = (doc.body.textContent || "").trim() || ("request failed (" + e.detail.xhr.status + ")");
+  });
   document.addEventListener("DOMContentLoaded", function () { focusCard(0); });
   document.addEventListener("htmx:afterSwap", function () { focusCard(current); });
 })();
