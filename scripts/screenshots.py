@@ -179,8 +179,11 @@ def shoot(root: Path, out: Path) -> list[Path]:
                 "return Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
                 " new Promise(r => { i.onload = i.onerror = r; })))"
             )
-            full = driver.execute_script("return document.body.scrollHeight")
-            driver.set_window_size(1280, min(max(height or full, 500), 1800))
+            full = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 1280, "height": min(height or full, 1800), "deviceScaleFactor": 1, "mobile": False},
+            )
             time.sleep(0.3)
             target = out / f"{name}.png"
             driver.save_screenshot(str(target))

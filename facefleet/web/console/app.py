@@ -87,8 +87,11 @@ class Console:
         self.env.filters["pct"] = lambda v: "-" if v is None else f"{100 * float(v):.1f} %"
         self.env.filters["num"] = lambda v, p=3: "-" if v is None else f"{float(v):.{p}f}"
         self.env.filters["urlq"] = lambda v: quote(str(v), safe="")
+        self.env.filters["val"] = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else v)
         self._embedder_id: str | None = None
         self._lock = threading.Lock()
+        self.cache: dict[str, Any] = {}  # page data remembered while the store is unchanged
+        self.cache_lock = threading.Lock()
         self.jobs: Any = None  # facefleet.web.console.fleet.Jobs, set by that module
 
     # -- helpers pages use -------------------------------------------------------------

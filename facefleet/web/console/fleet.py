@@ -139,6 +139,8 @@ def devices_by_group(rows: list[status.DeviceStatus], inventory: Any | None) -> 
     placed: set[str] = set()
     if inventory is not None:
         for group, names in inventory.groups.items():
+            if group == "all" and len(inventory.groups) > 1:
+                continue  # Ansible's implicit group of everyone
             mine = [r for r in rows if r.host in names]
             placed.update(r.host for r in mine)
             out.append((group, mine))
@@ -165,7 +167,8 @@ def fleet(request: Request) -> Response:
         request,
         "fleet.html",
         groups=devices_by_group(rows, inventory),
-        group_names=list(inventory.groups) if inventory else [],
+        group_names=[g for g in inventory.groups if g != "all"] if inventory else [],
+        has_inventory=inventory is not None,
         inv_error=inv_error,
         inventory_path=jobs.inventory_path(),
         history=status.history(c.ws, limit=50),

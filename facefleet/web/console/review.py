@@ -57,9 +57,7 @@ def review(request: Request) -> Response:
         if tab == "candidates":
             per = size * 4
             offset = (page - 1) * per
-            found = cand.list_candidates(
-                st, emb, cand.Filters(), quality_cfg=c.ws.section("quality"), limit=offset + per + 1
-            )
+            found = _candidates(c, st, emb, offset + per + 1)
             items = [x.as_dict() | {"face": x.face} for x in found[offset : offset + per]]
             return c.render(
                 request,
@@ -84,6 +82,29 @@ def review(request: Request) -> Response:
         page=page,
         pages=max(1, -(-total // size)),
     )
+
+
+def _fingerprint(st: Any) -> tuple:
+    """Changes whenever a verdict or a collection changes the candidates or their "not" names."""
+    row = st.conn.execute(
+        "SELECT COUNT(*), COALESCE(MAX(id), 0), (SELECT COUNT(*) FROM negatives), "
+        "(SELECT COALESCE(MAX(id), 0) FROM faces) FROM faces WHERE status = 'candidate'"
+    ).fetchone()
+    return tuple(row)
+
+
+def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
+    """``list_candidates`` (the best ``limit``), remembered until the store's candidates change:
+    ranking every collected face on each page view is the costly part of this page."""
+    key = _fingerprint(st)
+    with c.cache_lock:
+        hit = c.cache.get("candidates")
+    if hit and hit[0] == key and hit[1] >= limit:
+        return hit[2][:limit]
+    found = cand.list_candidates(st, emb, cand.Filters(), quality_cfg=c.ws.section("quality"), limit=limit)
+    with c.cache_lock:
+        c.cache["candidates"] = (key, limit, found)
+    return found
 
 
 def _picked(form: Any) -> list[int]:
