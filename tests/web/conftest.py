@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from console_helpers import PASSWORDS, ROLES
-from testkit import clone_workspace, free_port
+from testkit import clone_workspace, free_port, known_hosts_for, start_sshd, write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,15 +36,40 @@ def facefleet(ws_root: Path, *args: str, stdin: str | None = None) -> subprocess
 
 
 @pytest.fixture(scope="session")
-def console_ws(tmp_path_factory, base_ws, camera_runs):
+def console_devices(ssh_env, tmp_path_factory):
+    """Two real sshd "cameras" on 127.0.0.1 for deployments started from the console."""
+    _, key = ssh_env
+    root = tmp_path_factory.mktemp("console-devices")
+    devices = {}
+    try:
+        for name in ("gate-cam", "yard-cam"):
+            devices[name] = start_sshd(name, root / name, key)
+        yield devices, key
+    finally:
+        for dev in devices.values():
+            dev.stop()
+
+
+@pytest.fixture(scope="session")
+def console_ws(tmp_path_factory, base_ws, camera_runs, console_devices):
     """A copy of the learning-loop workspace (knn_examples enrolled, v1 trained) with nothing
     collected yet (the curate tests may have run on the original), both cameras' pbs output
-    collected and clustered, and three users made with ``facefleet users add``."""
+    collected and clustered, two sshd cameras in its inventory, and three users made with
+    ``facefleet users add``."""
+    import yaml
+
     from facefleet.curate import clusters as cl
     from facefleet.curate.collect import collect
     from facefleet.train.pipeline import current_embedder_id
 
     ws = clone_workspace(base_ws[0], tmp_path_factory.mktemp("console") / "ws")
+    devices, key = console_devices
+    write_inventory(ws.root / "inventory.yaml", {"cams": devices}, key)
+    known = known_hosts_for(ws.root / "known_hosts", devices.values())
+    cfg = yaml.safe_load(ws.config_path.read_text())
+    cfg["fleet"] = {"inventory": "inventory.yaml", "known_hosts": str(known)}
+    ws.config_path.write_text(yaml.safe_dump(cfg))
+    ws = type(ws).open(ws.root)
     with ws.open_store() as store:
         store.ensure_schema(cl.SCHEMA)
         with store.transaction() as conn:

@@ -27,6 +27,8 @@ def test_viewer_promote_is_forbidden_and_changes_nothing(server, console_ws):
     assert r.status_code == 403
     r = client.post("/review/clusters/1/discard", data={"csrf": csrf})
     assert r.status_code == 403 and "reviewer role" in r.text
+    r = client.post("/fleet/deploy", data={"csrf": csrf, "alias": "production", "group": "cams"})
+    assert r.status_code == 403
     assert _aliases(console_ws) == before
 
 
