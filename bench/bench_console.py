@@ -197,9 +197,9 @@ def measure(root: Path, repeat: int) -> dict[str, dict[str, float]]:
             except httpx.TransportError:
                 time.sleep(0.2)
         client = httpx.Client(base_url=url, timeout=120)
-        r = client.post(
-            "/login", data={"username": "bench", "password": "bench-password"}, follow_redirects=False
-        )
+        token = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        login = {"username": "bench", "password": "bench-password", "csrf": token}
+        r = client.post("/login", data=login, follow_redirects=False)
         assert r.status_code == 303, r.text
         pages = {
             "review (clusters)": "/review",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import httpx
-from console_helpers import signed_in
+from console_helpers import PASSWORDS, login_token, signed_in
 
 
 def _aliases(ws):
@@ -117,14 +117,25 @@ def test_uploads_are_checked(server, console_ws):
         assert st.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == images
 
 
+def test_sign_in_needs_its_form_token(server):
+    client = httpx.Client(base_url=server, timeout=30, follow_redirects=False)
+    good = {"username": "vic", "password": PASSWORDS["vic"]}
+    r = client.post("/login", data=good)
+    assert r.status_code == 403 and "facefleet_session" not in r.cookies
+    r = client.post("/login", data={**good, "csrf": "0" * 64})
+    assert r.status_code == 403
+    assert client.post("/login", data={**good, **login_token(client)}).status_code == 303
+
+
 def test_failed_sign_ins_are_slowed_down(server):
     client = httpx.Client(base_url=server, timeout=30, follow_redirects=False)
+    token = login_token(client)
     codes = [
-        client.post("/login", data={"username": "nobody-here", "password": f"guess{i}"}).status_code
+        client.post("/login", data={"username": "nobody-here", "password": f"guess{i}", **token}).status_code
         for i in range(5)
     ]
     assert codes[:3] == [401, 401, 401] and 429 in codes[3:], codes
-    r = client.post("/login", data={"username": "nobody-here", "password": "guess"})
+    r = client.post("/login", data={"username": "nobody-here", "password": "guess", **token})
     assert r.status_code == 429 and "try again in" in r.text
 
 

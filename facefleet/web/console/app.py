@@ -5,7 +5,10 @@ error pages, static files, images and thumbnails. The pages live in their own mo
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from facefleet.web.console import accounts, auth, files
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+WRONG_LOGIN = "wrong name or password"
 API_PATHS = ("/v1", "/health", "/docs", "/openapi.json", "/redoc", "/static")
 
 
@@ -163,12 +167,30 @@ def page_args(request: Request, size: int) -> tuple[int, int]:
 router = APIRouter()
 
 
+LOGIN_COOKIE = "facefleet_login"
+
+
+def _login_form(c: Console, request: Request, status_code: int = 200, **context: Any) -> Response:
+    """The sign-in page with a fresh pre-session CSRF token (a cookie and its form field)."""
+    token = request.cookies.get(LOGIN_COOKIE) or ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token):
+        token = secrets.token_urlsafe(16)
+    context.setdefault("first_run", False)
+    context.setdefault("next", request.query_params.get("next", "/"))
+    csrf = c.sessions.csrf_for("login:" + token)
+    response = c.render(request, "login.html", status_code=status_code, login_csrf=csrf, **context)
+    response.set_cookie(
+        LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", secure=c.settings.secure_cookie
+    )
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> Response:
     c = console_of(request)
     with c.store() as st:
         first_run = not accounts.list_users(st)
-    return c.render(request, "login.html", first_run=first_run, next=request.query_params.get("next", "/"))
+    return _login_form(c, request, first_run=first_run)
 
 
 @router.post("/login")
@@ -180,34 +202,26 @@ async def login(request: Request) -> Response:
     target = str(form.get("next") or "/")
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
+    cookie = request.cookies.get(LOGIN_COOKIE) or ""
+    sent = str(form.get(auth.CSRF_FIELD) or "")
+    if not cookie or not hmac.compare_digest(sent, c.sessions.csrf_for("login:" + cookie)):
+        return _login_form(c, request, 403, next=target, error="the sign-in form expired: please try again")
     ip = request.client.host if request.client else "?"
     wait = max(c.user_throttle.wait(name), c.ip_throttle.wait(ip))
     if wait > 0:
-        return c.render(
-            request,
-            "login.html",
-            status_code=429,
-            first_run=False,
-            next=target,
-            error=f"too many failed sign-ins: try again in {wait:.0f} s",
-        )
+        error = f"too many failed sign-ins: try again in {wait:.0f} s"
+        return _login_form(c, request, 429, next=target, error=error)
     with c.store() as st:
         user = accounts.verify(st, name, password)
     if user is None:
         c.user_throttle.failed(name)
         c.ip_throttle.failed(ip)
-        return c.render(
-            request,
-            "login.html",
-            status_code=401,
-            first_run=False,
-            next=target,
-            error="wrong name or password",
-        )
+        return _login_form(c, request, 401, next=target, error=WRONG_LOGIN)
     c.user_throttle.succeeded(name)
     c.ip_throttle.succeeded(ip)
     response = RedirectResponse(target, status_code=303)
     c.sessions.set_cookie(response, user)
+    response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
 
 
