@@ -82,7 +82,7 @@ def main() -> int:
 
     from facefleet.edge.model import resolve_model
     from facefleet.edge.recognize import RecognizeOptions, make_engine, recognize
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key
     from facefleet.workspace import Workspace
 
@@ -92,7 +92,7 @@ def main() -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench-edge-")
         ws = throwaway_workspace(Path(tmp.name))
-    model = ws.models_dir / ws.section("registry").get("model_name", "face_model")
+    model = ws.models_dir / ws.model_name
     pub = ws.keys_dir / "signing_key.pub.pem"
     with tempfile.TemporaryDirectory(prefix="bench-edge-out-") as out:
         opts = RecognizeOptions(

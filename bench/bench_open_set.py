@@ -46,10 +46,11 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from facefleet.enrol import enroll, plan_folder
     from facefleet.identify import GalleryMatcher
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.catalog import bundle_path
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
     from facefleet.train.evaluate import embed_folder
-    from facefleet.train.pipeline import current_embedder_id, latest_bundle, train
+    from facefleet.train.pipeline import current_embedder_id, train
     from facefleet.workspace import Workspace
 
     data = args.data
@@ -79,15 +80,15 @@ def main() -> None:
         Xu, _, _ = embed_folder(ws, unknown_dir, labelled=False)
         embedder = current_embedder_id(ws)
         bundle = load_bundle(
-            latest_bundle(ws), load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder
+            bundle_path(ws), load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder
         )
         with ws.open_store() as store:
             gallery = store.training_set(embedder)
         print(f"\n{len(truth)} known test faces of {len(set(truth))} people, {len(Xu)} stranger faces\n")
         print(f"{'decider':34} {'known acc':>9} {'false rej':>9} {'stranger FAR':>12}")
         deciders = [
-            ("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).match),
-            ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).match),
+            ("gallery, global distance 0.6", GalleryMatcher(gallery.X, gallery.names, 0.6).classify),
+            ("gallery, global distance 0.5", GalleryMatcher(gallery.X, gallery.names, 0.5).classify),
             ("trained model, per-person thresholds", bundle.classify),
         ]
         for label, decide in deciders:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facefleet.errors import FacefleetError
 from facefleet.fileio import sha256_file
+from facefleet.settings import QualitySettings, to_mapping
+from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
-from facefleet.vision.engine import VisionConfig
 from facefleet.vision.image import is_image_name
 from facefleet.vision.quality import Quality, unusable_reason
 from facefleet.workspace import Workspace
@@ -106,7 +106,7 @@ def plan_flat(folder: Path | str) -> list[tuple[str, Path]]:
 
 # -- choosing the face ------------------------------------------------------------------------
 def choose_face(
-    analysis: ImageAnalysis, quality_cfg: dict, *, largest: bool
+    analysis: ImageAnalysis, quality_cfg: QualitySettings, *, largest: bool
 ) -> tuple[FoundFace | None, str | None]:
     """The one usable face of an enrolment photo, or why there is none."""
     if analysis.error:
@@ -128,8 +128,8 @@ def choose_face(
 def _settings_key(ws: Workspace, embedder_id: str, largest: bool) -> str:
     """What a cached rejection depends on: detector, quality thresholds, embedder."""
     data = {
-        "vision": ws.section("vision"),
-        "quality": ws.section("quality"),
+        "vision": to_mapping(ws.settings.vision),
+        "quality": to_mapping(ws.settings.quality),
         "emb": embedder_id,
         "largest": largest,
     }
@@ -148,8 +148,8 @@ def enroll(
 ) -> EnrolReport:
     """Enrol ``(name, photo)`` pairs; returns an outcome per photo. Nothing already known is redone."""
     store = ws.open_store()
-    config = VisionConfig.from_workspace(ws)
-    quality_cfg = ws.section("quality")
+    config = ws.vision_config()
+    quality_cfg = ws.settings.quality
     engine = ws.engine()
     embedder_id = engine.embedder.id  # converts/loads the embedder once, before any worker starts
     settings = _settings_key(ws, embedder_id, largest)
@@ -175,7 +175,7 @@ def enroll(
             for a in analyse_files(
                 unique,
                 config,
-                workers=workers or ws.section("vision").get("workers"),
+                workers=workers or ws.settings.vision.workers,
                 engine=engine,
                 desc="enrol",
             )
@@ -232,24 +232,17 @@ def _cached_outcome(store, name, path, sha, embedder_id, settings) -> PhotoOutco
 def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, source) -> PhotoOutcome:
     with store.transaction():
         person_id = store.add_person(name)
-        folder = ws.few_shot_dir / person_id
-        folder.mkdir(parents=True, exist_ok=True)
-        copy = folder / f"{sha[:16]}{path.suffix.lower()}"
-        if not copy.exists():
-            tmp = copy.with_name(copy.name + ".tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(copy)
-        image_id, _ = store.add_image(copy, source=f"{source}:{path}", sha256=sha)
-        face_id = store.add_face(
-            image_id,
+        copy = keep_copy(path, ws.few_shot_dir / person_id, sha)
+        got = ingest_found_face(
+            store,
+            copy,
+            face,
+            sha256=sha,
+            source=f"{source}:{path}",
             person_id=person_id,
-            box=face.box,
-            landmarks=face.landmarks,
-            quality=face.quality,
-            status="in_use",
-            detector=face.detector,
+            embedder_id=embedder_id,
         )
-        store.add_embedding(face_id, embedder_id, face.embedding)
+        face_id = got.face_id
     return PhotoOutcome(str(path), name, True, None, face_id, person_id, False, face.quality)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -37,3 +38,28 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Rename the filled folder ``tmp_dir`` to ``out_dir``, replacing what was there (the old
+    one is moved aside first, then removed: readers see the old folder or the new one)."""
+    tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
+    old = None
+    if out_dir.exists() or out_dir.is_symlink():
+        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    _fsync_dir(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

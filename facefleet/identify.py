@@ -8,40 +8,18 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from facefleet.errors import FacefleetError
+from facefleet.registry.inference import Bundle, Decision, Matcher, load_bundle, pairwise_distances
 from facefleet.vision.batch import analyse_files
-from facefleet.vision.engine import VisionConfig
 from facefleet.vision.image import iter_image_files
 from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Match:
-    name: str | None  # None: unknown
-    distance: float
-    candidate: str | None  # the nearest person, even when rejected
-
-
-class Matcher(Protocol):
-    description: str
-
-    def match(self, X: np.ndarray) -> list[Match]: ...
-
-
-def pairwise_distances(X: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of X and of G (dlib's metric)."""
-    X = np.asarray(X, dtype=np.float64)
-    G = np.asarray(G, dtype=np.float64)
-    sq = (X * X).sum(1)[:, None] + (G * G).sum(1)[None, :] - 2.0 * X @ G.T
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 class GalleryMatcher:
@@ -53,35 +31,33 @@ class GalleryMatcher:
         self.threshold = float(threshold)
         self.description = f"gallery ({len(self.names)} faces, threshold {self.threshold:g})"
 
-    def match(self, X: np.ndarray) -> list[Match]:
+    def classify(self, X: np.ndarray) -> list[Decision]:
+        """Nearest face per row; ``score`` is 1 - distance (no calibrated probability here)."""
         if len(X) == 0:
             return []
         if len(self.names) == 0:
-            return [Match(None, float("inf"), None) for _ in range(len(X))]
+            return [Decision(None, float("inf"), 0.0, None) for _ in range(len(X))]
         dist = pairwise_distances(X, self.X)
         best = dist.argmin(axis=1)
         out = []
         for row, idx in enumerate(best):
             d = float(dist[row, idx])
             cand = self.names[idx]
-            out.append(Match(cand if d <= self.threshold else None, d, cand))
+            out.append(Decision(cand if d <= self.threshold else None, d, max(0.0, 1.0 - d), cand))
         return out
 
 
 class BundleMatcher:
     """A trained, signed model bundle: the classifier ranks, per-person thresholds decide."""
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.description = f"model {bundle.name or bundle.model} v{bundle.version}"
+        self.description = bundle.description
 
-    def match(self, X: np.ndarray) -> list[Match]:
+    def classify(self, X: np.ndarray) -> list[Decision]:
         if len(X) == 0:
             return []
-        return [
-            Match(d.name, float(d.distance), getattr(d, "candidate", d.name))
-            for d in self.bundle.classify(np.asarray(X, dtype=np.float32))
-        ]
+        return self.bundle.classify(np.asarray(X, dtype=np.float32))
 
 
 def gallery_matcher(ws: Workspace, embedder_id: str, threshold: float | None = None) -> GalleryMatcher:
@@ -91,7 +67,7 @@ def gallery_matcher(ws: Workspace, embedder_id: str, threshold: float | None = N
     finally:
         store.close()
     if threshold is None:
-        threshold = float(ws.section("identify").get("distance_threshold", 0.6))
+        threshold = ws.settings.identify.distance_threshold
     return GalleryMatcher(data.X, data.names, threshold)
 
 
@@ -102,9 +78,8 @@ def default_matcher(
     if threshold is not None and model is None:
         return gallery_matcher(ws, embedder_id, threshold)
     try:
-        from facefleet.registry.bundle import load_bundle
+        from facefleet.registry.catalog import bundle_path
         from facefleet.registry.keys import load_public_key
-        from facefleet.train.pipeline import latest_bundle
     except ImportError:
         if model:
             raise FacefleetError(
@@ -112,15 +87,16 @@ def default_matcher(
             ) from None
         return gallery_matcher(ws, embedder_id, threshold)
     try:
-        path = latest_bundle(ws, model)
+        path = bundle_path(ws, model)
     except FacefleetError:
         if model:
             raise
         path = None
     if path is None:
         return gallery_matcher(ws, embedder_id, threshold)
-    public = ws.keys_dir / "signing_key.pub.pem"
-    return BundleMatcher(load_bundle(path, load_public_key(public), expected_embedder_id=embedder_id))
+    return BundleMatcher(
+        load_bundle(path, load_public_key(ws.public_key_path), expected_embedder_id=embedder_id)
+    )
 
 
 def identify(
@@ -140,12 +116,10 @@ def identify(
     matcher = default_matcher(ws, embedder_id, model=model, threshold=threshold)
     log.info("identifying with %s", matcher.description)
     results = []
-    for analysis in analyse_files(
-        files, VisionConfig.from_workspace(ws), workers=workers, engine=engine, desc="identify"
-    ):
+    for analysis in analyse_files(files, ws.vision_config(), workers=workers, engine=engine, desc="identify"):
         faces = []
         vectors = [f.embedding for f in analysis.faces if f.embedding is not None]
-        matches = matcher.match(np.stack(vectors)) if vectors else []
+        matches = matcher.classify(np.stack(vectors)) if vectors else []
         for face, match in zip(analysis.faces, matches):
             faces.append(
                 {

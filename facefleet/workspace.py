@@ -7,38 +7,29 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from facefleet.errors import ConfigError, NoWorkspaceError
+from facefleet.errors import NoWorkspaceError
 from facefleet.fileio import atomic_write_text
+from facefleet.settings import (
+    CONFIG_NAME,
+    PUBLIC_KEY_NAME,
+    Settings,
+    default_document,
+    load_yaml,
+)
 
-CONFIG_NAME = "facefleet.yaml"
+if TYPE_CHECKING:
+    from facefleet.store import Store
+    from facefleet.vision.engine import FaceEngine, VisionConfig
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "vision": {
-        "detector": "hog",  # hog | cnn | haar
-        "upsample": 1,  # HOG/CNN upsampling for photos (0 is faster, misses small faces)
-        "max_side": 1024,  # detect on a copy no larger than this, map boxes back
-        "fallback_detector": "cnn",  # tried when the fast detector finds nothing in a photo
-        "embedder": "auto",  # auto | dlib | onnx
-        "workers": 0,  # processes for batch work; 0 = one per core
-    },
-    "quality": {
-        "min_face_px": 30,  # shorter side of the face box, in pixels
-        "min_sharpness": 15.0,  # variance of the Laplacian on the aligned chip
-        "min_frontalness": 0.0,
-        "min_brightness": 20.0,
-        "max_brightness": 240.0,
-    },
-    "identify": {"distance_threshold": 0.6},
-    "train": {},
-    "mlflow": {"tracking_uri": None, "experiment": "facefleet"},
-    "registry": {"model_name": "face_model"},
-}
+__all__ = ["CONFIG_NAME", "DEFAULT_CONFIG", "Workspace", "load_yaml"]
+
+DEFAULT_CONFIG: dict[str, Any] = default_document()
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -51,27 +42,33 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a clear error for a missing or malformed file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
 @dataclass
 class Workspace:
-    """Paths and configuration of one facefleet workspace."""
+    """Paths and configuration of one facefleet workspace.
+
+    ``config`` is the raw mapping read from ``facefleet.yaml``; ``settings`` is the same,
+    validated into typed sections (on first use; ``open`` validates at once).
+    """
 
     root: Path
     config: dict[str, Any]
+    _settings: Settings | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_mapping(self.config, str(self.root / CONFIG_NAME))
+        return self._settings
+
+    @property
+    def model_name(self) -> str:
+        """The registry model name (``registry.model_name``)."""
+        return self.settings.registry.model_name
+
+    @property
+    def public_key_path(self) -> Path:
+        """The bundle-signing public key devices verify with."""
+        return self.keys_dir / PUBLIC_KEY_NAME
 
     @property
     def config_path(self) -> Path:
@@ -115,11 +112,13 @@ class Workspace:
 
     @property
     def tracking_uri(self) -> str:
-        uri = self.config.get("mlflow", {}).get("tracking_uri")
+        uri = self.settings.mlflow.tracking_uri
         return uri or f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
 
-    def section(self, name: str) -> dict[str, Any]:
-        return dict(self.config.get(name) or {})
+    @property
+    def configured_tracking_uri(self) -> str | None:
+        """``mlflow.tracking_uri`` as written in the config (None: the workspace's SQLite)."""
+        return self.settings.mlflow.tracking_uri
 
     # -- creation and discovery -------------------------------------------------------
     @classmethod
@@ -156,7 +155,9 @@ class Workspace:
                 f"{root} is not a facefleet workspace (no {CONFIG_NAME}); "
                 "create one with 'facefleet init DIR'"
             )
-        return cls(root=root, config=_merge(DEFAULT_CONFIG, load_yaml(cfg_path)))
+        ws = cls(root=root, config=_merge(DEFAULT_CONFIG, load_yaml(cfg_path)))
+        ws.settings  # noqa: B018 - validate now: a bad value is reported before any work starts
+        return ws
 
     @classmethod
     def find(cls, explicit: Path | str | None = None) -> Workspace:
@@ -176,12 +177,18 @@ class Workspace:
         )
 
     # -- services -----------------------------------------------------------------------
-    def open_store(self):  # -> facefleet.store.Store (import kept lazy for the edge)
+    def open_store(self) -> Store:  # import kept lazy for the edge
         from facefleet.store import Store
 
         return Store(self.store_path)
 
-    def engine(self):  # -> facefleet.vision.engine.FaceEngine
-        from facefleet.vision.engine import FaceEngine, VisionConfig
+    def vision_config(self) -> VisionConfig:
+        """The face engine's configuration from the ``vision:`` section."""
+        from facefleet.vision.engine import VisionConfig
 
-        return FaceEngine(VisionConfig.from_workspace(self))
+        return VisionConfig.from_settings(self.settings.vision, cache_dir=self.cache_dir)
+
+    def engine(self) -> FaceEngine:
+        from facefleet.vision.engine import FaceEngine
+
+        return FaceEngine(self.vision_config())

@@ -33,12 +33,12 @@ def build(root: Path) -> None:
 
     from facefleet.curate import clusters as cl
     from facefleet.curate.collect import collect
-    from facefleet.edge.model import install_version
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.unknowns import UnknownConfig
     from facefleet.enrol import enroll, plan_folder
     from facefleet.fleet import records, snapshots
+    from facefleet.layout import switch
     from facefleet.registry.keys import generate_keypair
     from facefleet.registry.versions import promote
     from facefleet.train.config import load_config
@@ -57,7 +57,7 @@ def build(root: Path) -> None:
     dev = root.parent / "lobby-cam"
     models = dev / "models" / first.model
     shutil.copytree(first.bundle_dir, models / str(first.version))
-    install_version(models, str(first.version))
+    switch(models, str(first.version))
     recognize(
         RecognizeOptions(
             source=str(clip),

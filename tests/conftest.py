@@ -142,10 +142,10 @@ def base_ws(tmp_path_factory, shared_data: Path):
 def camera_runs(base_ws, tmp_path_factory, shared_data: Path):
     """Two device folders (cam1, cam2: different crop margins) after recognising the pbs
     clip with model v1: ``<dev>/output/events.jsonl`` and ``<dev>/few_shot_examples/unknown``."""
-    from facefleet.edge.model import install_version
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.unknowns import UnknownConfig
+    from facefleet.layout import switch
 
     ws, first = base_ws
     root = tmp_path_factory.mktemp("devices")
@@ -154,7 +154,7 @@ def camera_runs(base_ws, tmp_path_factory, shared_data: Path):
         dev = root / name
         models = dev / "models" / first.model
         shutil.copytree(first.bundle_dir, models / str(first.version))
-        install_version(models, str(first.version))
+        switch(models, str(first.version))
         summary = recognize(
             RecognizeOptions(
                 source=str(shared_data / "video/pbs_whitehouse_meeting_17s.mp4"),

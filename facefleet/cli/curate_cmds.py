@@ -26,9 +26,7 @@ def _collect(args: argparse.Namespace) -> int:
     if args.host:
         from facefleet.fleet.inventory import default_inventory_path
 
-        inv = args.inventory or default_inventory_path(
-            ws.root, (ws.config.get("fleet") or {}).get("inventory")
-        )
+        inv = args.inventory or default_inventory_path(ws.root, ws.settings.fleet.inventory)
         report = collect_remote(
             ws, inv, args.host, known_hosts=args.known_hosts, accept_new_host_keys=args.accept_new_host_keys
         )
@@ -62,7 +60,7 @@ def _curate(args: argparse.Namespace) -> int:
             status=args.status,
         )
         cands = list_candidates(
-            store, emb, filters, quality_cfg=ws.section("quality"), dedup_distance=args.dedup
+            store, emb, filters, quality_cfg=ws.settings.quality, dedup_distance=args.dedup
         )
     finally:
         store.close()

@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--public-key", type=Path, help="bundle signing public key (default: keys/signing_key.pub.pem)"
     )
-    g.add_argument("--embedder", default="auto", choices=("auto", "dlib", "onnx"))
+    g.add_argument(
+        "--embedder",
+        choices=("auto", "dlib", "onnx"),
+        help="default: the workspace's vision.embedder (auto without a workspace)",
+    )
     g.add_argument(
         "--fetch-model",
         action="store_true",
@@ -113,17 +117,20 @@ def _workspace(args):
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from facefleet.clock import file_stamp
     from facefleet.edge.pipeline import PipelineConfig
     from facefleet.edge.recognize import RecognizeOptions, recognize
     from facefleet.edge.sources import CameraOptions
     from facefleet.edge.stats import format_table, write_json
     from facefleet.registry.keys import load_public_key
+    from facefleet.settings import DEFAULT_MODEL_NAME, VisionSettings
 
     ws = _workspace(args)
-    model_name = ws.section("registry").get("model_name", "face_model") if ws else "face_model"
+    vision = ws.settings.vision if ws else VisionSettings()
+    model_name = ws.model_name if ws else DEFAULT_MODEL_NAME
     root = ws.root if ws else Path.cwd()
     models_dir = ws.models_dir if ws else root / "models"
-    public_key = args.public_key or (ws.keys_dir / "signing_key.pub.pem" if ws else None)
+    public_key = args.public_key or (ws.public_key_path if ws else None)
     if public_key is None:
         raise FacefleetError("no public key: pass --public-key FILE")
 
@@ -163,7 +170,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         duration=args.duration,
         max_frames=args.max_frames,
         events=not args.no_events,
-        embedder=args.embedder,
+        embedder=args.embedder or vision.embedder,
+        detector=vision.detector,
         camera=CameraOptions(
             args.width, args.height, args.fps, args.flip, args.capture_width, args.capture_height
         ),
@@ -188,15 +196,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         print(f"video: {summary.video}")
     if args.benchmark:
         print(format_table(s))
-        path = args.json or output_dir / f"benchmark_{_stamp()}.json"
+        path = args.json or output_dir / f"benchmark_{file_stamp()}.json"
         write_json({**s, "source": args.source, "model_versions": summary.model_versions}, path)
         print(f"benchmark: {path}")
     elif args.json:
         write_json(s, args.json)
     return 0
-
-
-def _stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%d_%H%M%S")

@@ -15,7 +15,7 @@ from facefleet.workspace import Workspace
 def _inventory_path(ws: Workspace, explicit: str | None) -> Path:
     from facefleet.fleet.inventory import default_inventory_path
 
-    configured = explicit or (ws.config.get("fleet") or {}).get("inventory")
+    configured = explicit or ws.settings.fleet.inventory
     return default_inventory_path(ws.root, configured)
 
 
@@ -130,7 +130,7 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
             raise FacefleetError(
                 "pass --public-key FILE and --models-dir DIR (or run inside a workspace)"
             ) from None
-        key_path = key_path or ws.keys_dir / "signing_key.pub.pem"
+        key_path = key_path or ws.public_key_path
         models_dir = models_dir or ws.models_dir
     kwargs = dict(
         token=token,

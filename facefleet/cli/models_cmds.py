@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from facefleet.texttable import text_table
 from facefleet.workspace import Workspace
 
 
@@ -21,10 +22,7 @@ def _fmt(value: Any) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table([header, *rows], rule=True)
 
 
 # -- models ------------------------------------------------------------------------------------

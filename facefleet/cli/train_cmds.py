@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ws = Workspace.find(args.workspace)
     cfg = load_config(
         args.config,
-        workspace_train=ws.section("train") or None,
+        workspace_train=ws.settings.train or None,
         name=args.name,
         method=args.method,
         cv_folds=args.cv_folds,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from facefleet.clock import now_iso
 from facefleet.curate import labels
 from facefleet.fileio import atomic_write_text
 from facefleet.workspace import Workspace
@@ -63,17 +64,13 @@ def run_lock(ws: Workspace, wait: float = 0.0, poll: float = 0.2) -> Iterator[No
         try:
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} since {_now()}\n")
+            fh.write(f"pid {os.getpid()} since {now_iso()}\n")
             fh.flush()
             yield
         finally:
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_state(ws: Workspace) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def autotrain(
     result = AutotrainResult(state="busy")
 
     def step(msg: str) -> None:
-        line = f"{_now()} autotrain[{os.getpid()}]: {msg}"
+        line = f"{now_iso()} autotrain[{os.getpid()}]: {msg}"
         result.lines.append(line)
         log.info("%s", msg)
         with open(ws.root / LOG_NAME, "a", encoding="utf-8") as fh:
@@ -140,7 +137,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         store.close()
     result.moved_to_in_use = len(moved)
     step(f"select: {len(moved)} selected face(s) now in_use")
-    config = load_config(workspace_train=ws.section("train") or None)
+    config = load_config(workspace_train=ws.settings.train or None)
     config.name = config.name or f"auto-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     try:
         trained = train(ws, config)
@@ -157,7 +154,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         f"train: {trained.model} v{trained.version} ({trained.name}), method "
         f"{trained.method}, registered as @experimental"
     )
-    policy = Policy.from_config(ws.section("validate"))
+    policy = Policy.from_config(ws.settings.validate)
     report = validate(ws, str(trained.version), promote=True, policy=policy)
     for line in format_report(report).splitlines():
         log.debug("%s", line)
@@ -180,7 +177,7 @@ def _run(ws: Workspace, force: bool, step: Callable[[str], None], result: Autotr
         )
     atomic_write_text(
         ws.root / STATE_NAME,
-        json.dumps({"negatives": negs, "version": trained.version, "at": _now(), "state": result.state}),
+        json.dumps({"negatives": negs, "version": trained.version, "at": now_iso(), "state": result.state}),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from facefleet.settings import QualitySettings
 from facefleet.store import FaceRow, Store
 from facefleet.vision.quality import Quality, unusable_reason
 
@@ -177,7 +178,7 @@ def list_candidates(
     embedder_id: str,
     filters: Filters | None = None,
     *,
-    quality_cfg: dict[str, Any] | None = None,
+    quality_cfg: QualitySettings | None = None,
     dedup_distance: float = DEDUP_DISTANCE,
     limit: int | None = None,
 ) -> list[Candidate]:
@@ -190,7 +191,7 @@ def list_candidates(
     found = []
     for face in faces:
         reason = (
-            unusable_reason(Quality.from_dict(face.quality), quality_cfg or {})
+            unusable_reason(Quality.from_dict(face.quality), quality_cfg)
             if face.quality.get("size_px") is not None
             else "no quality measured"
         )

@@ -16,7 +16,7 @@ import numpy as np
 
 from facefleet.curate import labels
 from facefleet.errors import StoreError
-from facefleet.registry.bundle import pairwise_distances
+from facefleet.registry.inference import pairwise_distances
 from facefleet.store import FaceRow, Store, now_iso
 
 CLUSTER_DISTANCE = 0.5

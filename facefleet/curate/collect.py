@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import FacefleetError, ImageError
+from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -200,28 +200,22 @@ class Collector:
         if self.device and not meta.get("device"):
             meta["device"] = self.device
         meta = {**meta, "file": path.name}
-        copy = self.folder / f"{sha[:16]}{path.suffix.lower() or '.jpg'}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not copy.exists():
-            tmp = copy.with_name(f".{copy.name}.tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(copy)
-        with self.store.transaction():
-            image_id, is_new = self.store.add_image(copy, source=f"{SOURCE}:{path}", sha256=sha)
-            if not is_new:  # another collector added it meanwhile
-                self.report.duplicates += 1
-                return None
-            face_id = self.store.add_face(
-                image_id,
-                person_id=None,
-                box=face.box,
-                landmarks=face.landmarks,
-                quality=face.quality,
-                status="candidate",
-                detector=face.detector,
-                meta=meta,
-            )
-            self.store.add_embedding(face_id, self.embedder_id, face.embedding)
+        copy = keep_copy(path, self.folder, sha, default_suffix=".jpg")
+        source = f"{SOURCE}:{path}"
+        face_id = ingest_found_face(
+            self.store,
+            copy,
+            face,
+            sha256=sha,
+            source=source,
+            status="candidate",
+            meta=meta,
+            embedder_id=self.embedder_id,
+            new_image_only=True,
+        ).face_id
+        if face_id is None:  # another collector added it meanwhile
+            self.report.duplicates += 1
+            return None
         self.report.added.append(face_id)
         return face_id
 
@@ -370,15 +364,14 @@ def remote_dirs(host) -> tuple[str, str]:
 async def _mirror(host, dest: Path, known_hosts: Path, accept_new: bool) -> int:
     """Copy the device's events and captures into ``dest``; returns files fetched. Files
     already mirrored with the same size are not fetched again."""
-    import asyncio
 
     import asyncssh
 
-    from facefleet.fleet.deploy import _connect
+    from facefleet.ssh import SshTarget, connect
 
     out_dir, unknown_dir = remote_dirs(host)
     fetched = 0
-    conn = await _connect(host, known_hosts, accept_new, asyncio.Lock())
+    conn = await connect(SshTarget.of(host), known_hosts, accept_new=accept_new)
     async with conn, conn.start_sftp_client() as sftp:
         for remote, local, names in (
             (out_dir, dest / "output", (EVENTS,)),
@@ -420,8 +413,8 @@ def collect_remote(
 
     import asyncssh
 
-    from facefleet.fleet.deploy import _known_hosts_path
     from facefleet.fleet.inventory import load_inventory
+    from facefleet.ssh import known_hosts_path
 
     inv = load_inventory(inventory_path)
     if host_name not in inv.hosts:
@@ -430,7 +423,7 @@ def collect_remote(
         )
     host = inv.hosts[host_name]
     dest = ws.root / "inbox" / host.name
-    kh = _known_hosts_path(str(known_hosts) if known_hosts else None)
+    kh = known_hosts_path(known_hosts)
     try:
         count = asyncio.run(_mirror(host, dest, kh, accept_new_host_keys))
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:

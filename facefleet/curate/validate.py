@@ -229,11 +229,11 @@ def replay_set(ws: Workspace, embedder_id: str, since: str | None) -> EvalSet:
 
 
 def _load(ws: Workspace, ref: str, embedder_id: str):
-    from facefleet.registry.bundle import load_bundle
+    from facefleet.registry.catalog import bundle_path
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
-    from facefleet.train.pipeline import latest_bundle
 
-    path = latest_bundle(ws, ref)
+    path = bundle_path(ws, ref)
     return load_bundle(path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id)
 
 
@@ -265,7 +265,7 @@ def validate(
     from facefleet.train.evaluate import evaluate_bundle, score_decisions
     from facefleet.train.pipeline import current_embedder_id
 
-    policy = policy or Policy.from_config(ws.section("validate"))
+    policy = policy or Policy.from_config(ws.settings.validate)
     embedder_id = current_embedder_id(ws)
     cand = _load(ws, candidate, embedder_id)
     ref = against if against.startswith("@") or against.lstrip("vV").isdigit() else f"@{against}"

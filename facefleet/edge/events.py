@@ -15,56 +15,7 @@ from typing import Any
 
 import numpy as np
 
-FACELIST_COLUMNS = [
-    "date",
-    "event",
-    "timestamp",
-    "objid",
-    "source",
-    "status",
-    "name",
-    "proba",
-    "dist",
-    "margin",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "rx",
-    "ry",
-    "lx",
-    "ly",
-    "dx",
-    "dy",
-    "angle",
-    "focus",
-]
-
-
-def _num(value: float, digits: int = 4) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else round(value, digits)
-
-
-def eye_geometry(landmarks: np.ndarray | None) -> dict[str, float | None]:
-    """Eye centres (dlib 5-point: 0-1 right eye, 2-3 left eye), their offset and the roll
-    angle in degrees, as SentinelCam records them."""
-    if landmarks is None:
-        return dict.fromkeys(("rx", "ry", "lx", "ly", "dx", "dy", "angle"))
-    pts = np.asarray(landmarks, dtype=np.float64)
-    rx, ry = pts[0:2].mean(axis=0)
-    lx, ly = pts[2:4].mean(axis=0)
-    dx, dy = lx - rx, ly - ry
-    angle = math.degrees(math.atan2(dy, dx))
-    return {
-        "rx": _num(rx, 1),
-        "ry": _num(ry, 1),
-        "lx": _num(lx, 1),
-        "ly": _num(ly, 1),
-        "dx": _num(dx, 1),
-        "dy": _num(dy, 1),
-        "angle": _num(angle, 2),
-    }
+from facefleet.formats import FACELIST_COLUMNS, eye_geometry, round_num
 
 
 def event_record(
@@ -84,7 +35,7 @@ def event_record(
     quality = view.quality.as_dict() if view is not None else None
     margin = None
     if threshold is not None and not math.isnan(track.distance):
-        margin = _num(threshold - track.distance)
+        margin = round_num(threshold - track.distance)
     return {
         "ts": datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds"),
         "device": device,
@@ -94,8 +45,8 @@ def event_record(
         "track_id": int(track.id),
         "name": track.name,
         "candidate": track.candidate,
-        "distance": _num(track.distance),
-        "score": _num(track.score),
+        "distance": round_num(track.distance),
+        "score": round_num(track.score),
         "margin": margin,
         "box": [int(v) for v in track.box],
         "quality": quality,

@@ -12,8 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from facefleet.edge.model import install_version
 from facefleet.errors import BundleError, DeployError
+from facefleet.fileio import replace_dir
+from facefleet.layout import CURRENT, switch
+from facefleet.ssh import SshTarget, connect, known_hosts_path
+
+FETCH_HINT = "add the device's key to that file (ssh-keyscan) or pass --known-hosts FILE"
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +43,22 @@ async def _fetch(
     remote_dir: str,
     model: str,
     dest: Path,
-    known_hosts,
-    client_keys,
+    known_hosts: Path,
+    client_keys: list[str] | None,
     timeout: float,
 ) -> str:
     """Download the remote current version's files into ``dest``; returns the version name."""
     import asyncssh
 
-    options = {"username": user, "port": port, "known_hosts": known_hosts, "connect_timeout": timeout}
-    if client_keys is not None:
-        options["client_keys"] = client_keys
+    target = SshTarget(host, port, user, tuple(client_keys or ()))
     try:
-        conn = await asyncssh.connect(host, **options)
-    except (OSError, asyncssh.Error) as exc:
+        conn = await connect(target, known_hosts, timeout=timeout, hint=FETCH_HINT)
+    except (OSError, asyncssh.Error, DeployError) as exc:
         raise DeployError(f"cannot connect to {user}@{host}:{port}: {exc}") from None
     async with conn, conn.start_sftp_client() as sftp:
         base = posixpath.join(remote_path(remote_dir), model)
         try:
-            target = await sftp.readlink(posixpath.join(base, "current"))
+            target = await sftp.readlink(posixpath.join(base, CURRENT))
             version = posixpath.basename(target.rstrip("/"))
         except asyncssh.SFTPError:
             try:
@@ -106,13 +108,11 @@ def fetch_model(
     ``known_hosts`` defaults to ``~/.ssh/known_hosts`` (an unknown host key is refused);
     ``client_keys`` to the user's default keys.
     """
-    from facefleet.registry.bundle import verify_bundle
+    from facefleet.registry.format import verify_bundle
 
     model_dir = Path(models_dir) / model
     model_dir.mkdir(parents=True, exist_ok=True)
-    if known_hosts is None:
-        known_hosts = Path("~/.ssh/known_hosts").expanduser()
-    known = str(known_hosts)
+    known = known_hosts_path(known_hosts)
     keys = None if client_keys is None else [str(k) for k in client_keys]
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=model_dir))
     try:
@@ -137,14 +137,8 @@ def fetch_model(
             log.warning("%s: folder %s holds version %s", host, version, manifest.get("version"))
         os.chmod(tmp, 0o755)
         final = model_dir / version
-        if final.exists():
-            old = model_dir / f".{version}.old{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        install_version(model_dir, version)
+        replace_dir(tmp, final)
+        switch(model_dir, version)
         log.warning("fetched model %s version %s from %s", model, manifest.get("version"), host)
         return final
     finally:

@@ -5,15 +5,15 @@ stopping the stream; a bundle that fails verification is refused and the old one
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 from facefleet.errors import BundleError
+from facefleet.layout import CURRENT
+from facefleet.registry.format import MANIFEST
+from facefleet.registry.inference import load_bundle
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 def _is_bundle_dir(path: Path) -> bool:
@@ -33,7 +33,7 @@ def resolve_model(path: Path) -> Path:
     if path.is_file() or _is_bundle_dir(path):
         return path
     if path.is_dir():
-        current = path / "current"
+        current = path / CURRENT
         if current.is_symlink() or current.exists():
             target = current.resolve()
             if not _is_bundle_dir(target):
@@ -80,8 +80,6 @@ class ModelWatcher:
 
     def load(self):
         """Load the current bundle (raises BundleError when it does not verify)."""
-        from facefleet.registry.bundle import load_bundle
-
         seen = fingerprint(self.path)
         self.bundle = load_bundle(resolve_model(self.path), self.public_key, self.expected_embedder_id)
         self._seen = seen
@@ -91,8 +89,6 @@ class ModelWatcher:
     def poll(self, now: float | None = None):
         """A newly verified bundle when the installed one changed since the last check (at
         most every ``interval`` seconds), else None."""
-        from facefleet.registry.bundle import load_bundle
-
         now = time.monotonic() if now is None else now
         if now < self._next_check:
             return None
@@ -121,21 +117,3 @@ class ModelWatcher:
     @property
     def version(self):
         return None if self.bundle is None else self.bundle.version
-
-
-def switch_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` atomically (temporary symlink renamed over it)."""
-    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def install_version(model_dir: Path, version_dir_name: str) -> None:
-    """Make ``<model_dir>/<version>`` current, the old current becoming ``previous``."""
-    current = model_dir / "current"
-    if current.is_symlink():
-        old = os.readlink(current)
-        if Path(old).name != version_dir_name:
-            switch_symlink(model_dir / "previous", old)
-    switch_symlink(current, version_dir_name)

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from facefleet.edge.tracker import Box, Track, Tracker
-
-
-class Classifier(Protocol):
-    """What the pipeline needs of a model: :class:`facefleet.registry.bundle.Bundle`."""
-
-    version: Any
-    thresholds: dict[str, float]
-
-    def classify(self, X: np.ndarray) -> list: ...
+from facefleet.registry.inference import Matcher
 
 
 @dataclass
@@ -102,7 +94,7 @@ def crop_box(shape: tuple[int, ...], box: Box, margin: float) -> Box:
 class Pipeline:
     """Frames in, tracked and named faces out. One per stream; not thread-safe."""
 
-    def __init__(self, engine, model: Classifier, cfg: PipelineConfig | None = None) -> None:
+    def __init__(self, engine, model: Matcher, cfg: PipelineConfig | None = None) -> None:
         self.engine = engine
         self.model = model
         self.cfg = cfg or PipelineConfig()
@@ -110,7 +102,7 @@ class Pipeline:
         self._processed = 0
         self.embeddings = 0
 
-    def set_model(self, model: Classifier) -> None:
+    def set_model(self, model: Matcher) -> None:
         """Use ``model`` from the next frame on. Tracks keep their boxes but are re-decided:
         their votes came from the old model."""
         self.model = model

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facefleet.clock import file_stamp
 from facefleet.edge import overlay
 from facefleet.edge.events import EventLog, event_record
 from facefleet.edge.model import ModelWatcher
@@ -54,6 +55,7 @@ class RecognizeOptions:
     events: bool = True
     device: str = field(default_factory=socket.gethostname)
     embedder: str = "auto"
+    detector: str = "hog"  # the workspace's vision.detector (the CLI passes it)
     camera: CameraOptions = field(default_factory=CameraOptions)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     unknowns: UnknownConfig = field(default_factory=UnknownConfig)
@@ -87,10 +89,6 @@ def display_problem(build_info: str, env: dict[str, str] | None = None) -> str |
     return None
 
 
-def timestamp() -> str:
-    return time.strftime("%Y%m%d_%H%M%S")
-
-
 def model_label(bundle) -> str:
     return f"v{bundle.version}" + (f" {bundle.name}" if bundle.name else "")
 
@@ -117,7 +115,7 @@ class _Screenshots:
 
         from facefleet.fileio import atomic_write_bytes
 
-        name = f"screenshot_{timestamp()}"
+        name = f"screenshot_{file_stamp()}"
         path = self.folder / f"{name}.jpg"
         i = 1
         while path.exists() or path in self.saved:
@@ -136,7 +134,7 @@ def make_engine(opts: RecognizeOptions):
 
     return FaceEngine(
         VisionConfig(
-            detector="hog",
+            detector=opts.detector,
             upsample=opts.pipeline.upsample,
             max_side=opts.pipeline.detect_width,
             fallback_detector=None,
@@ -144,6 +142,106 @@ def make_engine(opts: RecognizeOptions):
             cache_dir=opts.cache_dir,
         )
     )
+
+
+class Outputs:
+    """Everything a run writes: ``events.jsonl``/``facelist.csv``, unknown-face captures, the
+    annotated video, screenshots and the window."""
+
+    def __init__(self, opts: RecognizeOptions, display: bool, source: str) -> None:
+        self.opts = opts
+        self.display = display
+        self.source = source
+        self.run_id = uuid.uuid4().hex[:8]
+        opts.output_dir.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(opts.output_dir) if opts.events else None
+        self.collector = None
+        if opts.unknown_dir is not None:
+            if opts.anonymize in ("unknown", "all"):
+                log.warning("--anonymize %s: unknown faces are not kept", opts.anonymize)
+            else:
+                self.collector = UnknownCollector(opts.unknown_dir, opts.unknowns, device=opts.device)
+        self.shots = _Screenshots(opts.output_dir, opts.screenshot_every)
+        self.writer = None
+        self.video_path: Path | None = None
+
+    def decision(self, track, frame_index: int, ts: float, model) -> None:
+        """A track got (or changed) its name: an event, and the face if it is unknown."""
+        crop = None
+        if track.name is None and self.collector is not None:
+            crop = _offer_unknown(self.collector, self.run_id, track, self.source)
+        if self.events is not None:
+            thr = model.thresholds.get(track.candidate) if track.candidate else None
+            self.events.write(
+                event_record(
+                    ts=ts,
+                    device=self.opts.device,
+                    source=self.source,
+                    run=self.run_id,
+                    frame=frame_index,
+                    track=track,
+                    view=track.view,
+                    model_version=model.version,
+                    threshold=thr,
+                    crop_path=None if crop is None else str(crop),
+                )
+            )
+
+    def ended(self, track) -> None:
+        """A track left the picture: keep its best view if it was decided unknown."""
+        if track.name is None and track.decided and self.collector is not None:
+            _offer_unknown(self.collector, self.run_id, track, self.source)
+
+    def picture(self, frame: Frame, result: FrameResult, *, n: int, fps, model, fps_in, stats, stop) -> None:
+        """Draw the overlay when anything shows or keeps it: window, video, screenshot."""
+        want_shot = self.shots.due(n)
+        if not (self.display or self.opts.save or want_shot):
+            return
+        t1 = time.perf_counter()
+        out = overlay.draw(
+            frame.bgr, result.tracks, fps=fps, model_version=model_label(model), anonymize=self.opts.anonymize
+        )
+        stats.add("draw", time.perf_counter() - t1)
+        if self.opts.save:
+            t2 = time.perf_counter()
+            if self.writer is None:
+                self.writer, self.video_path = _open_writer(self.opts.output_dir, out, fps_in)
+            self.writer.write(out)
+            stats.add("write", time.perf_counter() - t2)
+        if self.display:
+            want_shot = _show(out, stop) or want_shot
+        if want_shot:
+            self.shots.save(out)
+
+    @property
+    def event_count(self) -> int:
+        return 0 if self.events is None else self.events.count
+
+    @property
+    def unknown_saved(self) -> int:
+        return 0 if self.collector is None else self.collector.saved
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.events is not None:
+            self.events.close()
+        if self.display:
+            import cv2
+
+            cv2.destroyAllWindows()
+
+
+def _usable_display(wanted: bool) -> bool:
+    if not wanted:
+        return False
+    import cv2
+
+    problem = display_problem(cv2.getBuildInformation())
+    if problem:
+        log.warning("%s: running headless", problem)
+        return False
+    return True
 
 
 def recognize(
@@ -165,60 +263,23 @@ def recognize(
     bundle = watcher.load()
     log.info("model %s from %s", model_label(bundle), opts.model)
     pipeline = Pipeline(engine, bundle, opts.pipeline)
-
-    display = opts.display
-    if display:
-        import cv2
-
-        problem = display_problem(cv2.getBuildInformation())
-        if problem:
-            log.warning("%s: running headless", problem)
-            display = False
-
-    opts.output_dir.mkdir(parents=True, exist_ok=True)
-    events = EventLog(opts.output_dir) if opts.events else None
-    collector = None
-    if opts.unknown_dir is not None:
-        if opts.anonymize in ("unknown", "all"):
-            log.warning("--anonymize %s: unknown faces are not kept", opts.anonymize)
-        else:
-            collector = UnknownCollector(opts.unknown_dir, opts.unknowns, device=opts.device)
-    shots = _Screenshots(opts.output_dir, opts.screenshot_every)
-    run_id = uuid.uuid4().hex[:8]
+    display = _usable_display(opts.display)
+    src = source or open_source(opts.source, opts.camera)
+    try:
+        outputs = Outputs(opts, display, str(src.spec))
+    except BaseException:
+        if source is None:
+            src.close()
+        raise
     stats = RunStats()
     stop = threading.Event()
-    restore = _install_signals(shots, stop)
-    src = source or open_source(opts.source, opts.camera)
-    writer = None
-    video_path: Path | None = None
+    restore = _install_signals(outputs.shots, stop)
     face_frames = 0
     name_frames: Counter = Counter()
     versions = [bundle.version]
     fps_avg = None
     last_t = time.perf_counter()
     deadline = None if opts.duration is None else time.monotonic() + opts.duration
-
-    def emit(track, frame_index: int, ts: float) -> None:
-        crop = None
-        if track.name is None and collector is not None:
-            crop = _offer_unknown(collector, run_id, track, str(src.spec))
-        if events is not None:
-            thr = pipeline.model.thresholds.get(track.candidate) if track.candidate else None
-            events.write(
-                event_record(
-                    ts=ts,
-                    device=opts.device,
-                    source=str(src.spec),
-                    run=run_id,
-                    frame=frame_index,
-                    track=track,
-                    view=track.view,
-                    model_version=pipeline.model.version,
-                    threshold=thr,
-                    crop_path=None if crop is None else str(crop),
-                )
-            )
-
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -241,10 +302,9 @@ def recognize(
                 stats.add(stage, secs)
             stats.embeddings += result.embedded
             for track in result.decisions:
-                emit(track, frame.index, frame.ts)
+                outputs.decision(track, frame.index, frame.ts, pipeline.model)
             for track in result.ended:
-                if track.name is None and track.decided and collector is not None:
-                    _offer_unknown(collector, run_id, track, str(src.spec))
+                outputs.ended(track)
             if result.tracks:
                 face_frames += 1
                 for name in {t.name for t in result.tracks if t.decided}:
@@ -255,58 +315,39 @@ def recognize(
             fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
             last_t = now
 
-            want_shot = shots.due(stats.frames + 1)
-            if display or opts.save or want_shot:
-                t1 = time.perf_counter()
-                out = overlay.draw(
-                    frame.bgr,
-                    result.tracks,
-                    fps=fps_avg,
-                    model_version=model_label(pipeline.model),
-                    anonymize=opts.anonymize,
-                )
-                stats.add("draw", time.perf_counter() - t1)
-                if opts.save:
-                    t2 = time.perf_counter()
-                    if writer is None:
-                        writer, video_path = _open_writer(opts.output_dir, out, src.fps)
-                    writer.write(out)
-                    stats.add("write", time.perf_counter() - t2)
-                if display:
-                    want_shot = _show(out, stop) or want_shot
-                if want_shot:
-                    shots.save(out)
+            outputs.picture(
+                frame,
+                result,
+                n=stats.frames + 1,
+                fps=fps_avg,
+                model=pipeline.model,
+                fps_in=getattr(src, "fps", 0.0),
+                stats=stats,
+                stop=stop,
+            )
             stats.frames += 1
             if on_frame is not None:
                 on_frame(frame, result)
         for track in pipeline.finish():
-            if track.name is None and track.decided and collector is not None:
-                _offer_unknown(collector, run_id, track, str(src.spec))
+            outputs.ended(track)
     finally:
         stats.dropped = getattr(src, "dropped", 0)
         stats.stop()
         if source is None:
             src.close()
-        if writer is not None:
-            writer.release()
-        if events is not None:
-            events.close()
+        outputs.close()
         restore()
-        if display:
-            import cv2
-
-            cv2.destroyAllWindows()
     return RunSummary(
         frames=stats.frames,
         face_frames=face_frames,
         name_frames=dict(name_frames),
-        events=0 if events is None else events.count,
-        unknown_saved=0 if collector is None else collector.saved,
+        events=outputs.event_count,
+        unknown_saved=outputs.unknown_saved,
         model_versions=versions,
         reloads=watcher.reloads,
         refused=watcher.refused,
-        video=video_path,
-        screenshots=shots.saved,
+        video=outputs.video_path,
+        screenshots=outputs.shots.saved,
         stats=stats.summary(),
         display=display,
     )
@@ -340,7 +381,7 @@ def _open_writer(folder: Path, first, fps: float):
 
     from facefleet.errors import FacefleetError
 
-    path = folder / f"output_{timestamp()}.mp4"
+    path = folder / f"output_{file_stamp()}.mp4"
     h, w = first.shape[:2]
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 25.0, (w, h)

@@ -1,6 +1,6 @@
 """The device's pull client: fetch the bundle an alias names from the model server, verify its
 signature against the configured public key, install it with the same atomic switch as a push
-deploy (``facefleet.fleet.device``), report a heartbeat.
+deploy (``facefleet.registry.install``), report a heartbeat.
 
 ``facefleet recognize`` watches ``<models_dir>/<model>/current`` and hot-reloads. Standard
 library HTTP only (urllib); never imports mlflow, sklearn or pandas, never unpickles anything.
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from facefleet import layout
 from facefleet.errors import BundleError, FacefleetError
-from facefleet.fleet import device
+from facefleet.registry.install import install
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _download(
             return None, etag, None
         new_etag = (resp.headers.get("ETag") or "").strip('"') or None
         version_hdr = resp.headers.get("X-Facefleet-Version")
-        fd, name = tempfile.mkstemp(prefix=device.TMP_PREFIX + "dl-", suffix=".tar.gz", dir=models_dir)
+        fd, name = tempfile.mkstemp(prefix=layout.TMP_PREFIX + "dl-", suffix=".tar.gz", dir=models_dir)
         tmp = Path(name)
         digest, size = hashlib.sha256(), 0
         try:
@@ -229,7 +230,7 @@ def sync_once(
     models_dir: Path,
     model: str = "face_model",
     alias: str = "production",
-    keep: int = device.DEFAULT_KEEP,
+    keep: int = layout.DEFAULT_KEEP,
     device_id: str | None = None,
     fps: float | None = None,
     snapshot: Path | None = None,
@@ -242,7 +243,7 @@ def sync_once(
     models_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(models_dir)
     key = f"{model}@{alias.lstrip('@')}"
-    current = device.link_target(models_dir / model / device.CURRENT)
+    current = layout.link_target(models_dir / model / layout.CURRENT)
     known = state.get(key) or {}
     # the saved ETag only stands for what is installed if current still points at it
     etag = known.get("etag") if known.get("version") == current else None
@@ -254,7 +255,7 @@ def sync_once(
         result = SyncResult("unchanged", current, etag)
     else:
         try:
-            installed = device.install(models_dir, tmp, public_key, keep=keep)
+            installed = install(models_dir, tmp, public_key, keep=keep)
         finally:
             tmp.unlink(missing_ok=True)
         if installed.model != model:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from facefleet.clock import file_stamp
 from facefleet.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class UnknownCollector:
         if now - self._last_capture < self.cfg.min_interval:
             self.skipped_rate += 1
             return None
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+        stamp = file_stamp(now, sep="-")
         path = self.folder / f"unknown_{stamp}_{run}_t{track_id}.jpg"
         self._write(path, crop, embedding, quality, info)
         self._recent.append(np.asarray(embedding, dtype=np.float32))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import sys
 import tempfile
 import time
@@ -23,15 +22,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from facefleet import layout
 from facefleet.errors import BundleError, DeployError
-from facefleet.fleet import device
+from facefleet.fileio import sha256_file
 from facefleet.fleet.inventory import Host, Inventory
+from facefleet.layout import q
+from facefleet.registry.format import SIGNED_FILES, verify
+from facefleet.ssh import SshTarget, connect, known_hosts_path
+from facefleet.texttable import text_table
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 120.0
 FACELIST_CURRENT = "facelist_current.csv"
 
@@ -88,10 +94,6 @@ class Payload:
 # -- small pure helpers -------------------------------------------------------------------
 
 
-def q(value: Any) -> str:
-    return shlex.quote(str(value))
-
-
 def format_version(version: int | None) -> str:
     return "-" if version is None else f"v{version}"
 
@@ -112,12 +114,7 @@ def summary_table(results: list[HostResult]) -> str:
                 f"{r.seconds:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
-        for row in rows
-    ]
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def command_env(host: Host, payload: Payload) -> str:
@@ -136,11 +133,11 @@ def command_env(host: Host, payload: Payload) -> str:
 
 def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
     """The files of a verified, unpacked bundle."""
-    manifest = device.verify(bundle_dir, public_key)
+    manifest = verify(bundle_dir, public_key)
     files = {p.name: p for p in sorted(Path(bundle_dir).iterdir())}
     sums = dict(manifest["files"])
-    for name in device.SIGNED_FILES:
-        sums[name] = device.sha256_file(files[name])
+    for name in SIGNED_FILES:
+        sums[name] = sha256_file(files[name])
     return Payload(
         "bundle", manifest["model"], int(manifest["version"]), str(manifest.get("name", "")), files, sums
     )
@@ -148,9 +145,7 @@ def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
 
 def facelist_payload(csv_path: Path, model: str, version: int, name: str) -> Payload:
     remote = f"facelist_{version}.csv"
-    return Payload(
-        "facelist", model, version, name, {remote: csv_path}, {remote: device.sha256_file(csv_path)}
-    )
+    return Payload("facelist", model, version, name, {remote: csv_path}, {remote: sha256_file(csv_path)})
 
 
 # -- SSH ----------------------------------------------------------------------------------
@@ -181,70 +176,6 @@ class Remote:
             detail = err[-1] if err else f"exit status {res.exit_status}"
             raise DeployError(f"{what} failed (exit {res.exit_status}): {detail}")
         return str(res.stdout or "")
-
-
-def _known_hosts_path(path: str | None) -> Path:
-    return Path(path).expanduser() if path else Path("~/.ssh/known_hosts").expanduser()
-
-
-def _host_key_label(host: Host) -> str:
-    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-
-
-def _has_entry(known_hosts: Path, host: Host) -> bool:
-    import asyncssh
-
-    if not known_hosts.is_file():
-        return False
-    try:
-        keys = asyncssh.read_known_hosts(str(known_hosts))
-    except (ValueError, OSError):
-        return False
-    matched = keys.match(host.address, "", host.port)
-    return any(matched[:3])
-
-
-async def _connect(host: Host, known_hosts: Path, accept_new: bool, lock: asyncio.Lock) -> Any:
-    import asyncssh
-
-    opts: dict[str, Any] = {
-        "port": host.port,
-        "known_hosts": str(known_hosts) if known_hosts.is_file() else (),
-        "client_keys": [host.key_file] if host.key_file else None,
-        "preferred_auth": "publickey",
-        "connect_timeout": CONNECT_TIMEOUT,
-        "agent_path": None if host.key_file else (),
-    }
-    if host.user:
-        opts["username"] = host.user
-    if not host.key_file:
-        opts.pop("client_keys")
-        opts.pop("agent_path")
-    try:
-        return await asyncssh.connect(host.address, **opts)
-    except asyncssh.HostKeyNotVerifiable:
-        async with lock:  # one writer of known_hosts at a time
-            if not accept_new or _has_entry(known_hosts, host):
-                raise DeployError(
-                    f"host key of {host.address}:{host.port} is not in {known_hosts}"
-                    + (
-                        " or does not match it (possible impostor)"
-                        if accept_new
-                        else "; check it and rerun with --accept-new-host-keys to record it"
-                    )
-                ) from None
-            key = await asyncio.wait_for(
-                asyncssh.get_server_host_key(host.address, host.port), CONNECT_TIMEOUT
-            )
-            if key is None:
-                raise DeployError(f"{host.address}:{host.port} offered no host key") from None
-            line = f"{_host_key_label(host)} {key.export_public_key('openssh').decode().strip()}\n"
-            known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with open(known_hosts, "a", encoding="utf-8") as fh:
-                fh.write(line)
-            log.warning("recorded new host key for %s in %s", host.name, known_hosts)
-        opts["known_hosts"] = str(known_hosts)
-        return await asyncssh.connect(host.address, **opts)
 
 
 # -- one host -----------------------------------------------------------------------------
@@ -280,13 +211,12 @@ async def _deploy_bundle(
     mdir = f"{host.models_dir.rstrip('/')}/{payload.model}"
     vdir = f"{mdir}/{payload.version}"
     out = await remote.run(
-        f"readlink {q(mdir + '/current')} || true; echo '|'; readlink {q(mdir + '/previous')}"
-        " || true; echo '|'; command -v sha256sum >/dev/null && echo ok",
+        layout.sh_read_links(mdir) + "; echo '|'; command -v sha256sum >/dev/null && echo ok",
         what="read the device state",
     )
-    cur_text, prev_text, tools = (part.strip() for part in out.split("|"))
-    res.old = int(cur_text) if cur_text.isdigit() else None
-    old_prev = int(prev_text) if prev_text.isdigit() else None
+    links, _, tools = out.rpartition("|")
+    res.old, old_prev = layout.parse_links(links)
+    tools = tools.strip()
     if tools != "ok":
         raise DeployError("sha256sum is not installed on the device")
     if dry_run:
@@ -311,11 +241,7 @@ async def _deploy_bundle(
                 await remote.run(f"rm -rf {q(vdir)}", what="remove a damaged copy")
         if not exists:
             tmp = (
-                await remote.run(
-                    f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}"
-                    f"{payload.version}-XXXXXX",
-                    what="create the upload folder",
-                )
+                await remote.run(layout.sh_make_tmp(mdir, payload.version), what="create the upload folder")
             ).strip()
             await _upload(remote, payload, tmp)
             if hook is not None:
@@ -330,9 +256,9 @@ async def _deploy_bundle(
             await remote.run(f"mv -T {q(tmp)} {q(vdir)}", what="move the version into place")
             tmp, installed_now = None, True
         try:
-            await _switch(remote, mdir, "current", payload.version)
+            await _switch(remote, mdir, layout.CURRENT, payload.version)
             if res.old is not None:
-                await _switch(remote, mdir, "previous", res.old)
+                await _switch(remote, mdir, layout.PREVIOUS, res.old)
             await _restart_and_check(remote, host, payload)
         except DeployError:
             await _roll_back(remote, host, payload, mdir, res, old_prev, installed_now)
@@ -346,12 +272,8 @@ async def _deploy_bundle(
 
 
 async def _switch(remote: Remote, folder: str, link: str, target: int | str | None) -> None:
-    path = f"{folder}/{link}"
-    if target is None:
-        await remote.run(f"rm -f {q(path)}", what=f"remove {link}")
-        return
-    tmp = f"{folder}/.{link}.tmp"
-    await remote.run(f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(path)}", what=f"switch {link}")
+    what = f"remove {link}" if target is None else f"switch {link}"
+    await remote.run(layout.sh_set_link(folder, link, target), what=what)
 
 
 async def _roll_back(
@@ -366,8 +288,8 @@ async def _roll_back(
     # Errors here are logged, not raised: the host is failed either way and the first
     # error is the one worth reporting.
     try:
-        await _switch(remote, mdir, "current", res.old)
-        await _switch(remote, mdir, "previous", old_prev)
+        await _switch(remote, mdir, layout.CURRENT, res.old)
+        await _switch(remote, mdir, layout.PREVIOUS, old_prev)
         res.rolled_back = True
         if installed_now:
             await remote.run(
@@ -383,17 +305,10 @@ async def _roll_back(
 
 
 async def _prune(remote: Remote, mdir: str, keep: int) -> None:
-    out = await remote.run(
-        f"cd {q(mdir)} && ls -1A; echo '|'; readlink current || true; echo '|'; readlink previous || true",
-        what="list versions",
-    )
-    listing, cur, prev = (part.split() for part in out.split("|"))
-    protect = [int(x) for x in (*cur, *prev) if x.isdigit()]
-    doomed = device.versions_to_prune(device.version_dirs(listing), keep, protect)
+    out = await remote.run(layout.sh_list(mdir), what="list versions")
+    doomed = layout.prune_from_listing(out, keep)
     if doomed:
-        await remote.run(
-            f"cd {q(mdir)} && rm -rf " + " ".join(q(v) for v in doomed), what="prune old versions"
-        )
+        await remote.run(layout.sh_remove(mdir, doomed), what="prune old versions")
 
 
 async def _deploy_facelist(
@@ -409,12 +324,7 @@ async def _deploy_facelist(
     if dry_run:
         res.result = "dry-run"
         return
-    tmp = (
-        await remote.run(
-            f"mkdir -p {q(mdir)} && mktemp -d {q(mdir + '/' + device.TMP_PREFIX)}facelist-XXXXXX",
-            what="create the upload folder",
-        )
-    ).strip()
+    tmp = (await remote.run(layout.sh_make_tmp(mdir, "facelist"), what="create the upload folder")).strip()
     try:
         await _upload(remote, payload, tmp)
         if hook is not None:
@@ -444,7 +354,7 @@ async def _deploy_facelist(
             if n.startswith("facelist_") and n.endswith(".csv") and n != FACELIST_CURRENT
         ]
         protect = [payload.version, res.old]
-        doomed = device.versions_to_prune(device.version_dirs(versions), host.keep, protect)
+        doomed = layout.versions_to_prune(layout.version_dirs(versions), host.keep, protect)
         if doomed:
             await remote.run(
                 f"cd {q(mdir)} && rm -f " + " ".join(q(f"facelist_{v}.csv") for v in doomed),
@@ -472,7 +382,7 @@ async def deploy_host(
     res = HostResult(host=host.name, kind=payload.kind, new=payload.version)
     start = time.monotonic()
     try:
-        conn = await _connect(host, known_hosts, accept_new, lock)
+        conn = await connect(SshTarget.of(host), known_hosts, accept_new=accept_new, lock=lock)
         async with conn:
             remote = Remote(conn, host, res.steps)
             if payload.kind == "bundle":
@@ -530,7 +440,7 @@ async def deploy_hosts(
 # -- the whole deployment -----------------------------------------------------------------
 
 
-def _public_key(ws: Any, path: Path | None) -> Any:
+def _public_key(ws: Workspace, path: Path | None) -> Any:
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key_path = path or public_key_path(ws.keys_dir)
@@ -542,7 +452,7 @@ def _public_key(ws: Any, path: Path | None) -> Any:
     return load_public_key(Path(key_path))
 
 
-def _record(ws: Any, report: DeployReport) -> None:
+def _record(ws: Workspace, report: DeployReport) -> None:
     from facefleet.fleet import records
 
     store = records.open_store(ws)
@@ -569,9 +479,9 @@ def _record(ws: Any, report: DeployReport) -> None:
     _tag_mlflow(ws, report)
 
 
-def _tag_mlflow(ws: Any, report: DeployReport) -> None:
+def _tag_mlflow(ws: Workspace, report: DeployReport) -> None:
     """Tag the model version with where it runs, when the workspace has an MLflow registry."""
-    configured = (ws.config.get("mlflow") or {}).get("tracking_uri")
+    configured = ws.configured_tracking_uri
     if not configured and not (Path(ws.root) / "mlflow.db").exists():
         return
     try:
@@ -592,7 +502,7 @@ def _tag_mlflow(ws: Any, report: DeployReport) -> None:
 
 
 def deploy(
-    ws: Any,
+    ws: Workspace,
     inventory: Inventory,
     bundle: Path,
     *,
@@ -612,7 +522,7 @@ def deploy(
     with tempfile.TemporaryDirectory(prefix="facefleet-deploy-") as tmp:
         bundle = Path(bundle)
         if bundle.is_file():
-            from facefleet.registry.bundle import unpack_bundle
+            from facefleet.registry.format import unpack_bundle
 
             bundle = unpack_bundle(bundle, Path(tmp) / "bundle")
         payload = bundle_payload(bundle, key)
@@ -631,7 +541,7 @@ def deploy(
                 hosts,
                 payloads,
                 parallel=parallel,
-                known_hosts=_known_hosts_path(str(known_hosts) if known_hosts else None),
+                known_hosts=known_hosts_path(known_hosts),
                 accept_new=accept_new_host_keys,
                 hook=upload_hook,
                 dry_run=dry_run,

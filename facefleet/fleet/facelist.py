@@ -1,7 +1,7 @@
 """Export the faces in use from the store as SentinelCam's ``facelist.csv`` (for datasinks).
 
 The columns and the eye geometry are the ones the edge recognizer writes
-(``facefleet.edge.events``); ``focus`` is the chip sharpness,
+(``facefleet.formats``); ``focus`` is the chip sharpness,
 and ``proba``/``dist``/``margin``/``event`` come from the face's ``meta`` when recorded there.
 """
 
@@ -12,10 +12,13 @@ import io
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from facefleet.edge.events import FACELIST_COLUMNS, eye_geometry
 from facefleet.fileio import atomic_write_text
+from facefleet.formats import FACELIST_COLUMNS, eye_geometry
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 
 def facelist_row(face: Any) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def facelist_csv(faces: Iterable[Any]) -> str:
     return buf.getvalue()
 
 
-def write_facelist(ws: Any, out: Path) -> Path:
+def write_facelist(ws: Workspace, out: Path) -> Path:
     """Write the faces in use (with a person) to ``out`` atomically."""
     store = ws.open_store()
     try:

@@ -58,7 +58,7 @@ done
 
 MDIR="$MODELS_DIR/$MODEL"
 mkdir -p "$MDIR"
-TMP=$(mktemp -d "$MDIR/.incoming-$VERSION-XXXXXX")
+TMP=$(mktemp -d "$MDIR/@TMP_PREFIX@$VERSION-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 tar -xzf "$BUNDLE" -C "$TMP" --no-same-owner --no-same-permissions
@@ -78,18 +78,7 @@ else
     mv -T "$TMP" "$MDIR/$VERSION"
 fi
 
-OLD=$(readlink "$MDIR/current" || true)
-if [ "$OLD" != "$VERSION" ]; then
-    ln -sfn "$VERSION" "$MDIR/.current.tmp" && mv -T "$MDIR/.current.tmp" "$MDIR/current"
-    if [ -n "$OLD" ] && [ -d "$MDIR/$OLD" ]; then
-        ln -sfn "$OLD" "$MDIR/.previous.tmp" && mv -T "$MDIR/.previous.tmp" "$MDIR/previous"
-    fi
-fi
-
+@SWITCH@
 # 4. keep the newest KEEP versions, never current or previous
-CUR=$(readlink "$MDIR/current" || true)
-PREV=$(readlink "$MDIR/previous" || true)
-ls -1A "$MDIR" | grep -E '^[0-9]+$' | sort -rn | tail -n +"$((KEEP + 1))" | while read -r v; do
-    [ "$v" = "$CUR" ] || [ "$v" = "$PREV" ] || rm -rf "${MDIR:?}/$v"
-done
+@PRUNE@
 echo "installed $MODEL v$VERSION in $MDIR (was: ${OLD:-none})"

@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from facefleet.clock import now_iso
 from facefleet.errors import FacefleetError
+
+if TYPE_CHECKING:
+    from facefleet.store import Store
+    from facefleet.workspace import Workspace
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_deployments (
@@ -50,10 +54,6 @@ CREATE TABLE IF NOT EXISTS fleet_tokens (
 TOKEN_PREFIX = "fft_"
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -66,7 +66,7 @@ class TokenInfo:
     last_used: str | None
 
 
-def open_store(ws: Any) -> Any:
+def open_store(ws: Workspace) -> Store:
     """The workspace store with the fleet tables present."""
     store = ws.open_store()
     store.ensure_schema(SCHEMA)
@@ -76,7 +76,7 @@ def open_store(ws: Any) -> Any:
 # -- deployments --------------------------------------------------------------------------
 
 
-def record_deployment(store: Any, run_id: str, row: dict[str, Any]) -> None:
+def record_deployment(store: Store, run_id: str, row: dict[str, Any]) -> None:
     """One host's outcome of one deployment run."""
     with store.transaction() as conn:
         conn.execute(
@@ -98,7 +98,7 @@ def record_deployment(store: Any, run_id: str, row: dict[str, Any]) -> None:
 
 
 def deployments(
-    store: Any, *, host: str | None = None, model: str | None = None, limit: int = 50
+    store: Store, *, host: str | None = None, model: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Deployment rows, newest first."""
     clauses, params = [], []
@@ -119,7 +119,7 @@ def deployments(
 
 
 def record_heartbeat(
-    store: Any,
+    store: Store,
     device: str,
     model: str,
     version: int | None,
@@ -134,14 +134,14 @@ def record_heartbeat(
         )
 
 
-def heartbeats(store: Any) -> list[dict[str, Any]]:
+def heartbeats(store: Store) -> list[dict[str, Any]]:
     return [dict(r) for r in store.conn.execute("SELECT * FROM fleet_heartbeats ORDER BY device")]
 
 
 # -- tokens -------------------------------------------------------------------------------
 
 
-def create_token(store: Any, name: str) -> str:
+def create_token(store: Store, name: str) -> str:
     """A new bearer token for device ``name``; shown once, stored hashed."""
     name = name.strip()
     if not name:
@@ -161,7 +161,7 @@ def create_token(store: Any, name: str) -> str:
     return token
 
 
-def revoke_token(store: Any, name: str) -> None:
+def revoke_token(store: Store, name: str) -> None:
     with store.transaction() as conn:
         cur = conn.execute(
             "UPDATE fleet_tokens SET revoked = ? WHERE name = ? AND revoked IS NULL",
@@ -171,12 +171,12 @@ def revoke_token(store: Any, name: str) -> None:
             raise FacefleetError(f"no active token for {name!r}")
 
 
-def list_tokens(store: Any) -> list[TokenInfo]:
+def list_tokens(store: Store) -> list[TokenInfo]:
     rows = store.conn.execute("SELECT name, created, revoked, last_used FROM fleet_tokens ORDER BY name")
     return [TokenInfo(r["name"], r["created"], r["revoked"], r["last_used"]) for r in rows]
 
 
-def check_token(store: Any, token: str) -> str | None:
+def check_token(store: Store, token: str) -> str | None:
     """The device name a valid, unrevoked token belongs to, else None."""
     if not token:
         return None

@@ -4,9 +4,13 @@ devices' last heartbeat and FPS, from the deployment and heartbeat records in th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefleet.fleet import records
+from facefleet.texttable import text_table
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 
 @dataclass
@@ -49,7 +53,7 @@ def combine(
     return sorted(rows.values(), key=lambda r: (r.host, r.model))
 
 
-def fleet_status(ws: Any, hosts: list[str] | None = None) -> list[DeviceStatus]:
+def fleet_status(ws: Workspace, hosts: list[str] | None = None) -> list[DeviceStatus]:
     store = records.open_store(ws)
     try:
         return combine(records.deployments(store, limit=100_000), records.heartbeats(store), hosts)
@@ -57,20 +61,12 @@ def fleet_status(ws: Any, hosts: list[str] | None = None) -> list[DeviceStatus]:
         store.close()
 
 
-def history(ws: Any, *, host: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def history(ws: Workspace, *, host: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     store = records.open_store(ws)
     try:
         return records.deployments(store, host=host, limit=limit)
     finally:
         store.close()
-
-
-def table(rows: list[list[str]]) -> str:
-    """Left-aligned columns, two spaces apart."""
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def _v(version: int | None) -> str:
@@ -92,7 +88,7 @@ def status_table(items: list[DeviceStatus]) -> str:
                 "-" if s.fps is None else f"{s.fps:.1f}",
             ]
         )
-    return table(rows)
+    return text_table(rows)
 
 
 def history_table(items: list[dict[str, Any]]) -> str:
@@ -110,4 +106,4 @@ def history_table(items: list[dict[str, Any]]) -> str:
                 f"{d['seconds']:.1f}",
             ]
         )
-    return table(rows)
+    return text_table(rows)

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from facefleet.errors import BundleError, FacefleetError
+from facefleet.settings import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME
 
-PRIVATE_NAME = "signing_key.pem"
-PUBLIC_NAME = "signing_key.pub.pem"
+PRIVATE_NAME = PRIVATE_KEY_NAME
+PUBLIC_NAME = PUBLIC_KEY_NAME
 
 
 def private_key_path(keys_dir: Path) -> Path:

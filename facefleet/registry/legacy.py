@@ -20,27 +20,29 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facefleet.edge.events import FACELIST_COLUMNS
 from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import atomic_write_bytes
+from facefleet.formats import (  # noqa: F401 - SentinelCam's formats, re-exported for callers
+    FACELIST_COLUMNS,
+    REFKEY,
+    STATUS_CODES,
+    UNKNOWN_NAMES,
+    format_refkey,
+    normalise_timestamp,
+    parse_refkey,
+    parse_status,
+)
+from facefleet.store.ingest import ingest_face
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
     from facefleet.workspace import Workspace
 
-# SentinelCam's numeric face statuses; 4 ("remove") rows are not imported.
-STATUS_CODES = {"0": "candidate", "1": "selected", "2": "in_use", "3": "revoked"}
-UNKNOWN_NAMES = {"", "unknown", "none", "nan", "stranger"}
-REFKEY = re.compile(
-    r"^(?P<date>[^|]*)\|(?P<event>[^|]*)\|(?P<timestamp>[^|]*)\|"
-    r"\((?P<x1>-?\d+),\s*(?P<y1>-?\d+),\s*(?P<x2>-?\d+),\s*(?P<y2>-?\d+)\)\|(?P<sink>[^|]*)$"
-)
 SINK = "facefleet"
 DIM = 128
 
@@ -71,44 +73,6 @@ class ImportReport:
 
 
 # -- pure helpers ---------------------------------------------------------------------------
-
-
-def format_refkey(date: str, event: str, timestamp: str, box: tuple[int, ...], sink: str) -> str:
-    """SentinelCam's face key: ``date|event|timestamp|(x1,y1,x2,y2)|sink``."""
-    rect = ",".join(str(int(v)) for v in box)
-    return "|".join([date, event, timestamp, f"({rect})", sink])
-
-
-def parse_refkey(key: str) -> dict[str, Any]:
-    """The fields of a face key; raises ValueError for a malformed one."""
-    m = REFKEY.match(key)
-    if not m:
-        raise ValueError(f"not a SentinelCam face key: {key!r}")
-    d = m.groupdict()
-    box = tuple(int(d.pop(k)) for k in ("x1", "y1", "x2", "y2"))
-    return {**d, "box": box}
-
-
-def normalise_timestamp(text: str) -> str:
-    """ISO 8601 (``T`` separator), as SentinelCam writes into face keys."""
-    try:
-        return datetime.fromisoformat(text.strip()).isoformat()
-    except ValueError:
-        raise ValueError(f"not a timestamp: {text!r}") from None
-
-
-def parse_status(value: str) -> str | None:
-    """A facefleet status from SentinelCam's code or name; None for "remove" (4)."""
-    value = value.strip().lower()
-    if value.endswith(".0"):
-        value = value[:-2]
-    if value in STATUS_CODES:
-        return STATUS_CODES[value]
-    if value in STATUS_CODES.values():
-        return value
-    if value in ("4", "remove"):
-        return None
-    raise ValueError(f"unknown face status {value!r}")
 
 
 def person_name(value: str) -> str | None:
@@ -198,7 +162,7 @@ def current_embedder_id(ws: Workspace) -> str:
     """The id of the embedder this workspace embeds with."""
     from facefleet.vision.embed import make_embedder
 
-    return make_embedder(ws.section("vision").get("embedder", "auto"), cache_dir=ws.cache_dir).id
+    return make_embedder(ws.settings.vision.embedder, cache_dir=ws.cache_dir).id
 
 
 def _face_refkey(face: Any) -> str:
@@ -242,7 +206,7 @@ def export_facedata(
 
 
 def _bundle_baselines(ws: Workspace, bundle: Path) -> tuple[list[str], np.ndarray, list[float]]:
-    from facefleet.registry.bundle import MODEL_FILE, unpack_bundle, verify_bundle
+    from facefleet.registry.format import MODEL_FILE, unpack_bundle, verify_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(ws.keys_dir))
@@ -280,7 +244,7 @@ def export_baselines(
         if len(ts.names) == 0:
             raise LegacyError("no labelled faces with embeddings in the store: enrol people first")
         labels, cents = centroids(ts.X, ts.names)
-        default = float(ws.section("identify").get("distance_threshold", 0.6))
+        default = ws.settings.identify.distance_threshold
         thresholds = [default] * len(labels)
     with _atomic_h5(Path(path)) as fh:
         for name, vec, thr in zip(labels, cents, thresholds):
@@ -336,6 +300,33 @@ def _existing_faces(store: Store) -> set[tuple[int, tuple[int, ...]]]:
     return {(f.image_id, tuple(f.box)) for f in store.faces()}
 
 
+def _import_face(
+    store: Store,
+    report: ImportReport,
+    existing: set[tuple[int, tuple[int, ...]]],
+    image: Path | str,
+    sha: str,
+    name: str | None,
+    **face: Any,
+) -> None:
+    """One SentinelCam face into the store, unless that box of that frame is already there;
+    the person (when named) is created only for a face that is added."""
+    got = ingest_face(
+        store,
+        image,
+        sha256=sha,
+        source="sentinelcam",
+        detector="sentinelcam",
+        person_id=(lambda: _person_id(store, name, report)) if name else None,
+        known=existing,
+        **face,
+    )
+    if got.face_id is None:
+        report.already_present += 1
+    else:
+        report.faces_added += 1
+
+
 def _person_id(store: Store, name: str, report: ImportReport) -> str:
     found = store.find_person(name)
     if found is not None:
@@ -377,21 +368,19 @@ def import_facedata(ws: Workspace, path: Path | str, *, embedder_id: str | None 
                         continue
                     frame = f"{ref['date']}|{ref['event']}|{ref['timestamp']}|{ref['sink']}"
                     sha = hashlib.sha256(f"sentinelcam-frame:{frame}".encode()).hexdigest()
-                    image_id, _ = store.add_image(f"sentinelcam:{frame}", source="sentinelcam", sha256=sha)
-                    if (image_id, ref["box"]) in existing:
-                        report.already_present += 1
-                        continue
-                    face_id = store.add_face(
-                        image_id,
-                        person_id=_person_id(store, name, report),
+                    _import_face(
+                        store,
+                        report,
+                        existing,
+                        f"sentinelcam:{frame}",
+                        sha,
+                        name,
                         box=ref["box"],
                         status="in_use",
-                        detector="sentinelcam",
                         meta={"sentinelcam": {k: ref[k] for k in ("date", "event", "timestamp", "sink")}},
+                        embedder_id=embedder_id,
+                        embedding=vec,
                     )
-                    store.add_embedding(face_id, embedder_id, vec)
-                    existing.add((image_id, ref["box"]))
-                    report.faces_added += 1
     finally:
         fh.close()
         store.close()
@@ -498,27 +487,21 @@ def import_facelist(
         existing = _existing_faces(store)
         with store.transaction():
             for rec, frame, sha, vec in pending:
-                image_id, _ = store.add_image(frame, source="sentinelcam", sha256=sha)
-                if (image_id, rec["box"]) in existing:
-                    report.already_present += 1
-                    continue
-                pid = _person_id(store, rec["name"], report) if rec["name"] else None
-                face_id = store.add_face(
-                    image_id,
-                    person_id=pid,
+                keys = ("date", "event", "timestamp", "objid", "source")
+                _import_face(
+                    store,
+                    report,
+                    existing,
+                    frame,
+                    sha,
+                    rec["name"],
                     box=rec["box"],
                     quality=rec["extra"],
                     status=rec["status"],
-                    detector="sentinelcam",
-                    meta={
-                        "sentinelcam": {k: rec[k] for k in ("date", "event", "timestamp", "objid", "source")}
-                        | {"sink": sink}
-                    },
+                    meta={"sentinelcam": {k: rec[k] for k in keys} | {"sink": sink}},
+                    embedder_id=embedder_id,
+                    embedding=vec,
                 )
-                if vec is not None and embedder_id:
-                    store.add_embedding(face_id, embedder_id, vec)
-                existing.add((image_id, rec["box"]))
-                report.faces_added += 1
     except StoreError as exc:
         raise LegacyError(f"{path}: {exc}") from None
     finally:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facefleet.errors import ConfigError, FacefleetError
+from facefleet.errors import FacefleetError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import ActiveRun
@@ -55,10 +55,7 @@ def has_tracking_store(ws: Workspace) -> bool:
 
 def experiment_name(ws: Workspace, name: str | None = None) -> str:
     """The experiment name: ``name`` or the config's ``mlflow.experiment``."""
-    name = name or (ws.config.get("mlflow") or {}).get("experiment") or "facefleet"
-    if not isinstance(name, str):
-        raise ConfigError(f"mlflow.experiment must be a string, got {name!r}")
-    return name
+    return name or ws.settings.mlflow.experiment
 
 
 def ensure_experiment(ws: Workspace, name: str | None = None) -> str:

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from facefleet.errors import ModelError
+from facefleet.clock import now_iso
 from facefleet.fileio import atomic_write_text
+from facefleet.registry.catalog import MlflowCatalog, VersionError, model_name, resolve_in
+from facefleet.registry.catalog import parse_ref as parse_any_ref
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
@@ -34,10 +36,6 @@ ALIASES = ("production", "validated", "experimental")
 AUDIT_NAME = "registry_audit.jsonl"
 VERSIONS_NAME = "versions.yaml"
 ACCURACY_KEYS = ("accuracy", "val_accuracy", "test_accuracy", "eval_accuracy")
-
-
-class VersionError(ModelError):
-    """A model version reference or alias move that cannot be honoured."""
 
 
 @dataclass
@@ -78,21 +76,12 @@ def accuracy_of(metrics: dict[str, float]) -> float | None:
 
 
 def parse_ref(ref: str | int) -> tuple[str, str | int]:
-    """Classify a reference: ``("version", 3)``, ``("alias", "production")``, ``("name", ...)``."""
-    if isinstance(ref, int):
-        return ("version", ref)
-    text = str(ref).strip()
-    if not text:
-        raise VersionError("empty model version reference")
-    if text.startswith("@"):
-        alias = text[1:]
-        if alias not in ALIASES:
-            raise VersionError(f"unknown alias {text!r}: expected one of @{', @'.join(ALIASES)}")
-        return ("alias", alias)
-    digits = text[1:] if text[:1] in ("v", "V") and text[1:].isdigit() else text
-    if digits.isdigit():
-        return ("version", int(digits))
-    return ("name", text)
+    """Classify a reference: ``("version", 3)``, ``("alias", "production")``, ``("name", ...)``;
+    only the known aliases are accepted."""
+    kind, value = parse_any_ref(ref)
+    if kind == "alias" and value not in ALIASES:
+        raise VersionError(f"unknown alias {str(ref).strip()!r}: expected one of @{', @'.join(ALIASES)}")
+    return kind, value
 
 
 def check_alias(alias: str) -> str:
@@ -109,10 +98,6 @@ def current_user() -> str:
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         user = os.environ.get("USER") or f"uid{os.getuid()}"
     return f"{user}@{socket.gethostname()}"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def alias_stack(entries: list[dict[str, Any]], alias: str) -> list[int]:
@@ -152,10 +137,6 @@ def diff_labels(a: list[str], b: list[str]) -> tuple[list[str], list[str]]:
 
 
 # -- MLflow access --------------------------------------------------------------------------
-
-
-def model_name(ws: Workspace) -> str:
-    return str((ws.config.get("registry") or {}).get("model_name") or "face_model")
 
 
 def _client(ws: Workspace) -> MlflowClient:
@@ -224,29 +205,14 @@ def list_versions(ws: Workspace) -> list[ModelVersionInfo]:
 
 
 def resolve_version(ws: Workspace, ref: str | int) -> ModelVersionInfo:
-    """The version a reference names: ``3``, ``v3``, ``@production`` or a human name."""
-    from mlflow.exceptions import MlflowException
-
-    kind, value = parse_ref(ref)
+    """The registered version a reference names: ``3``, ``v3``, ``@production`` or a human
+    name (resolved by ``facefleet.registry.catalog``, in the MLflow registry only)."""
+    parse_ref(ref)  # only the known aliases
     client = _client(ws)
     model = model_name(ws)
     aliases = _registered_aliases(client, model)
-    if kind == "alias":
-        if value not in aliases:
-            raise VersionError(f"no version of {model!r} holds @{value}")
-        mv = client.get_model_version(model, str(aliases[value]))
-    elif kind == "version":
-        try:
-            mv = client.get_model_version(model, str(value))
-        except MlflowException:
-            raise VersionError(f"{model!r} has no version {value}") from None
-    else:
-        matches = [mv for mv in _all_model_versions(client, model) if mv.tags.get("name") == value]
-        if not matches:
-            raise VersionError(f"{model!r} has no version named {value!r}")
-        # Retraining under the same name: the newest version wins (as train's lookup does).
-        mv = max(matches, key=lambda m: int(m.version))
-    return _info(client, mv, aliases)
+    version, _ = resolve_in(MlflowCatalog(ws, model, client), ref)
+    return _info(client, client.get_model_version(model, str(version)), aliases)
 
 
 # -- the audit log --------------------------------------------------------------------------

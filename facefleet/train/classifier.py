@@ -119,7 +119,7 @@ def _cv(y: np.ndarray, folds: int, seed: int):
 
 def centroid_cv_score(X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> float:
     """Cross-validated accuracy of nearest centroid (Euclidean) with the given folds."""
-    from facefleet.registry.bundle import pairwise_distances
+    from facefleet.registry.inference import pairwise_distances
 
     correct = 0
     for tr, te in _cv(y, folds, seed).split(X, y):
@@ -262,7 +262,7 @@ def svm_arrays(est) -> dict[str, np.ndarray]:
 def cv_predictions(X: np.ndarray, y: np.ndarray, fitted: Fitted, seed: int = 0) -> np.ndarray:
     """Cross-validated predictions of the chosen ranker (for the classification report);
     leave-one-out nearest face for the gallery method."""
-    from facefleet.registry.bundle import pairwise_distances
+    from facefleet.registry.inference import pairwise_distances
 
     X = np.asarray(X, dtype=np.float64)
     if fitted.method == "nearest":

@@ -7,6 +7,7 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from typing import Any
 import yaml
 
 from facefleet.errors import ConfigError
+from facefleet.settings import check_model_name, load_yaml
 from facefleet.train.classifier import SearchSpace
 from facefleet.train.thresholds import OpenSetParams
-from facefleet.workspace import load_yaml
 
 STATUSES = ("candidate", "selected", "in_use", "revoked")
 METHODS = ("auto", "svm", "centroid", "nearest")
 KERNELS = ("rbf", "linear")
+MAX_JOBS = 64  # worker processes of one grid search; more only thrashes a training server
 
 
 @dataclass
@@ -102,15 +104,21 @@ def _num_list(value: Any, key: str, where: str, positive: bool = True) -> tuple[
         raise ConfigError(f"{where}: '{key}' must be a number or a non-empty list of numbers")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (positive and v <= 0):
-            raise ConfigError(f"{where}: '{key}' values must be positive numbers, got {v!r}")
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or (positive and v <= 0)
+        ):
+            raise ConfigError(f"{where}: '{key}' values must be finite positive numbers, got {v!r}")
         out.append(float(v))
     return tuple(out)
 
 
-def _int(value: Any, key: str, where: str, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"{where}: '{key}' must be an integer >= {lo}, got {value!r}")
+def _int(value: Any, key: str, where: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
+        span = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise ConfigError(f"{where}: '{key}' must be an integer {span}, got {value!r}")
     return value
 
 
@@ -161,9 +169,10 @@ def config_from_dict(
         statuses = tuple(st)
     name = out.get("name", cfg.name)
     model_name = out.get("model_name", cfg.model_name)
-    for key, val in (("name", name), ("model_name", model_name)):
-        if val is not None and (not isinstance(val, str) or not val.strip() or "/" in val):
-            raise ConfigError(f"{where}: 'outputs.{key}' must be a plain name, got {val!r}")
+    if name is not None and (not isinstance(name, str) or not name.strip() or "/" in name):
+        raise ConfigError(f"{where}: 'outputs.name' must be a plain name, got {name!r}")
+    if model_name is not None:
+        check_model_name(model_name, where, "'outputs.model_name'")
 
     s = cfg.search
     kernels = s.kernels
@@ -188,7 +197,13 @@ def config_from_dict(
         gamma=_num_list(par["gamma"], "parameters.gamma", where) if "gamma" in par else s.gamma,
         cv_folds=_int(par.get("cv_folds", s.cv_folds), "parameters.cv_folds", where, 2),
         search=search,
-        n_jobs=_int(par.get("n_jobs", s.n_jobs), "parameters.n_jobs", where, 1),
+        n_jobs=_int(
+            par.get("n_jobs", s.n_jobs),
+            "parameters.n_jobs",
+            where,
+            1,
+            MAX_JOBS,
+        ),
         seed=_int(par.get("seed", s.seed), "parameters.seed", where, 0),
         method=method,
     )

@@ -19,7 +19,7 @@ import numpy as np
 from facefleet.errors import FacefleetError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from facefleet.registry.bundle import Bundle, Decision
+    from facefleet.registry.inference import Bundle, Decision
     from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,6 @@ def embed_folder(
     otherwise every face of every photo is a stranger (name ""). Returns X, names, counts.
     """
     from facefleet.vision.batch import analyse_files
-    from facefleet.vision.engine import VisionConfig
     from facefleet.vision.image import iter_image_files
 
     folder = Path(folder)
@@ -135,7 +134,7 @@ def embed_folder(
     counts = {"photos": len(items), "no_face": 0, "unreadable": 0}
     analyses = analyse_files(
         [path for _, path in items],
-        VisionConfig.from_workspace(ws),
+        ws.vision_config(),
         fallback=fallback,
         engine=ws.engine(),
         desc=f"embed {folder.name}",
@@ -183,14 +182,15 @@ def evaluate(
     fallback: bool = True,
     log_to_mlflow: bool = True,
 ) -> EvalResult:
-    """Evaluate the bundle ``model`` (see ``latest_bundle``) on a folder per person and an
-    optional folder of strangers; logged as an MLflow run."""
-    from facefleet.registry.bundle import load_bundle
+    """Evaluate the bundle ``model`` (a reference, see ``registry.catalog.resolve``) on a
+    folder per person and an optional folder of strangers; logged as an MLflow run."""
+    from facefleet.registry.catalog import bundle_path
+    from facefleet.registry.inference import load_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
-    from facefleet.train.pipeline import current_embedder_id, latest_bundle
+    from facefleet.train.pipeline import current_embedder_id
 
     embedder_id = current_embedder_id(ws)
-    path = latest_bundle(ws, model)
+    path = bundle_path(ws, model)
     bundle = load_bundle(
         path, load_public_key(public_key_path(ws.keys_dir)), expected_embedder_id=embedder_id
     )

@@ -1,27 +1,25 @@
 """A training run end to end: store -> model -> signed bundle -> MLflow run + model version.
 
-Owns ``train`` (the library call behind ``facefleet train``) and ``latest_bundle`` (how
-identify, deploy and the edge find a trained bundle: by version number, ``@alias`` or human
-name). Heavy imports (scikit-learn, mlflow, matplotlib) happen inside the functions that need
-them, so ``latest_bundle`` stays cheap.
+Owns ``train`` (the library call behind ``facefleet train``); finding a trained bundle again
+is ``facefleet.registry.catalog``. Heavy imports (scikit-learn, mlflow, matplotlib) happen
+inside the functions that need them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facefleet.errors import FacefleetError, ModelError
-from facefleet.registry.bundle import MANIFEST, pack_bundle, write_bundle
+from facefleet.clock import now_iso
+from facefleet.errors import ModelError
+from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +47,7 @@ class TrainResult:
 
 
 def model_name(ws: Workspace, override: str | None = None) -> str:
-    return str(override or (ws.config.get("registry") or {}).get("model_name") or "face_model")
+    return override or ws.model_name
 
 
 def current_embedder_id(ws: Workspace) -> str:
@@ -66,14 +64,12 @@ def signing_key(ws: Workspace):
     """The workspace's private signing key; a pair is created on first use when there is none
     at all (an existing key is never replaced)."""
     path = private_key_path(ws.keys_dir)
-    if not path.exists() and not (ws.keys_dir / "signing_key.pub.pem").exists():
+    if not path.exists() and not ws.public_key_path.exists():
         generate_keypair(ws.keys_dir)
-        log.warning("created a signing key pair in %s (devices need signing_key.pub.pem)", ws.keys_dir)
+        log.warning(
+            "created a signing key pair in %s (devices need %s)", ws.keys_dir, ws.public_key_path.name
+        )
     return load_private_key(path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # -- training -------------------------------------------------------------------------------
@@ -83,7 +79,7 @@ def train(
     """Train on the store's faces (statuses from the config) and publish a signed bundle."""
     from facefleet.train.config import load_config
 
-    config = config or load_config(workspace_train=ws.section("train") or None)
+    config = config or load_config(workspace_train=ws.settings.train or None)
     embedder_id = embedder_id or current_embedder_id(ws)
     store = ws.open_store()
     try:
@@ -146,19 +142,18 @@ def train_arrays(
         _log_training(mlflow, config, trained)
         version = _new_version(client, model, run.info.artifact_uri, run_id, human)
         try:
-            manifest = {
-                "format": 1,
-                "model": model,
-                "version": version,
-                "name": human,
-                "embedder_id": embedder_id,
-                "labels": trained.labels,
-                "thresholds": trained.thresholds,
-                "method": trained.fitted.method,
-                "metrics": {k: round(float(v), 6) for k, v in trained.metrics.items()},
-                "created": _now(),
-                "run_id": run_id,
-            }
+            manifest = build_manifest(
+                model=model,
+                version=version,
+                name=human,
+                embedder_id=embedder_id,
+                labels=trained.labels,
+                thresholds=trained.thresholds,
+                method=trained.fitted.method,
+                metrics=trained.metrics,
+                created=now_iso(zulu=True),
+                run_id=run_id,
+            )
             bundle_dir = write_bundle(
                 ws.models_dir / model / str(version),
                 manifest=manifest,
@@ -291,105 +286,3 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
         ):
             (Path(tmp) / fname).write_bytes(data)
             mlflow.log_artifact(str(Path(tmp) / fname), "plots")
-
-
-# -- finding bundles ---------------------------------------------------------------------------
-def _local_versions(ws: Workspace, model: str) -> list[int]:
-    folder = ws.models_dir / model
-    if not folder.is_dir():
-        return []
-    return sorted(
-        int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir() and (p / MANIFEST).is_file()
-    )
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _mlflow_client(ws: Workspace):
-    from facefleet.registry import tracking
-
-    return tracking.configure(ws)
-
-
-def _fetch_version(ws: Workspace, model: str, version: int) -> Path:
-    """The local bundle directory of ``version``, downloaded from the run's artifacts when
-    this machine does not hold it yet."""
-    dest = ws.models_dir / model / str(version)
-    if (dest / MANIFEST).is_file():
-        return dest
-    from mlflow.exceptions import MlflowException
-
-    client = _mlflow_client(ws)
-    try:
-        mv = client.get_model_version(model, str(version))
-    except MlflowException:
-        raise ModelError(f"model {model!r} has no version {version}") from None
-    if not mv.run_id:
-        raise ModelError(f"model {model} version {version} has no training run to fetch from")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=dest.parent))
-    try:
-        got = Path(client.download_artifacts(mv.run_id, "bundle", str(tmp)))
-        if not (got / MANIFEST).is_file():
-            raise ModelError(f"model {model} version {version}: its run holds no bundle")
-        if not dest.exists():  # else another process fetched it meanwhile
-            os.replace(got, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def latest_bundle(ws: Workspace, ref: str | int | None = None) -> Path:
-    """The bundle directory for ``ref``: None = newest version, a number (``3`` or ``v3``),
-    ``@alias`` (read from MLflow), or a human name (newest version with that name)."""
-    model = model_name(ws)
-    if ref is None:
-        local = _local_versions(ws, model)
-        if local:
-            return ws.models_dir / model / str(local[-1])
-        from facefleet.registry.tracking import has_tracking_store
-
-        if not has_tracking_store(ws):
-            raise ModelError(f"no trained model {model!r} yet: run 'facefleet train'")
-        try:
-            from mlflow.exceptions import MlflowException
-
-            versions = _mlflow_client(ws).search_model_versions(f"name='{model}'")
-        except (ImportError, FacefleetError, MlflowException):
-            versions = []
-        if not versions:
-            raise ModelError(f"no trained model {model!r} yet: run 'facefleet train'")
-        return _fetch_version(ws, model, max(int(v.version) for v in versions))
-    text = str(ref).strip()
-    if not text:
-        raise ModelError("empty model reference")
-    digits = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
-    if digits.isdigit():
-        return _fetch_version(ws, model, int(digits))
-    if text.startswith("@"):
-        from mlflow.exceptions import MlflowException
-
-        alias = text[1:]
-        try:
-            mv = _mlflow_client(ws).get_model_version_by_alias(model, alias)
-        except MlflowException:
-            raise ModelError(f"model {model!r} has no version with alias @{alias}") from None
-        return _fetch_version(ws, model, int(mv.version))
-    for v in reversed(_local_versions(ws, model)):
-        if _read_manifest(ws.models_dir / model / str(v)).get("name") == text:
-            return ws.models_dir / model / str(v)
-    try:
-        from mlflow.exceptions import MlflowException
-
-        found = _mlflow_client(ws).search_model_versions(f"name='{model}'")
-    except (ImportError, FacefleetError, MlflowException):
-        found = []
-    named = [int(v.version) for v in found if (v.tags or {}).get("name") == text]
-    if not named:
-        raise ModelError(f"no version of model {model!r} is named {text!r}")
-    return _fetch_version(ws, model, max(named))

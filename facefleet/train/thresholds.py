@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facefleet.registry.bundle import pairwise_distances
+from facefleet.registry.inference import pairwise_distances
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from facefleet.vision import detect as det
 from facefleet.vision.embed import CHIP_PADDING, CHIP_SIZE, Embedder, make_embedder
 from facefleet.vision.models import model_path
 from facefleet.vision.quality import Quality, measure_quality
+
+if TYPE_CHECKING:
+    from facefleet.settings import VisionSettings
 
 Detection = det.Detection
 
@@ -38,8 +41,16 @@ class VisionConfig:
         return cls(**known, cache_dir=cache_dir)
 
     @classmethod
-    def from_workspace(cls, ws) -> VisionConfig:
-        return cls.from_dict(ws.section("vision"), cache_dir=ws.cache_dir)
+    def from_settings(cls, v: VisionSettings, cache_dir: Path | None = None) -> VisionConfig:
+        return cls(
+            detector=v.detector,
+            upsample=v.upsample,
+            max_side=v.max_side,
+            fallback_detector=None if v.fallback_detector in (None, "", "none") else v.fallback_detector,
+            fallback_max_side=v.fallback_max_side,
+            embedder=v.embedder,
+            cache_dir=cache_dir,
+        )
 
 
 @dataclass

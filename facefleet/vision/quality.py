@@ -5,11 +5,14 @@ Pure functions of the aligned chip, the box and the 5 landmarks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from facefleet.settings import QualitySettings, parse_section
 
 
 @dataclass(frozen=True)
@@ -72,18 +75,20 @@ def measure_quality(chip: np.ndarray, box: tuple[int, int, int, int], landmarks:
     )
 
 
-def unusable_reason(q: Quality, cfg: dict[str, Any]) -> str | None:
+def unusable_reason(q: Quality, cfg: QualitySettings | Mapping[str, Any] | None = None) -> str | None:
     """Why a face is unusable for enrolment under the thresholds in ``cfg``, or None."""
-    min_px = int(cfg.get("min_face_px", 30))
+    if not isinstance(cfg, QualitySettings):
+        cfg = parse_section(QualitySettings, dict(cfg or {}), "quality thresholds", "quality.")
+    min_px = cfg.min_face_px
     if q.size_px < min_px:
         return f"face too small ({q.size_px} px < {min_px} px)"
-    min_sharp = float(cfg.get("min_sharpness", 15.0))
+    min_sharp = cfg.min_sharpness
     if q.sharpness < min_sharp:
         return f"too blurred (sharpness {q.sharpness:.1f} < {min_sharp:g})"
-    min_front = float(cfg.get("min_frontalness", 0.0))
+    min_front = cfg.min_frontalness
     if q.frontalness < min_front:
         return f"not frontal enough ({q.frontalness:.2f} < {min_front:g})"
-    lo, hi = float(cfg.get("min_brightness", 20.0)), float(cfg.get("max_brightness", 240.0))
+    lo, hi = cfg.min_brightness, cfg.max_brightness
     if q.brightness < lo:
         return f"too dark (brightness {q.brightness:.0f} < {lo:g})"
     if q.brightness > hi:

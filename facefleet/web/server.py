@@ -20,15 +20,20 @@ The server only serves files; devices verify signatures themselves.
 
 # No "from __future__ import annotations": FastAPI must see the closures in Annotated[...].
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from facefleet.errors import FacefleetError
+from facefleet.errors import BundleError, FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
 from facefleet.fleet import catalog, records, snapshots
+from facefleet.registry.catalog import ResolvedVersion, resolve
+from facefleet.registry.format import read_manifest
+
+if TYPE_CHECKING:
+    from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
 
@@ -54,7 +59,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def create_app(ws: Any) -> FastAPI:
+def create_app(ws: "Workspace") -> FastAPI:
     """The FastAPI application serving ``ws``'s bundles."""
     app = FastAPI(
         title="facefleet model server", version="1", description="Signed face-model bundles for edge devices."
@@ -77,11 +82,10 @@ def create_app(ws: Any) -> FastAPI:
             )
         return name
 
-    def bundle_for(model: str, ref: str) -> catalog.BundleRef:
+    def bundle_for(model: str, ref: str) -> ResolvedVersion:
         text = ref if ref[:1] in "@vV" or ref.isdigit() else f"@{ref}"
         try:
-            version = catalog.resolve_version_number(ws, model, text)
-            return catalog.find_bundle(ws, model, version)
+            return resolve(ws, text, model=model, fetch=False)
         except FacefleetError as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -100,10 +104,10 @@ def create_app(ws: Any) -> FastAPI:
     def manifest(model: str, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
         """The manifest (labels, thresholds, version, files) of a version or alias."""
         found = bundle_for(model, ref)
-        data = catalog.read_manifest_any(found.path)
-        if data is None:
-            raise HTTPException(500, f"bundle {found.path.name} has no readable manifest")
-        return data
+        try:
+            return read_manifest(found.path, need_files=False)
+        except BundleError:
+            raise HTTPException(500, f"bundle {found.path.name} has no readable manifest") from None
 
     @app.get(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz")
     def bundle(model: str, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
@@ -146,7 +150,7 @@ def create_app(ws: Any) -> FastAPI:
     return app
 
 
-def serve(ws: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(ws: "Workspace", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run the server until interrupted."""
     import uvicorn
 

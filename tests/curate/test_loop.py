@@ -19,10 +19,11 @@ from facefleet.curate import clusters as cl
 from facefleet.curate import labels
 from facefleet.curate.autotrain import autotrain
 from facefleet.curate.collect import collect
-from facefleet.registry.bundle import load_bundle
+from facefleet.registry.catalog import bundle_path
+from facefleet.registry.inference import load_bundle
 from facefleet.registry.keys import load_public_key
 from facefleet.registry.versions import audit_log, resolve_version
-from facefleet.train.pipeline import current_embedder_id, latest_bundle
+from facefleet.train.pipeline import current_embedder_id
 
 NEW = "pbs_speaker"
 
@@ -36,7 +37,7 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 
 
 def _bundle(ws, ref):
-    return load_bundle(latest_bundle(ws, ref), load_public_key(ws.keys_dir / "signing_key.pub.pem"))
+    return load_bundle(bundle_path(ws, ref), load_public_key(ws.keys_dir / "signing_key.pub.pem"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ def _train(ws, name: str):
     from facefleet.train.config import load_config
     from facefleet.train.pipeline import train
 
-    config = load_config(workspace_train=ws.section("train") or None)
+    config = load_config(workspace_train=ws.settings.train or None)
     config.name = name
     return train(ws, config)
 
@@ -21,8 +21,8 @@ def _train(ws, name: str):
 @pytest.fixture(scope="session")
 def edge_ws(tmp_path_factory, shared_data: Path):
     """(workspace, first TrainResult): version 1 installed as models/<model>/current."""
-    from facefleet.edge.model import install_version
     from facefleet.enrol import enroll, plan_folder
+    from facefleet.layout import switch
     from facefleet.registry.keys import generate_keypair
     from facefleet.workspace import Workspace
 
@@ -33,7 +33,7 @@ def edge_ws(tmp_path_factory, shared_data: Path):
     assert all(o.accepted for o in report.outcomes), report.outcomes
     generate_keypair(ws.keys_dir)
     first = _train(ws, "edge-one")
-    install_version(first.bundle_dir.parent, first.bundle_dir.name)
+    switch(first.bundle_dir.parent, first.bundle_dir.name)
     return ws, first
 
 
@@ -48,12 +48,12 @@ def second_bundle(edge_ws):
 def device_models(edge_ws, tmp_path):
     """A device-style models folder (copy): <tmp>/models/<model>/{1, current -> 1}."""
     ws, first = edge_ws
-    from facefleet.edge.model import install_version
+    from facefleet.layout import switch
 
     model_dir = tmp_path / "models" / first.model
     model_dir.mkdir(parents=True)
     shutil.copytree(first.bundle_dir, model_dir / str(first.version))
-    install_version(model_dir, str(first.version))
+    switch(model_dir, str(first.version))
     return model_dir
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from facefleet.edge.fetch import fetch_model
-from facefleet.edge.model import install_version, resolve_model
+from facefleet.edge.model import resolve_model
 from facefleet.errors import BundleError, DeployError
+from facefleet.layout import switch
 from facefleet.registry.keys import load_public_key
 
 
@@ -24,7 +25,7 @@ def server(start_device, ssh_env, tmp_path, edge_ws):
     model_dir = device.models_dir / first.model
     model_dir.mkdir(parents=True)
     shutil.copytree(first.bundle_dir, model_dir / str(first.version))
-    install_version(model_dir, str(first.version))
+    switch(model_dir, str(first.version))
     known = tmp_path / "known_hosts"
     known.write_text(device.host_key_line)
     yield {
@@ -74,7 +75,7 @@ def test_fetch_refuses_tampered_bundle_and_keeps_old(server, tmp_path):
     shutil.copytree(first.bundle_dir, remote_v)
     manifest = remote_v / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"version": 1', '"version": 7'))
-    install_version(server["model_dir"], "7")
+    switch(server["model_dir"], "7")
     with pytest.raises(BundleError, match="refused.*signature"):
         _fetch(server, local)
     model_dir = local / first.model

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from facefleet.edge.events import FACELIST_COLUMNS, read_events
-from facefleet.edge.model import install_version
 from facefleet.edge.recognize import RecognizeOptions, recognize
+from facefleet.layout import switch
 
 LIN = "lin_manuel_miranda"
 
@@ -171,10 +171,10 @@ def test_hot_reload_new_version_and_tampered_refused(
 
     def on_frame(frame, result):
         if frame.index == 100:
-            install_version(device_models, v2.name)
+            switch(device_models, v2.name)
             switched["v2"] = frame.index
         if frame.index == 190:
-            install_version(device_models, bad.name)
+            switch(device_models, bad.name)
             switched["bad"] = frame.index
 
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ import numpy as np
 
 def make_bundle(ws, version: int, *, name: str | None = None, model: str = "face_model") -> Path:
     """A small signed bundle (two people, centroid method) in the workspace's models dir."""
-    from facefleet.registry.bundle import write_bundle
+    from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import load_private_key, private_key_path
 
     rng = np.random.default_rng(version)

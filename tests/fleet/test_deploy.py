@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from testkit import known_hosts_for, write_inventory
 
+from facefleet import layout
 from facefleet.errors import BundleError
-from facefleet.fleet import device, records
+from facefleet.fleet import records
 from facefleet.fleet.deploy import deploy
 from facefleet.fleet.inventory import load_inventory
+from facefleet.registry.install import install
 
 
 def sha(path: Path) -> str:
@@ -208,17 +210,17 @@ def test_dry_run_changes_nothing(fleet, bundle_factory):
 
 
 def test_device_module_install_and_rollback_locally(workspace, bundle_factory, tmp_path):
-    from facefleet.registry.bundle import pack_bundle
+    from facefleet.registry.format import pack_bundle
     from facefleet.registry.keys import load_public_key, public_key_path
 
     key = load_public_key(public_key_path(workspace.keys_dir))
     models = tmp_path / "dev"
-    r1 = device.install(models, pack_bundle(bundle_factory(1), tmp_path / "b1.tar.gz"), key)
-    r2 = device.install(models, bundle_factory(2), key)
+    r1 = install(models, pack_bundle(bundle_factory(1), tmp_path / "b1.tar.gz"), key)
+    r2 = install(models, bundle_factory(2), key)
     assert (r1.old_version, r2.old_version) == (None, 1)
-    assert device.state(models, "face_model")["current"] == 2
-    assert device.rollback(models / "face_model") == (2, 1)
-    assert device.state(models, "face_model") == {
+    assert layout.state(models, "face_model")["current"] == 2
+    assert layout.rollback(models / "face_model") == (2, 1)
+    assert layout.state(models, "face_model") == {
         "model": "face_model",
         "current": 1,
         "previous": 2,

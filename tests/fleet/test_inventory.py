@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from facefleet.errors import ConfigError
-from facefleet.fleet.device import versions_to_prune
 from facefleet.fleet.inventory import parse_inventory
+from facefleet.layout import versions_to_prune
 
 INV = {
     "all": {

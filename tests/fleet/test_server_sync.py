@@ -18,7 +18,7 @@ from facefleet.edge import sync
 from facefleet.errors import BundleError
 from facefleet.fleet import records
 from facefleet.fleet.status import fleet_status, status_table
-from facefleet.registry.bundle import pack_bundle
+from facefleet.registry.format import pack_bundle
 from facefleet.registry.keys import load_public_key, public_key_path
 from facefleet.web.server import create_app, etag_matches
 

@@ -14,13 +14,8 @@ import numpy as np
 import pytest
 
 from facefleet.errors import BundleError, FacefleetError
-from facefleet.registry.bundle import (
-    load_bundle,
-    pack_bundle,
-    unpack_bundle,
-    verify_bundle,
-    write_bundle,
-)
+from facefleet.registry.format import pack_bundle, unpack_bundle, verify_bundle, write_bundle
+from facefleet.registry.inference import load_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, load_public_key
 
 EMBEDDER = "test-embedder:0123456789abcdef"
@@ -203,7 +198,7 @@ def test_numpy_svm_equals_sklearn(tmp_path, keys, kernel, n_people):
 
 def test_import_does_not_pull_server_packages():
     code = (
-        "import sys, facefleet.registry.bundle, facefleet.registry.keys;"
+        "import sys, facefleet.registry.format, facefleet.registry.inference, facefleet.registry.keys;"
         "bad=[m for m in ('sklearn','mlflow','pandas') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -147,7 +147,7 @@ def test_baselines_from_store_separate_people(ws, embedder_id, tmp_path):
 
 
 def test_baselines_from_a_signed_bundle(ws, embedder_id, tmp_path):
-    from facefleet.registry import bundle as bundle_mod
+    from facefleet.registry import format as bundle_mod
     from facefleet.registry import keys
 
     if not (keys.public_key_path(ws.keys_dir)).exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facefleet.registry.bundle import pairwise_distances, softmax_scores
+from facefleet.registry.inference import pairwise_distances, softmax_scores
 from facefleet.train.thresholds import (
     OpenSetParams,
     choose_threshold,

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from facefleet.errors import BundleError, ModelError
-from facefleet.registry.bundle import load_bundle, verify_bundle, write_bundle
+from facefleet.registry.catalog import bundle_path
+from facefleet.registry.format import verify_bundle, write_bundle
+from facefleet.registry.inference import load_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, load_public_key
 from facefleet.train.classifier import SearchSpace
 from facefleet.train.config import load_config
 from facefleet.train.evaluate import evaluate_bundle, log_evaluation
 from facefleet.train.model import build_model
-from facefleet.train.pipeline import latest_bundle, train_arrays
+from facefleet.train.pipeline import train_arrays
 from facefleet.train.thresholds import OpenSetParams
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "gamma4.yaml"
@@ -165,18 +167,18 @@ def test_published_bundle_verifies_and_is_found(trained_ws, real_data):
     with pytest.raises(BundleError, match="made for embedder"):
         load_bundle(res.bundle_dir, public, expected_embedder_id="dlib-resnet-v1:other")
     for ref in (None, 1, "1", "v1", "@experimental", "gamma4"):
-        assert latest_bundle(ws, ref) == res.bundle_dir
+        assert bundle_path(ws, ref) == res.bundle_dir
     with pytest.raises(ModelError, match="no version"):
-        latest_bundle(ws, 9)
+        bundle_path(ws, 9)
     with pytest.raises(ModelError, match="named"):
-        latest_bundle(ws, "nobody")
+        bundle_path(ws, "nobody")
 
 
 def test_evaluation_is_logged(trained_ws, real_data):
     from mlflow.tracking import MlflowClient
 
     ws, res = trained_ws
-    bundle = load_bundle(latest_bundle(ws), load_public_key(ws.keys_dir / "signing_key.pub.pem"))
+    bundle = load_bundle(bundle_path(ws), load_public_key(ws.keys_dir / "signing_key.pub.pem"))
     result = evaluate_bundle(bundle, real_data.test.X, real_data.test.names, real_data.strangers.X[3:])
     run_id = log_evaluation(ws, result)
     client = MlflowClient(tracking_uri=ws.tracking_uri)
@@ -206,10 +208,10 @@ def test_second_version_and_refetch_from_mlflow(trained_ws, real_data):
         ws, real_data.celeb_train.X, real_data.celeb_train.names, embedder_id=EMBEDDER, config=cfg
     )
     assert res.version == 2 and res.method == "centroid"
-    assert latest_bundle(ws) == res.bundle_dir
-    assert latest_bundle(ws, "@experimental") == res.bundle_dir
-    assert latest_bundle(ws, "gamma4") == first.bundle_dir
+    assert bundle_path(ws) == res.bundle_dir
+    assert bundle_path(ws, "@experimental") == res.bundle_dir
+    assert bundle_path(ws, "gamma4") == first.bundle_dir
     shutil.rmtree(first.bundle_dir)  # a server that never held version 1 locally
-    got = latest_bundle(ws, 1)
+    got = bundle_path(ws, 1)
     assert got == first.bundle_dir
     verify_bundle(got, load_public_key(ws.keys_dir / "signing_key.pub.pem"))

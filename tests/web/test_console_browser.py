@@ -186,6 +186,30 @@ def test_admin_promotes_with_a_reason(browser, server, console_ws):
     assert "checked on the pbs clip" in browser.find_element(By.ID, "history").text
 
 
+def test_admin_deploys_to_a_group_and_watches_it(browser, server, console_ws, console_devices):
+    from facefleet.fleet import status
+    from facefleet.layout import CURRENT, link_target
+
+    devices, _ = console_devices
+    sign_in(browser, server, "ada", "/fleet")
+    form = browser.find_element(By.ID, "deploy-form")
+    Select(form.find_element(By.NAME, "alias")).select_by_visible_text("production")
+    Select(form.find_element(By.NAME, "group")).select_by_visible_text("cams")
+    form.find_element(By.TAG_NAME, "button").click()
+    wait(browser).until(lambda d: "/fleet/jobs/" in d.current_url)
+    # the job fragment polls every second until the deployment ends
+    wait(browser, 120).until(lambda d: d.find_element(By.ID, "job-state").text in ("done", "failed"))
+    job = browser.find_element(By.ID, "job").text
+    assert browser.find_element(By.ID, "job-state").text == "done", job
+    for name, dev in devices.items():
+        assert name in job
+        assert link_target(dev.models_dir / "face_model" / CURRENT) is not None
+    rows = {r.host: r for r in status.fleet_status(console_ws)}
+    assert all(rows[name].last_result == "ok" for name in devices)
+    browser.get(server + "/fleet")
+    assert "gate-cam" in browser.page_source and "cams" in browser.page_source
+
+
 @pytest.mark.parametrize(
     "page", ["/review", "/review?tab=candidates", "/people", "/models", "/models/1", "/fleet", "/events"]
 )

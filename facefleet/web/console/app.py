@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,7 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from facefleet.errors import ConfigError, FacefleetError
+from facefleet.errors import FacefleetError
 from facefleet.web.console import accounts, auth, files
 
 log = logging.getLogger(__name__)
@@ -31,39 +30,6 @@ WRONG_LOGIN = "wrong name or password"
 API_PATHS = ("/v1", "/health", "/docs", "/openapi.json", "/redoc", "/static")
 
 
-@dataclass(frozen=True)
-class ConsoleSettings:
-    """The ``console:`` section of ``facefleet.yaml``."""
-
-    session_hours: float = 12.0
-    max_upload_mb: float = 20.0
-    secure_cookie: bool = False  # set when the console is behind HTTPS
-    page_size: int = 20
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any] | None) -> ConsoleSettings:
-        data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"console: unknown setting(s) {', '.join(sorted(unknown))}")
-        try:
-            out = cls(
-                session_hours=float(data.get("session_hours", cls.session_hours)),
-                max_upload_mb=float(data.get("max_upload_mb", cls.max_upload_mb)),
-                secure_cookie=bool(data.get("secure_cookie", cls.secure_cookie)),
-                page_size=int(data.get("page_size", cls.page_size)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"console: {exc}") from None
-        if out.session_hours <= 0 or out.max_upload_mb <= 0 or not 1 <= out.page_size <= 500:
-            raise ConfigError("console: session_hours and max_upload_mb must be > 0, page_size 1..500")
-        return out
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-
 class Console:
     """What every page needs: the workspace, settings, sessions, templates, the embedder id."""
 
@@ -71,7 +37,7 @@ class Console:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
 
         self.ws = ws
-        self.settings = ConsoleSettings.from_mapping(ws.section("console"))
+        self.settings = ws.settings.console
         self.sessions = auth.Sessions(
             auth.load_secret(ws.keys_dir), self.settings.session_hours, self.settings.secure_cookie
         )

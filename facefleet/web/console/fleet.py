@@ -50,7 +50,7 @@ class Jobs:
     def inventory_path(self) -> Path:
         from facefleet.fleet.inventory import default_inventory_path
 
-        return default_inventory_path(self.ws.root, (self.ws.config.get("fleet") or {}).get("inventory"))
+        return default_inventory_path(self.ws.root, self.ws.settings.fleet.inventory)
 
     def inventory(self) -> Any | None:
         from facefleet.fleet.inventory import load_inventory
@@ -78,8 +78,6 @@ class Jobs:
     def _run(self, job: Job, inventory: Any, bundle: Path) -> None:
         from facefleet.fleet.deploy import deploy
 
-        fleet_cfg = self.ws.config.get("fleet") or {}
-
         def progress(host: str, what: Any) -> None:
             with self.lock:
                 if isinstance(what, str):
@@ -105,7 +103,7 @@ class Jobs:
                 inventory,
                 bundle,
                 group=job.group,
-                known_hosts=fleet_cfg.get("known_hosts"),
+                known_hosts=self.ws.settings.fleet.known_hosts,
                 upload_hook=uploaded,
                 progress=progress,
             )

@@ -11,9 +11,9 @@ from urllib.parse import unquote, urlparse
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from facefleet.errors import FacefleetError
-from facefleet.fleet import catalog
+from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry import versions as reg
+from facefleet.registry.format import read_manifest
 from facefleet.web.console import auth
 from facefleet.web.console.app import console_of, writer
 
@@ -41,8 +41,12 @@ def summary_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def _manifest(c: Any, info: reg.ModelVersionInfo) -> dict[str, Any]:
+    """The version's manifest from the workspace's models folder ({} when it is not there)."""
     path = Path(c.ws.models_dir) / info.model / str(info.version)
-    return catalog.read_manifest_any(path) or {}
+    try:
+        return read_manifest(path, need_files=False)
+    except BundleError:
+        return {}
 
 
 def _plots(c: Any, info: reg.ModelVersionInfo) -> list[dict[str, str]]:

@@ -101,7 +101,7 @@ def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
         hit = c.cache.get("candidates")
     if hit and hit[0] == key and hit[1] >= limit:
         return hit[2][:limit]
-    found = cand.list_candidates(st, emb, cand.Filters(), quality_cfg=c.ws.section("quality"), limit=limit)
+    found = cand.list_candidates(st, emb, cand.Filters(), quality_cfg=c.ws.settings.quality, limit=limit)
     with c.cache_lock:
         c.cache["candidates"] = (key, limit, found)
     return found
