@@ -10,8 +10,8 @@ import pytest
 from facefleet.cli.main import main
 from facefleet.errors import ConfigError, FacefleetError
 from facefleet.fleet import snapshots
+from facefleet.settings import Settings
 from facefleet.web.console import accounts, files
-from facefleet.web.console.app import ConsoleSettings
 from facefleet.web.console.models import summary_metrics
 
 
@@ -66,14 +66,18 @@ def test_crop_box_and_safe_name():
 
 
 def test_settings_are_validated():
-    assert ConsoleSettings.from_mapping(None).max_upload_bytes == 20 * 1024 * 1024
-    assert ConsoleSettings.from_mapping({"page_size": "30"}).page_size == 30
-    with pytest.raises(ConfigError, match="unknown"):
-        ConsoleSettings.from_mapping({"sesion_hours": 3})
-    with pytest.raises(ConfigError):
-        ConsoleSettings.from_mapping({"max_upload_mb": -1})
-    with pytest.raises(ConfigError):
-        ConsoleSettings.from_mapping({"page_size": "many"})
+    def console(**values):
+        return Settings.from_mapping({"console": values}).console
+
+    assert console().max_upload_bytes == 20 * 1024 * 1024
+    assert console(page_size=30).page_size == 30
+    assert Settings.from_mapping({"fleet": {"known_hosts": "/k"}}).fleet.known_hosts == "/k"
+    with pytest.raises(ConfigError, match="sesion_hours"):
+        console(sesion_hours=3)
+    with pytest.raises(ConfigError, match="max_upload_mb"):
+        console(max_upload_mb=-1)
+    with pytest.raises(ConfigError, match="page_size"):
+        console(page_size="many")
 
 
 def test_summary_metrics_finds_prefixed_keys():
