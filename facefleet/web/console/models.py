@@ -66,6 +66,41 @@ def _plots(c: Any, info: reg.ModelVersionInfo) -> list[dict[str, str]]:
     return out
 
 
+def _registry_key(ws: Any) -> tuple | None:
+    """A signature of the registry's state: the MLflow SQLite files and the audit log (None
+    for a tracking server, whose changes cannot be seen from here)."""
+    uri = ws.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :])
+    parts = []
+    for path in (db, db.with_name(db.name + "-wal"), reg.audit_path(ws)):
+        try:
+            st = path.stat()
+            parts.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
+
+
+def _memo(c: Any, name: str, compute: Any) -> Any:
+    """``compute()``, remembered while the registry is unchanged (MLflow reads are the slow
+    part of these pages; any promote, rollback or training changes the signature)."""
+    key = _registry_key(c.ws)
+    if key is None:
+        return compute()
+    with c.cache_lock:
+        hit = c.cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = compute()
+    with c.cache_lock:
+        if len(c.cache) > 256:
+            c.cache.clear()
+        c.cache[name] = (key, value)
+    return value
+
+
 def _versions(c: Any) -> list[reg.ModelVersionInfo]:
     from facefleet.registry.tracking import has_tracking_store
 
@@ -81,7 +116,7 @@ def _versions(c: Any) -> list[reg.ModelVersionInfo]:
 def models(request: Request) -> Response:
     auth.current(request)
     c = console_of(request)
-    infos = _versions(c)
+    infos = _memo(c, "registry:versions", lambda: _versions(c))
     rows = [{"info": i, "summary": summary_metrics(i.metrics)} for i in infos]
     holders = {a: next((i.version for i in infos if a in i.aliases), None) for a in reg.ALIASES}
     history = list(reversed(reg.audit_log(c.ws)))[:100]
@@ -104,7 +139,7 @@ def diff(request: Request) -> Response:
     if not a or not b:
         raise HTTPException(400, "choose two versions to compare")
     try:
-        d = reg.diff(c.ws, a, b)
+        d = _memo(c, f"registry:diff:{a}:{b}", lambda: reg.diff(c.ws, a, b))
     except FacefleetError as exc:
         raise HTTPException(404, str(exc)) from None
     # the thresholds from the local bundles when MLflow holds no manifest
@@ -122,7 +157,7 @@ def version(version: int, request: Request) -> Response:
     auth.current(request)
     c = console_of(request)
     try:
-        info = reg.resolve_version(c.ws, version)
+        info = _memo(c, f"registry:version:{version}", lambda: reg.resolve_version(c.ws, version))
     except FacefleetError as exc:
         raise HTTPException(404, str(exc)) from None
     manifest = _manifest(c, info)
