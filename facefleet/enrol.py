@@ -12,12 +12,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from facefleet.errors import FacefleetError
+from facefleet.errors import FacefleetError, StoreError
 from facefleet.fileio import sha256_file
 from facefleet.settings import QualitySettings, to_mapping
+from facefleet.store import check_person_name
 from facefleet.store.ingest import ingest_found_face, keep_copy
 from facefleet.vision.batch import FoundFace, ImageAnalysis, analyse_files
-from facefleet.vision.image import is_image_name
+from facefleet.vision.image import MAX_FILE_BYTES, is_image_name
 from facefleet.vision.quality import Quality, unusable_reason
 from facefleet.workspace import Workspace
 
@@ -110,6 +111,8 @@ def choose_face(
 ) -> tuple[FoundFace | None, str | None]:
     """The one usable face of an enrolment photo, or why there is none."""
     if analysis.error:
+        if "image too small" in analysis.error or "crashed the face engine" in analysis.error:
+            return None, analysis.error.removeprefix(f"{analysis.path}: ")
         return None, f"unreadable: {analysis.error}"
     faces = analysis.faces
     if not faces:
@@ -159,9 +162,15 @@ def enroll(
         for name, path in items:
             path = Path(path)
             try:
-                sha = sha256_file(path)
+                name = check_person_name(name)
+            except StoreError as exc:
+                report.outcomes.append(PhotoOutcome(str(path), repr(name)[1:-1][:60], False, str(exc)))
+                continue
+            try:
+                sha = sha256_file(path, max_bytes=MAX_FILE_BYTES)
             except OSError as exc:
-                report.outcomes.append(PhotoOutcome(str(path), name, False, f"unreadable: {exc}"))
+                reason = f"unreadable: {_os_reason(path, exc)}"
+                report.outcomes.append(PhotoOutcome(str(path), name, False, reason))
                 continue
             cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
             if cached is not None:
@@ -188,11 +197,12 @@ def enroll(
             analysis = analyses[str(path)]
             face, reason = choose_face(analysis, quality_cfg, largest=largest)
             if face is None:
-                if not (analysis.error and "no such file" in analysis.error):
+                # a missing file or a crash may be gone next time: only cache real rejections
+                if not (analysis.error and ("no such file" in analysis.error or "crashed" in analysis.error)):
                     store.record_rejection(sha, settings, reason or "rejected")
                 report.outcomes.append(PhotoOutcome(str(path), name, False, reason))
                 continue
-            report.outcomes.append(_accept(ws, store, name, path, sha, face, embedder_id, source))
+            report.outcomes.append(_accept(ws, store, name, path, sha, face, embedder_id, source, settings))
     finally:
         store.close()
     return report
@@ -229,8 +239,21 @@ def _cached_outcome(store, name, path, sha, embedder_id, settings) -> PhotoOutco
     return None
 
 
-def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, source) -> PhotoOutcome:
+def _os_reason(path: Path, exc: OSError) -> str:
+    if isinstance(exc, FacefleetError):  # NotARegularFileError: already says what and where
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file"
+    return f"{path}: {(exc.strerror or str(exc)).lower()}"
+
+
+def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, source, settings) -> PhotoOutcome:
     with store.transaction():
+        # checked again inside the write transaction: another enrol run may have taken this
+        # photo since (BEGIN IMMEDIATE serialises the check and the insert)
+        cached = _cached_outcome(store, name, path, sha, embedder_id, settings)
+        if cached is not None:
+            return cached
         person_id = store.add_person(name)
         copy = keep_copy(path, ws.few_shot_dir / person_id, sha)
         got = ingest_found_face(

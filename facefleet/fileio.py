@@ -6,16 +6,58 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
+from typing import BinaryIO
+
+from facefleet.errors import FacefleetError
+
+
+class NotARegularFileError(FacefleetError, OSError):
+    """A path that is a folder, a device, a FIFO or a socket where a file's bytes were expected
+    (reading ``/dev/zero`` or a FIFO would never end), or a file over the size limit."""
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: Path | str, max_bytes: int | None = None) -> BinaryIO:
+    """Open a regular file for reading, refusing anything whose read might never end.
+
+    The open is non-blocking (a FIFO without a writer would block ``open`` itself); the type
+    is checked on the opened descriptor, so a path swapped after a ``stat`` cannot slip by.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
+            raise NotARegularFileError(f"{path}: {kind}, not a regular file")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise NotARegularFileError(
+                f"{path}: file too large ({info.st_size / 1e6:.0f} MB > {max_bytes / 1e6:.0f} MB)"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path | str, chunk: int = 1 << 20, max_bytes: int | None = None) -> str:
+    """sha256 of a regular file (``NotARegularFileError`` for a device, FIFO, folder)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, max_bytes) as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()

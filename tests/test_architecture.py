@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "facefleet"
 # Units in one layer are independent of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("fileio", "progress", "layout", "clock", "texttable", "formats", "settings", "__init__"),
+    ("fileio", "progress", "layout", "clock", "texttable", "formats", "settings", "lifetime", "__init__"),
     ("ssh",),
     ("vision", "store"),
     ("workspace",),

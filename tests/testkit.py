@@ -158,3 +158,107 @@ def known_hosts_for(path: Path, devices) -> Path:
     path.write_text("".join(d.host_key_line for d in devices))
     os.chmod(path, 0o600)
     return path
+
+
+# -- processes ---------------------------------------------------------------------------------
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process, None when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))) is not None:
+            children.setdefault(st[1], []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids still running (a zombie nobody reaps counts as gone)."""
+    return {p for p in pids if (st := _proc_stat(p)) is not None and st[0] not in ("Z", "X")}
+
+
+def wait_for(predicate, timeout: float, step: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+# -- store consistency ------------------------------------------------------------------------
+def store_counts(ws) -> dict[str, int]:
+    """Rows per table, and the consistency checks (each 0 when consistent)."""
+    conn = sqlite3.connect(ws.root / "facefleet.db")
+    try:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        counts = {t: one(f"SELECT COUNT(*) FROM {t}") for t in ("people", "images", "faces", "embeddings")}
+        counts["faces without embedding"] = one(
+            "SELECT COUNT(*) FROM faces WHERE id NOT IN (SELECT face_id FROM embeddings)"
+        )
+        counts["images without face"] = one(
+            "SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM faces)"
+        )
+        paths = [r[0] for r in conn.execute("SELECT path FROM images")]
+    finally:
+        conn.close()
+    counts["images missing on disk"] = sum(not Path(p).is_file() for p in paths)
+    return counts
+
+
+def consistent(counts: dict[str, int]) -> bool:
+    return (
+        counts["faces without embedding"] == 0
+        and counts["images without face"] == 0
+        and counts["images missing on disk"] == 0
+    )
+
+
+# -- bundles --------------------------------------------------------------------------------
+def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = "face_model") -> Path:
+    """A small real signed bundle (two people, centroid method) written with the bundle API."""
+    import numpy as np
+
+    from facefleet.registry.format import write_bundle
+    from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+    from facefleet.vision.embed import dlib_embedder_id
+
+    if not private_key_path(ws.keys_dir).is_file():
+        generate_keypair(ws.keys_dir)
+    gallery = np.random.default_rng(version).normal(size=(4, 128)).astype(np.float32)
+    manifest = {
+        "format": 1,
+        "model": model,
+        "version": version,
+        "name": f"gen{version}",
+        "embedder_id": dlib_embedder_id(),  # install and package check the device has it
+        "labels": ["alice", "bob"],
+        "thresholds": {"alice": 0.6, "bob": 0.6},
+        "method": "centroid",
+        "metrics": {},
+        "created": "2026-01-01T00:00:00+00:00",
+    }
+    arrays = {
+        "gallery": gallery,
+        "gallery_labels": np.array([0, 0, 1, 1], dtype=np.int32),
+        "centroids": np.stack([gallery[:2].mean(0), gallery[2:].mean(0)]).astype(np.float32),
+        "temperature": np.array(1.0, dtype=np.float32),
+    }
+    key = load_private_key(private_key_path(ws.keys_dir))
+    out = folder or ws.models_dir / model / str(version)
+    return write_bundle(out, manifest=manifest, arrays=arrays, private_key=key)

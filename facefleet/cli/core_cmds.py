@@ -83,7 +83,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         items = plan_folder(args.folder)
     elif args.flat:
         items = plan_flat(args.flat)
-    elif args.name and args.images:
+    elif args.name is not None and args.images:
         items = [(args.name, Path(img)) for img in args.images]
     else:
         raise FacefleetError("give NAME IMG [IMG...], --folder DIR or --flat DIR")
@@ -189,6 +189,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
             for face in res["faces"]:
                 name = face["name"] or f"unknown (nearest {face['candidate']})"
                 print(f"{res['path']}: {name}  distance {face['distance']:.3f}  box {face['box']}")
+    if all(res["error"] for res in results):
+        print(f"facefleet: error: none of the {len(results)} inputs could be read", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -139,8 +139,10 @@ def face_from_crop(engine, rgb: np.ndarray) -> CropFace:
 
 def face_in_box(engine, rgb: np.ndarray, box: tuple[int, int, int, int], *, detector: str) -> CropFace:
     """Landmarks, chip, quality and embedding of the face inside a known box."""
+    from facefleet.vision.engine import check_image
     from facefleet.vision.quality import measure_quality
 
+    rgb = check_image(rgb)
     points = engine.landmarks(rgb, box)
     chip = engine.chip(rgb, points, box)
     vec = engine.embed_chips([chip])[0]

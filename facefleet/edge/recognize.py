@@ -297,7 +297,13 @@ def recognize(
                 pipeline.set_model(new_bundle)
                 versions.append(new_bundle.version)
 
-            result = pipeline.process(frame.bgr, frame.index)
+            try:
+                result = pipeline.process(frame.bgr, frame.index)
+            except Exception as exc:  # one bad frame (engine error) must not end the run
+                stats.frame_errors += 1
+                log.warning("frame %s skipped: %s", frame.index, exc)
+                stats.frames += 1
+                continue
             for stage, secs in result.timings.items():
                 stats.add(stage, secs)
             stats.embeddings += result.embedded

@@ -33,6 +33,7 @@ class RunStats:
         self.frames = 0
         self.embeddings = 0
         self.dropped = 0
+        self.frame_errors = 0  # frames the face engine failed on (skipped, the run went on)
         self._wall0 = time.perf_counter()
         self._cpu0 = time.process_time()
         self._wall1: float | None = None
@@ -68,6 +69,7 @@ class RunStats:
             "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else 0.0,
             "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             "dropped_frames": self.dropped,
+            "frame_errors": self.frame_errors,
             "cores": os.cpu_count(),
             "stages": stages,
         }
@@ -85,7 +87,7 @@ def format_table(summary: dict[str, Any]) -> str:
         f"frames {summary['frames']}  in {summary['seconds']:.1f} s  ->  {summary['fps']:.1f} FPS",
         f"embeddings {summary['embeddings']} ({summary['embeddings_per_s']:.2f}/s)   "
         f"CPU {summary['cpu_percent']:.0f} %   peak RSS {summary['peak_rss_mb']:.0f} MB   "
-        f"dropped {summary['dropped_frames']}",
+        f"dropped {summary['dropped_frames']}   frame errors {summary.get('frame_errors', 0)}",
         f"{'stage':<10}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}",
     ]
     for name, s in summary["stages"].items():

@@ -29,7 +29,8 @@ from facefleet.errors import BundleError, DeployError
 from facefleet.fileio import sha256_file
 from facefleet.fleet.inventory import Host, Inventory
 from facefleet.layout import q
-from facefleet.registry.format import SIGNED_FILES, verify
+from facefleet.registry.format import SIGNED_FILES
+from facefleet.registry.inference import verify_complete
 from facefleet.ssh import SshTarget, connect, known_hosts_path
 from facefleet.texttable import text_table
 
@@ -133,7 +134,7 @@ def command_env(host: Host, payload: Payload) -> str:
 
 def bundle_payload(bundle_dir: Path, public_key: Any | None) -> Payload:
     """The files of a verified, unpacked bundle."""
-    manifest = verify(bundle_dir, public_key)
+    manifest = verify_complete(bundle_dir, public_key)  # what the device will check
     files = {p.name: p for p in sorted(Path(bundle_dir).iterdir())}
     sums = dict(manifest["files"])
     for name in SIGNED_FILES:

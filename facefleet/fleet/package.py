@@ -18,7 +18,8 @@ from typing import Any
 from facefleet import layout
 from facefleet.errors import FacefleetError
 from facefleet.fileio import atomic_write_bytes, atomic_write_text, sha256_file
-from facefleet.registry.format import SIGNED_FILES, sha256sum_lines, verify
+from facefleet.registry.format import SIGNED_FILES, sha256sum_lines
+from facefleet.registry.inference import verify_complete
 from facefleet.settings import PUBLIC_KEY_NAME
 
 
@@ -58,7 +59,7 @@ def make_package(
         src = Path(bundle)
         if src.is_file():
             src = unpack_bundle(src, Path(tmp) / "bundle")
-        manifest = verify(src, key)  # never package something that would not install
+        manifest = verify_complete(src, key)  # never package something that would not install
         model, version = manifest["model"], int(manifest["version"])
         archive = f"{model}-{version}.tar.gz"
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

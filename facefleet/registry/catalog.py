@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 ALIASES_FILE = "aliases.json"
 DEFAULT_MODEL = "face_model"
 MAX_SCAN = 10_000  # files examined when scanning a models folder
+BUNDLE_TAG = "facefleet.bundle"  # on an MLflow model version: "pending" until its bundle is complete
+PENDING, COMPLETE = "pending", "complete"
+
+
+def _complete(mv: Any) -> bool:
+    """False for a version a killed training run left registered without its bundle."""
+    return (mv.tags or {}).get(BUNDLE_TAG) != PENDING
 
 
 class VersionError(ModelError):
@@ -236,7 +243,7 @@ class MlflowCatalog:
         return out
 
     def versions(self) -> list[int]:
-        return sorted(int(mv.version) for mv in self._all())
+        return sorted(int(mv.version) for mv in self._all() if _complete(mv))
 
     def alias(self, alias: str) -> int | None:
         from mlflow.exceptions import MlflowException
@@ -247,7 +254,9 @@ class MlflowCatalog:
             return None
 
     def named(self, name: str) -> list[int]:
-        return sorted(int(mv.version) for mv in self._all() if (mv.tags or {}).get("name") == name)
+        return sorted(
+            int(mv.version) for mv in self._all() if (mv.tags or {}).get("name") == name and _complete(mv)
+        )
 
     def has(self, version: int) -> bool:
         from mlflow.exceptions import MlflowException
@@ -270,6 +279,8 @@ class MlflowCatalog:
             mv = self.client.get_model_version(self.model, str(version))
         except MlflowException:
             return None
+        if not _complete(mv):
+            raise ModelError(f"{self.model} v{version} is incomplete (its training did not finish)")
         if not mv.run_id:
             raise ModelError(f"model {self.model} version {version} has no training run to fetch from")
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facefleet.errors import BundleError
-from facefleet.registry.format import MODEL_FILE, load_arrays, unpack_bundle, verify_bundle
+from facefleet.errors import BundleError, FacefleetError
+from facefleet.registry.format import MODEL_FILE, load_arrays, unpack_bundle, verify, verify_bundle
 
 METHODS = ("svm", "centroid", "nearest")
 _CHUNK = 1024  # rows per block when classifying: bounds the distance matrix in memory
@@ -247,3 +247,26 @@ def load_bundle(path: Path, public_key: Any, expected_embedder_id: str | None = 
             "bundle built for this embedder"
         )
     return Bundle(manifest, arrays, path)
+
+
+def verify_complete(
+    bundle_dir: Path, public_key: Any | None, *, check_embedder: bool = True
+) -> dict[str, Any]:
+    """Everything ``recognize`` will check, for an unpacked bundle, before anything is switched
+    or shipped: signature (when a key is given) and every sha256 (:func:`verify`), plain
+    arrays (no pickle) that make a usable classifier, and an embedder this installation has
+    (skipped with ``check_embedder`` False, or where the face models are not installed).
+    Every load path (device install, ``edge sync``, push deploy, ``package``) calls it."""
+    bundle_dir = Path(bundle_dir)
+    manifest = verify(bundle_dir, public_key)
+    Bundle(manifest, load_arrays(bundle_dir / MODEL_FILE), bundle_dir)
+    if check_embedder:
+        try:
+            from facefleet.vision.embed import unsupported_embedder
+
+            reason = unsupported_embedder(manifest.get("embedder_id"))
+        except (ImportError, OSError, FacefleetError):  # no face models here: cannot tell
+            reason = None
+        if reason:
+            raise BundleError(f"{bundle_dir}: {reason}; retrain or deploy a bundle built for it")
+    return manifest

@@ -31,6 +31,7 @@ from facefleet.layout import (
     switch,
 )
 from facefleet.registry.format import unpack_bundle, verify
+from facefleet.registry.inference import verify_complete
 
 
 @dataclass
@@ -77,10 +78,13 @@ def install(
     *,
     keep: int = DEFAULT_KEEP,
     switch_current: bool = True,
+    check_embedder: bool = True,
 ) -> InstallResult:
     """Unpack ``source`` (bundle dir or .tar.gz), verify it, move it into place, switch, prune.
 
-    With ``public_key`` None only the sha256s are checked (the caller has said so explicitly).
+    Verification is :func:`~facefleet.registry.inference.verify_complete` (what ``recognize``
+    checks: signature, sha256s, loadable arrays, an embedder this device has). With
+    ``public_key`` None the signature is skipped (the caller has said so explicitly).
     On any failure nothing changes: the temporary directory is removed and ``current`` stays.
     """
     models_dir, source = Path(models_dir), Path(source)
@@ -90,7 +94,7 @@ def install(
     staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=models_dir))
     try:
         _unpack(source, staging)
-        manifest = verify(staging, public_key)
+        manifest = verify_complete(staging, public_key, check_embedder=check_embedder)
         model, version = manifest["model"], int(manifest["version"])
         model_dir = models_dir / model
         model_dir.mkdir(exist_ok=True)

@@ -24,7 +24,15 @@ import yaml
 
 from facefleet.clock import now_iso
 from facefleet.fileio import atomic_write_text
-from facefleet.registry.catalog import MlflowCatalog, VersionError, model_name, resolve_in
+from facefleet.registry.catalog import (
+    BUNDLE_TAG,
+    COMPLETE,  # noqa: F401 - re-exported: the tags training sets live with the catalog
+    PENDING,
+    MlflowCatalog,
+    VersionError,
+    model_name,
+    resolve_in,
+)
 from facefleet.registry.catalog import parse_ref as parse_any_ref
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -310,14 +318,93 @@ def promote(
     """
     alias = check_alias(alias)
     target = resolve_version(ws, ref)
+    check_promotable(ws, target)
     with _locked(ws):
         client = _client(ws)
+        repair(ws)
         previous = _registered_aliases(client, target.model).get(alias)
         if previous == target.version:
             return None
         entry = _move(ws, alias, target, previous, action="promote", why=why, user=user)
-    write_versions_yaml(ws)
+        write_versions_yaml(ws)
     return entry
+
+
+def check_promotable(ws: Workspace, info: ModelVersionInfo) -> None:
+    """Refuse a version whose training never finished, or whose bundle is missing or does not
+    verify: an alias must never name something a device could not load."""
+    from facefleet.errors import BundleError
+    from facefleet.registry.format import MANIFEST
+    from facefleet.registry.inference import load_bundle
+    from facefleet.registry.keys import load_public_key, public_key_path
+
+    label = f"v{info.version}"
+    if info.tags.get(BUNDLE_TAG) == PENDING:
+        raise VersionError(
+            f"{label} is incomplete: its training stopped before the bundle was written "
+            "(the next 'facefleet train' removes it)"
+        )
+    key_path = public_key_path(ws.keys_dir)
+    if not key_path.is_file():
+        raise VersionError(f"cannot verify {label}: no {key_path.name} in the workspace's keys folder")
+    local = ws.models_dir / info.model / str(info.version)
+    with tempfile.TemporaryDirectory(prefix="facefleet-verify-") as tmp:
+        path = local if (local / MANIFEST).is_file() else _download_bundle(ws, info, Path(tmp))
+        if path is None:
+            raise VersionError(f"{label} has no bundle (not in models/ nor in its run's artifacts)")
+        try:
+            load_bundle(path, load_public_key(key_path))
+        except BundleError as exc:
+            reason = str(exc).replace(f"{path}: ", "").replace(str(path), "the bundle")
+            raise VersionError(f"{label}'s bundle does not verify: {reason}") from None
+
+
+def _download_bundle(ws: Workspace, info: ModelVersionInfo, dest: Path) -> Path | None:
+    from mlflow.exceptions import MlflowException
+
+    from facefleet.registry.format import MANIFEST
+
+    if not info.run_id:
+        return None
+    try:
+        got = Path(_client(ws).download_artifacts(info.run_id, "bundle", str(dest)))
+    except (MlflowException, OSError):
+        return None
+    return got if (got / MANIFEST).is_file() else None
+
+
+def repair(ws: Workspace) -> list[dict[str, Any]]:
+    """Bring the audit log back in line with the registry after an interrupted move (alias set,
+    process killed before its audit line): one ``repair`` entry per alias whose holder differs
+    from the last one logged. Call under ``_locked``. Returns the entries added."""
+    client = _client(ws)
+    model = model_name(ws)
+    try:
+        held = _registered_aliases(client, model)
+    except VersionError:
+        return []
+    entries = audit_log(ws)
+    added = []
+    for alias, version in sorted(held.items()):
+        logged = [e for e in entries if e.get("alias") == alias]
+        if logged and logged[-1].get("to_version") == version:
+            continue
+        if not logged and alias == "experimental":
+            continue  # set by training outside the log before the log existed
+        entry = {
+            "ts": now_iso(),
+            "user": current_user(),
+            "model": model,
+            "alias": alias,
+            "action": "repair",
+            "from_version": logged[-1].get("to_version") if logged else None,
+            "to_version": version,
+            "to_name": "",
+            "why": "the registry moved without an audit entry (an interrupted promote)",
+        }
+        _append_audit(ws, entry)
+        added.append(entry)
+    return added
 
 
 def rollback(ws: Workspace, alias: str, why: str = "", user: str | None = None) -> dict[str, Any]:
@@ -327,6 +414,7 @@ def rollback(ws: Workspace, alias: str, why: str = "", user: str | None = None) 
     alias = check_alias(alias)
     with _locked(ws):
         client = _client(ws)
+        repair(ws)
         model = model_name(ws)
         current = _registered_aliases(client, model).get(alias)
         stack = alias_stack(audit_log(ws), alias)
@@ -345,8 +433,9 @@ def rollback(ws: Workspace, alias: str, why: str = "", user: str | None = None) 
             raise VersionError(
                 f"cannot roll back @{alias}: it holds {held} and the audit log records no earlier holder"
             )
+        check_promotable(ws, target)
         entry = _move(ws, alias, target, current, action="rollback", why=why, user=user)
-    write_versions_yaml(ws)
+        write_versions_yaml(ws)
     return entry
 
 

@@ -2,6 +2,23 @@
 its exports (``store.export``)."""
 
 from facefleet.clock import now_iso
-from facefleet.store.database import STATUSES, FaceRow, Person, Store, TrainingSet
+from facefleet.store.database import (
+    NAME_RULE,
+    STATUSES,
+    FaceRow,
+    Person,
+    Store,
+    TrainingSet,
+    check_person_name,
+)
 
-__all__ = ["STATUSES", "FaceRow", "Person", "Store", "TrainingSet", "now_iso"]
+__all__ = [
+    "NAME_RULE",
+    "STATUSES",
+    "FaceRow",
+    "Person",
+    "Store",
+    "TrainingSet",
+    "check_person_name",
+    "now_iso",
+]

@@ -71,6 +71,35 @@ CREATE TABLE IF NOT EXISTS rejections (
 """
 
 
+MAX_NAME_CHARS = 100
+NAME_RULE = (
+    f"a person's name is 1-{MAX_NAME_CHARS} characters, without control characters "
+    "(newline, tab, ...) or '/' or '\\', and is not '.' or '..'"
+)
+
+
+def check_person_name(name: str) -> str:
+    """The name, stripped, or ``StoreError`` saying the rule (names become folder names and
+    lines of ``people list``)."""
+    import unicodedata
+
+    if not isinstance(name, str):
+        raise StoreError(f"a person's name must be text, got {type(name).__name__}")
+    name = name.strip()
+    bad = (
+        not name
+        or len(name) > MAX_NAME_CHARS
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
+    )
+    if bad:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise StoreError(f"invalid person name {shown!r}: {NAME_RULE}")
+    return name
+
+
 @dataclass(frozen=True)
 class Person:
     id: str
@@ -166,9 +195,7 @@ class Store:
 
     # -- people -----------------------------------------------------------------------
     def add_person(self, name: str) -> str:
-        name = name.strip()
-        if not name:
-            raise StoreError("a person needs a non-empty name")
+        name = check_person_name(name)
         with self.transaction() as conn:
             row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row:
@@ -199,12 +226,10 @@ class Store:
 
     def rename_person(self, ref: str, new_name: str) -> Person:
         person = self.person(ref)
-        new_name = new_name.strip()
-        if not new_name:
-            raise StoreError("a person needs a non-empty name")
-        if self.find_person(new_name) is not None:
-            raise StoreError(f"a person named {new_name!r} already exists")
+        new_name = check_person_name(new_name)
         with self.transaction() as conn:
+            if self.find_person(new_name) is not None:
+                raise StoreError(f"a person named {new_name!r} already exists")
             conn.execute("UPDATE people SET name = ? WHERE id = ?", (new_name, person.id))
         return Person(person.id, new_name, person.created)
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from facefleet.lifetime import loky_dies_with_parent
+
 log = logging.getLogger(__name__)
 
 LINEAR_REGIME = 0.01  # gamma * max squared distance below this: RBF == linear to first order
@@ -234,7 +236,8 @@ def _search(X: np.ndarray, y: np.ndarray, grid: list[dict[str, Any]], folds: int
             from sklearn.model_selection import GridSearchCV
 
             search = GridSearchCV(base, grid, cv=cv, n_jobs=space.n_jobs, refit=True, error_score=0.0)
-        search.fit(X, y)
+        with loky_dies_with_parent():
+            search.fit(X, y)
     return search
 
 
@@ -279,6 +282,6 @@ def cv_predictions(X: np.ndarray, y: np.ndarray, fitted: Fitted, seed: int = 0) 
     from sklearn.base import clone
     from sklearn.model_selection import cross_val_predict
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), loky_dies_with_parent():
         warnings.simplefilter("ignore", category=UserWarning)
         return cross_val_predict(clone(fitted.estimator), X, y, cv=_cv(y, fitted.cv_folds, seed), n_jobs=2)

@@ -7,8 +7,11 @@ inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +24,7 @@ from facefleet.clock import now_iso
 from facefleet.errors import ModelError
 from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+from facefleet.registry.versions import BUNDLE_TAG, COMPLETE, PENDING
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.train.config import TrainConfig
@@ -30,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 EXPERIMENTAL = "experimental"
+OWNER_TAG = "facefleet.owner"  # host:pid of the training process
 
 
 @dataclass
@@ -129,6 +134,7 @@ def train_arrays(
     next(steps, None)
     human = config.name or f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = tracking.configure(ws)
+    clean_incomplete_versions(ws, client, model)
     import mlflow
 
     tags = {
@@ -169,6 +175,7 @@ def train_arrays(
                 mlflow.log_artifact(str(named), "packed")
             client.set_model_version_tag(model, str(version), "name", human)
             mlflow.set_tags({"model_name": model, "model_version": str(version)})
+            client.set_model_version_tag(model, str(version), BUNDLE_TAG, COMPLETE)
         except BaseException:
             # no registry entry may point at a bundle that was never completed
             try:
@@ -221,10 +228,68 @@ def _new_version(client, model: str, artifact_uri: str, run_id: str, human: str)
             client.create_registered_model(model, description="facefleet face recogniser")
         except MlflowException:  # created meanwhile by another run
             client.get_registered_model(model)
-    mv = client.create_model_version(
-        model, source=f"{artifact_uri}/bundle", run_id=run_id, tags={"name": human}
-    )
+    # registered "pending" (the bundle needs the version number first); "complete" once the
+    # bundle is written and logged. A run killed in between leaves a pending version that the
+    # next train removes and that promote refuses.
+    tags = {"name": human, BUNDLE_TAG: PENDING, OWNER_TAG: _owner()}
+    mv = client.create_model_version(model, source=f"{artifact_uri}/bundle", run_id=run_id, tags=tags)
     return int(mv.version)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's run: only its own host can tell (treated as dead)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_incomplete_versions(ws: Workspace, client, model: str) -> list[int]:
+    """Remove what killed training runs left: pending versions whose process is gone, their
+    half-written bundle folders and hidden temporary folders. Returns the versions removed."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name='{model}'")
+    except MlflowException:
+        return []
+    removed = []
+    for mv in found:
+        tags = mv.tags or {}
+        if tags.get(BUNDLE_TAG) != PENDING or _owner_alive(tags.get(OWNER_TAG, "")):
+            continue
+        try:
+            client.delete_model_version(model, str(mv.version))
+        except MlflowException as exc:
+            log.warning("could not remove incomplete version %s/%s: %s", model, mv.version, exc)
+            continue
+        if mv.run_id:
+            with contextlib.suppress(MlflowException):
+                client.set_terminated(mv.run_id, "KILLED")
+        folder = ws.models_dir / model
+        shutil.rmtree(folder / str(mv.version), ignore_errors=True)
+        for tmp in folder.glob(f".{mv.version}.*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(int(mv.version))
+        log.warning(
+            "removed version %s of %s: its training was killed before the bundle was complete",
+            mv.version,
+            model,
+        )
+    for tmp in ws.models_dir.glob(f".{model}.tar.gz.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not _owner_alive(f"{socket.gethostname()}:{pid}"):
+            tmp.unlink(missing_ok=True)
+    return removed
 
 
 def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:

@@ -1,24 +1,34 @@
 """Analyse many image files, spread over processes (dlib runs one core per process).
 
 Each worker process holds its own FaceEngine; results come back as plain arrays and dicts.
+Native code can still die on an input no guard foresaw (abort, segfault, the OOM killer): a
+worker that dies costs only the file it held, which gets ``error: "crashed the face engine
+(signal N)"``; the worker is replaced and the batch goes on. Workers die with their parent.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
+import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from facefleet.errors import ImageError
+from facefleet.errors import FacefleetError, ImageError
 from facefleet.progress import progress
 from facefleet.vision.engine import FaceEngine, VisionConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +51,10 @@ class ImageAnalysis:
 
 _ENGINE: FaceEngine | None = None
 
+# Test-only fault injection: "abort:GLOB" or "kill:GLOB" makes a pool worker abort (SIGABRT)
+# or SIGKILL itself on a file whose name matches GLOB, as a native crash or the OOM killer would.
+FAULT_ENV = "FACEFLEET_FAULT_INJECT"
+
 
 def _init_worker(config: VisionConfig) -> None:
     global _ENGINE
@@ -55,9 +69,10 @@ def analyse_file(
 
     try:
         rgb = load_image(path)
+        faces = engine.analyse(rgb, fallback=fallback, embed=True)
     except ImageError as exc:
-        return ImageAnalysis(path=path, faces=[], error=str(exc))
-    faces = engine.analyse(rgb, fallback=fallback, embed=True)
+        message = str(exc)
+        return ImageAnalysis(path=path, faces=[], error=message if path in message else f"{path}: {message}")
     return ImageAnalysis(
         path=path,
         size=(rgb.shape[1], rgb.shape[0]),
@@ -75,16 +90,47 @@ def analyse_file(
     )
 
 
+def _inject_fault(path: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or ":" not in spec:
+        return
+    kind, pattern = spec.split(":", 1)
+    if fnmatch.fnmatch(Path(path).name, pattern):
+        if kind == "abort":
+            os.abort()
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _worker_task(args: tuple[str, bool, bool]) -> ImageAnalysis:
     path, fallback, keep_chips = args
     assert _ENGINE is not None
-    return analyse_file(_ENGINE, path, fallback=fallback, keep_chips=keep_chips)
+    _inject_fault(path)
+    try:
+        return analyse_file(_ENGINE, path, fallback=fallback, keep_chips=keep_chips)
+    except Exception as exc:  # one file's engine failure must not end the worker's other files
+        return ImageAnalysis(path=path, faces=[], error=f"{path}: face engine error ({exc})")
+
+
+def crash_message(exitcode: int | None) -> str:
+    """What a file gets when the worker analysing it died."""
+    if exitcode is not None and exitcode < 0:
+        return f"crashed the face engine (signal {-exitcode})"
+    return f"crashed the face engine (exit status {exitcode})"
 
 
 def worker_count(requested: int | None, jobs: int) -> int:
     cores = os.cpu_count() or 1
     wanted = requested or cores
     return max(1, min(wanted, jobs, cores * 2))
+
+
+@dataclass
+class PoolStats:
+    """How the last pool run went (``analyse_files(stats=...)``)."""
+
+    crashes: int = 0
+    restarts: int = 0
 
 
 def analyse_files(
@@ -96,23 +142,134 @@ def analyse_files(
     keep_chips: bool = False,
     engine: FaceEngine | None = None,
     desc: str = "faces",
+    stats: PoolStats | None = None,
 ) -> Iterator[ImageAnalysis]:
-    """Analyse ``paths`` in order, in this process for small batches, else over a process pool."""
+    """Analyse ``paths`` in order: one file in this process, more over a pool of worker
+    processes in which a worker that dies costs only the file it held."""
     jobs = [(str(p), fallback, keep_chips) for p in paths]
-    count = worker_count(workers, len(jobs))
-    if count <= 1 or len(jobs) < 4:
+    if len(jobs) <= 1:
         engine = engine or FaceEngine(config)
         for path, fb, keep in progress(jobs, total=len(jobs), desc=desc):
             yield analyse_file(engine, path, fallback=fb, keep_chips=keep)
         return
-    # spawn, not fork: forking after onnxruntime or dlib started threads can deadlock the child.
-    ctx = mp.get_context("spawn")
-    with (
-        _main_script_hidden(),
-        ProcessPoolExecutor(count, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool,
-    ):
-        results = pool.map(_worker_task, jobs, chunksize=1)
-        yield from progress(results, total=len(jobs), desc=desc)
+    count = worker_count(workers, len(jobs))
+    with _main_script_hidden():
+        pool = _Pool(count, config, stats if stats is not None else PoolStats())
+        try:
+            yield from progress(pool.run(jobs), total=len(jobs), desc=desc)
+        finally:
+            pool.close()
+
+
+def _worker_main(conn, config: VisionConfig, parent_pid: int) -> None:
+    """A pool worker: load the engine, say ready, then analyse one job at a time until None."""
+    from facefleet.lifetime import die_with_parent
+
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        _init_worker(config)
+    except Exception as exc:
+        conn.send(("fatal", f"face engine failed to start: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        index, job = msg
+        conn.send(("done", (index, _worker_task(job))))
+
+
+class _Worker:
+    def __init__(self, ctx, config: VisionConfig) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, config, os.getpid()), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.job: int | None = None
+
+
+class _Pool:
+    """Worker processes fed one file at a time over pipes; a dead worker is replaced."""
+
+    MAX_START_FAILURES = 3
+
+    def __init__(self, count: int, config: VisionConfig, stats: PoolStats) -> None:
+        # spawn, not fork: forking after onnxruntime or dlib started threads can deadlock the child.
+        self.ctx = mp.get_context("spawn")
+        self.config = config
+        self.stats = stats
+        self.start_failures = 0
+        self.workers = [_Worker(self.ctx, config) for _ in range(count)]
+
+    def run(self, jobs: list[tuple[str, bool, bool]]) -> Iterator[ImageAnalysis]:
+        pending = deque(enumerate(jobs))
+        done: dict[int, ImageAnalysis] = {}
+        next_out = 0
+        while next_out < len(jobs):
+            for w in self.workers:
+                if w.ready and w.job is None and pending:
+                    w.job, job = pending.popleft()
+                    w.conn.send((w.job, job))
+            waitables = [w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers]
+            ready = set(mp_connection.wait(waitables))
+            for i, w in enumerate(self.workers):
+                if (w.conn in ready or w.proc.sentinel in ready) and not self._drain(w, done):
+                    self.workers[i] = self._replace(w, jobs, done, bool(pending))
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+
+    def _drain(self, w: _Worker, done: dict[int, ImageAnalysis]) -> bool:
+        """Read what ``w`` sent; False when it is gone."""
+        try:
+            while w.conn.poll():
+                kind, payload = w.conn.recv()
+                if kind == "ready":
+                    w.ready = True
+                    self.start_failures = 0
+                elif kind == "done":
+                    index, result = payload
+                    done[index] = result
+                    w.job = None
+                elif kind == "fatal":
+                    raise FacefleetError(payload)
+        except (EOFError, OSError):
+            return False
+        return w.proc.is_alive()
+
+    def _replace(self, w: _Worker, jobs, done: dict[int, ImageAnalysis], more: bool) -> _Worker:
+        w.proc.join(5)
+        w.conn.close()
+        code = w.proc.exitcode
+        if w.job is not None:
+            path = jobs[w.job][0]
+            done[w.job] = ImageAnalysis(path=path, faces=[], error=f"{path}: {crash_message(code)}")
+            self.stats.crashes += 1
+            log.warning("%s: %s; starting a new worker", path, crash_message(code))
+        elif not w.ready:
+            self.start_failures += 1
+            if self.start_failures >= self.MAX_START_FAILURES:
+                raise FacefleetError(f"the face engine worker keeps dying at start ({crash_message(code)})")
+        self.stats.restarts += 1
+        return _Worker(self.ctx, self.config)
+
+    def close(self) -> None:
+        for w in self.workers:
+            with suppress(OSError, ValueError):
+                w.conn.send(None)
+        deadline = time.monotonic() + 5
+        for w in self.workers:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(2)
+            w.conn.close()
 
 
 @contextmanager

@@ -5,6 +5,7 @@ back in the original image's coordinates.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,17 +27,31 @@ class Detection:
 
 class Detector(Protocol):
     name: str
+    min_side: int  # shortest side (after upsampling) the native code is safe on
 
     def __call__(self, rgb: np.ndarray, upsample: int) -> list[tuple[Box, float]]: ...
 
 
-class HogDetector:
-    name = "hog"
+_LOCAL = threading.local()
 
-    def __init__(self) -> None:
+
+def _hog_for_this_thread():
+    """dlib's HOG detector, built once per thread: building one parses its filters from text
+    (~1.7 s on a loaded machine), which every new FaceEngine would otherwise pay."""
+    det = getattr(_LOCAL, "hog", None)
+    if det is None:
         import dlib
 
-        self._det = dlib.get_frontal_face_detector()
+        det = _LOCAL.hog = dlib.get_frontal_face_detector()
+    return det
+
+
+class HogDetector:
+    name = "hog"
+    min_side = 8  # smaller images are safe but hold no face HOG can find
+
+    def __init__(self) -> None:
+        self._det = _hog_for_this_thread()
 
     def __call__(self, rgb: np.ndarray, upsample: int) -> list[tuple[Box, float]]:
         rects, scores, _ = self._det.run(rgb, upsample, 0.0)
@@ -47,6 +62,9 @@ class CnnDetector:
     """dlib's MMOD CNN: finds tilted and partly hidden faces HOG misses; slow on a CPU."""
 
     name = "cnn"
+    # dlib raises "Filter windows must be small enough..." below ~10 px and its heap is then
+    # corrupt (the process aborts moments later), so never call it on anything that small.
+    min_side = 16
 
     def __init__(self) -> None:
         import dlib
@@ -65,6 +83,7 @@ class HaarDetector:
     """OpenCV's frontal-face Haar cascade (needs opencv < 5, which still ships the XMLs)."""
 
     name = "haar"
+    min_side = 20
 
     def __init__(self) -> None:
         if not hasattr(cv2, "CascadeClassifier"):
@@ -108,8 +127,25 @@ def map_box(box: Box, scale: float, shape: tuple[int, ...]) -> Box:
     return (max(0, left), max(0, top), min(width - 1, right), min(height - 1, bottom))
 
 
+def check_rgb(rgb: object) -> np.ndarray:
+    """``rgb`` as the C-contiguous H x W x 3 uint8 array native code expects, or ValueError."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", type(rgb).__name__)
+        raise ValueError(f"expected an H x W x 3 RGB image, got {shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {rgb.dtype}")
+    return np.ascontiguousarray(rgb)
+
+
+def safe_for(detector: Detector, shape: tuple[int, ...], upsample: int) -> bool:
+    """Whether ``detector`` may run on an image of ``shape`` (native code aborts on tiny ones)."""
+    return min(shape[:2]) * 2 ** max(upsample, 0) >= getattr(detector, "min_side", 16)
+
+
 def detect(detector: Detector, rgb: np.ndarray, *, upsample: int, max_side: int | None) -> list[Detection]:
-    small, scale = downscale(rgb, max_side)
+    small, scale = downscale(check_rgb(rgb), max_side)
+    if not safe_for(detector, small.shape, upsample):
+        return []
     found = []
     for box, score in detector(small, upsample):
         mapped = map_box(box, scale, rgb.shape)

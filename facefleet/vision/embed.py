@@ -31,6 +31,20 @@ def dlib_embedder_id() -> str:
     return f"dlib-resnet-v1:{file_sha256(model_path('resnet'))[:16]}"
 
 
+def unsupported_embedder(embedder_id: object) -> str | None:
+    """Why this installation cannot embed like ``embedder_id`` (None when it can): a bundle
+    made for other weights would compare its vectors with ours and name the wrong people."""
+    if not isinstance(embedder_id, str) or ":" not in embedder_id:
+        return f"the manifest names no usable embedder ({embedder_id!r})"
+    family = embedder_id.split(":", 1)[0]
+    if family not in ("dlib-resnet-v1", "dlib-resnet-v1-onnx"):
+        return f"unknown embedder {embedder_id!r}"
+    ours = dlib_embedder_id()
+    if family == "dlib-resnet-v1" and embedder_id != ours:
+        return f"made for embedder {embedder_id!r}, but this installation embeds with {ours!r}"
+    return None
+
+
 class DlibEmbedder:
     """dlib's ResNet through the dlib Python binding (one chip at a time: batching is no faster)."""
 

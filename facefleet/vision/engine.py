@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facefleet.errors import ImageError
 from facefleet.vision import detect as det
 from facefleet.vision.embed import CHIP_PADDING, CHIP_SIZE, Embedder, make_embedder
 from facefleet.vision.models import model_path
@@ -21,6 +22,22 @@ if TYPE_CHECKING:
     from facefleet.settings import VisionSettings
 
 Detection = det.Detection
+
+MIN_IMAGE_SIDE = 16  # pixels; no detector finds a usable face in less, and dlib's CNN aborts
+
+
+def check_image(rgb: np.ndarray) -> np.ndarray:
+    """The image as native code needs it, or ``ImageError`` ("image too small", wrong type)."""
+    try:
+        rgb = det.check_rgb(rgb)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ImageError(
+            f"image too small ({width}x{height} pixels; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})"
+        )
+    return rgb
 
 
 @dataclass
@@ -150,7 +167,11 @@ class FaceEngine:
         embed: bool = True,
         upsample: int | None = None,
     ) -> list[Face]:
-        """Every face in ``rgb``: detect (accurate retry when none and ``fallback``), describe, embed."""
+        """Every face in ``rgb``: detect (accurate retry when none and ``fallback``), describe, embed.
+
+        Raises ``ImageError`` for an image too small or of the wrong type.
+        """
+        rgb = check_image(rgb)
         found = self.detect(rgb, upsample=upsample)
         if not found and fallback:
             found = self.detect_accurate(rgb)

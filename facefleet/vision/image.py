@@ -6,12 +6,14 @@ CMYK; refuses truncated, corrupt, non-image and absurdly large files.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from facefleet.errors import ImageError
+from facefleet.fileio import open_regular
 
 MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 60_000_000  # ~ 9500 x 6300: larger is a decompression bomb or a mistake
@@ -59,21 +61,37 @@ def _to_rgb_array(img) -> np.ndarray:  # img: PIL.Image.Image
 
 
 def load_image(path: Path | str) -> np.ndarray:
-    """Read ``path`` as an upright RGB uint8 array (H x W x 3)."""
+    """Read ``path`` as an upright RGB uint8 array (H x W x 3).
+
+    Only regular files are read (a FIFO or ``/dev/zero`` would never end), up to
+    ``MAX_FILE_BYTES``; an animated image gives its first frame.
+    """
+    path = Path(path)
+    try:
+        fh = open_regular(path, MAX_FILE_BYTES)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:  # NotARegularFileError, permission denied, symlink loop, ...
+        raise ImageError(_os_message(path, exc)) from None
+    with fh:
+        return _decode(path, fh)
+
+
+def _os_message(path: Path, exc: OSError) -> str:
+    if exc.strerror:  # a plain OSError: "[Errno 40] Too many levels..." without the noise
+        return f"{path}: {exc.strerror.lower()}"
+    return str(exc)
+
+
+def _decode(path: Path, fh) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size == 0:
+    if os.fstat(fh.fileno()).st_size == 0:
         raise ImageError(f"{path}: empty file")
-    if size > MAX_FILE_BYTES:
-        raise ImageError(f"{path}: file too large ({size / 1e6:.0f} MB > {MAX_FILE_BYTES / 1e6:.0f} MB)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(f"{path}: image too large ({width}x{height} pixels)")
@@ -88,6 +106,8 @@ def load_image(path: Path | str) -> np.ndarray:
         raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # Pillow's decoders raise many kinds on malformed data
+        raise ImageError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
 
 
 def iter_image_files(paths, *, recursive: bool = True):

@@ -13,17 +13,27 @@ Endpoints (OpenAPI docs at ``/docs``; every ``/v1`` endpoint needs ``Authorizati
 - ``/``: the web console (``facefleet.web.console``), signed-in users only.
 - ``GET /health``: liveness, no token.
 
+Every GET route also answers HEAD. Bad input is a 4xx with a one-line ``detail`` that never
+shows the server's folders: a model name is ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (at most 100
+characters), a version reference at most 9 digits (optionally ``v``-prefixed) or an alias
+name of at most 64 such characters; a heartbeat has a version >= 0 and a finite fps in
+0..1000. A bundle that cannot be served (a link or a folder inside it, no manifest) is 409.
+
 Bundles come from the workspace's ``models/`` folder; aliases from the MLflow registry when
 the workspace has one, else from ``models/aliases.json`` (see ``facefleet.fleet.catalog``).
 The server only serves files; devices verify signatures themselves.
 """
 
 # No "from __future__ import annotations": FastAPI must see the closures in Annotated[...].
+import re
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from facefleet.errors import BundleError, FacefleetError
@@ -36,16 +46,30 @@ if TYPE_CHECKING:
     from facefleet.workspace import Workspace
 
 API_PREFIX = "/v1"
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+_REF = re.compile(r"^(?:[vV]?(?P<digits>[0-9]{1,9})|@?(?P<alias>[A-Za-z][A-Za-z0-9_.\-]{0,63}))$")
+ModelName = Annotated[str, PathParam(pattern=MODEL_NAME, description="model name")]
 
 
 class Heartbeat(BaseModel):
     """What a device reports."""
 
     device: str | None = Field(default=None, min_length=1, max_length=200)
-    model: str = Field(default="face_model", min_length=1, max_length=200)
-    version: int | None = None
-    fps: float | None = Field(default=None, ge=0)
+    model: str = Field(default="face_model", pattern=MODEL_NAME)
+    version: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    fps: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False)
     snapshot: str | None = Field(default=None, max_length=360_000)  # base64 JPEG, <= 256 KB
+
+
+def parse_ref(ref: str) -> str | None:
+    """A version reference as the catalog takes it (``3``, ``v3``, ``@alias``, or a bare alias
+    made ``@alias``), or None when it cannot name anything."""
+    match = _REF.match(ref)
+    if match is None:
+        return None
+    if match["digits"] is not None:
+        return ref
+    return ref if ref.startswith("@") else f"@{ref}"
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -66,6 +90,16 @@ def create_app(ws: "Workspace") -> FastAPI:
     )
     sha_cache: dict[tuple[str, float, int], str] = {}
 
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, and NaN / 1e999 cannot be JSON: say
+        # which field is wrong and why, in one line, without the value
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body')}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return JSONResponse(status_code=422, content={"detail": problems or "invalid request"})
+
     def device(authorization: Annotated[str | None, Header()] = None) -> str:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -82,12 +116,25 @@ def create_app(ws: "Workspace") -> FastAPI:
             )
         return name
 
+    hidden = sorted({str(Path(ws.models_dir)), str(Path(ws.root))}, key=len, reverse=True)
+
+    def public(message: str) -> str:
+        """``message`` without the server's folders."""
+        for folder in hidden:
+            message = message.replace(folder, "<models>" if folder.endswith("models") else "<workspace>")
+        return message
+
     def bundle_for(model: str, ref: str) -> ResolvedVersion:
-        text = ref if ref[:1] in "@vV" or ref.isdigit() else f"@{ref}"
+        text = parse_ref(ref)
+        if text is None:
+            raise HTTPException(404, f"{ref[:40]!r} is not a version number or an alias name")
         try:
             return resolve(ws, text, model=model, fetch=False)
         except FacefleetError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise HTTPException(404, public(str(exc))) from None
+
+    def unservable(found: ResolvedVersion, exc: Exception) -> HTTPException:
+        return HTTPException(409, f"{found.model} v{found.version} cannot be served: {public(str(exc))}")
 
     def etag_of(path: Path) -> str:
         st = path.stat()
@@ -96,25 +143,28 @@ def create_app(ws: "Workspace") -> FastAPI:
             sha_cache[key] = _sha256_file(path)
         return sha_cache[key]
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get(API_PREFIX + "/models/{model}/{ref}/manifest")
-    def manifest(model: str, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
+    @app.api_route(API_PREFIX + "/models/{model}/{ref}/manifest", methods=["GET", "HEAD"])
+    def manifest(model: ModelName, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
         """The manifest (labels, thresholds, version, files) of a version or alias."""
         found = bundle_for(model, ref)
         try:
             return read_manifest(found.path, need_files=False)
         except BundleError:
-            raise HTTPException(500, f"bundle {found.path.name} has no readable manifest") from None
+            raise HTTPException(409, f"{found.model} v{found.version} has no readable manifest") from None
 
-    @app.get(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz")
-    def bundle(model: str, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
+    @app.api_route(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz", methods=["GET", "HEAD"])
+    def bundle(model: ModelName, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
         """The packed bundle; ETag = sha256 of the archive, If-None-Match -> 304."""
         found = bundle_for(model, ref)
-        path = catalog.packed(ws, found)
-        etag = etag_of(path)
+        try:
+            path = catalog.packed(ws, found)
+            etag = etag_of(path)
+        except (FacefleetError, OSError, tarfile.TarError) as exc:
+            raise unservable(found, exc) from None
         headers = {
             "ETag": f'"{etag}"',
             "X-Facefleet-Version": str(found.version),

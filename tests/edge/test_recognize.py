@@ -253,3 +253,19 @@ def test_anonymize_blurs_saved_faces(edge_ws, hamilton, tmp_path, mode):
             assert sharp_out < sharp_src / 5, (sharp_out, sharp_src)
         n += 1
     assert n == 275 and boxes
+
+
+def test_tiny_frames_never_end_recognize(edge_ws, tmp_path, shared_data):
+    """Frames smaller than a detector can take (dlib's CNN aborts below ~10 px) are guarded,
+    and a frame the engine fails on is skipped and counted, never the end of the run."""
+    from PIL import Image
+
+    ws, first = edge_ws
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, size in enumerate([(1, 1), (3, 3), (300, 2), (2, 300)]):
+        Image.new("RGB", size, (90, 90, 90)).save(frames / f"{i}-tiny.png")
+    shutil.copyfile(shared_data / "faces" / "examples" / "lin-manuel-miranda.png", frames / "9-face.png")
+    summary = recognize(_opts(ws, ws.models_dir / first.model, frames, tmp_path / "out"))
+    assert summary.frames == 5
+    assert summary.stats["frame_errors"] == 0

@@ -11,6 +11,7 @@ def make_bundle(ws, version: int, *, name: str | None = None, model: str = "face
     """A small signed bundle (two people, centroid method) in the workspace's models dir."""
     from facefleet.registry.format import write_bundle
     from facefleet.registry.keys import load_private_key, private_key_path
+    from facefleet.vision.embed import dlib_embedder_id
 
     rng = np.random.default_rng(version)
     gallery = rng.normal(size=(4, 128)).astype(np.float32)
@@ -19,7 +20,7 @@ def make_bundle(ws, version: int, *, name: str | None = None, model: str = "face
         "model": model,
         "version": version,
         "name": name or f"gen{version}",
-        "embedder_id": "dlib-resnet-v1:test",
+        "embedder_id": dlib_embedder_id(),  # install and package check the device has it
         "labels": ["alice", "bob"],
         "thresholds": {"alice": 0.6, "bob": 0.6},
         "method": "centroid",

@@ -178,3 +178,50 @@ def test_edge_sync_imports_no_server_libraries():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_bad_references_heartbeats_and_bundles_are_4xx_without_paths(
+    server, token, workspace, bundle_factory
+):
+    bundle_factory(1)
+    auth = {"Authorization": f"Bearer {token}"}
+    root = str(workspace.root)
+    for ref in ["9" * 5000, "9" * 12, "..", "@", "a b", "@" + "x" * 200, "9", "@production", "production"]:
+        resp = httpx.get(f"{server}/v1/models/face_model/{ref}/manifest", headers=auth)
+        assert resp.status_code == 404, (ref[:20], resp.status_code, resp.text[:200])
+        assert root not in resp.text and "Traceback" not in resp.text
+    for model in ["..", ".hidden", "a" * 300]:
+        resp = httpx.get(f"{server}/v1/models/{model}/1/manifest", headers=auth)
+        assert resp.status_code in (404, 422), (model[:20], resp.status_code)
+    beat = f"{server}/v1/heartbeat"
+    bad_beats = [
+        '{"version": 1, "fps": NaN}',
+        '{"version": 1, "fps": Infinity}',
+        '{"version": 1, "fps": 1e999}',
+        '{"version": -1, "fps": 10}',
+        '{"version": ' + "9" * 5000 + "}",
+        '{"model": "../etc", "version": 1}',
+        '{"model": "", "version": 1}',
+        '{"fps": -3}',
+    ]
+    for body in bad_beats:
+        resp = httpx.post(beat, content=body, headers={**auth, "Content-Type": "application/json"})
+        assert resp.status_code in (400, 422), (body[:40], resp.status_code, resp.text[:200])
+    ok = httpx.post(beat, json={"model": "face_model", "version": 1, "fps": 12.5}, headers=auth)
+    assert ok.status_code == 200
+    # a symlink inside a bundle folder: refused with 409, never a 500, and no path shown
+    folder = next(p for p in workspace.models_dir.rglob("manifest.sig")).parent
+    (folder / "extra.bin").symlink_to("/etc/hostname")
+    resp = httpx.get(f"{server}/v1/models/face_model/1/bundle.tar.gz", headers=auth)
+    assert resp.status_code == 409 and root not in resp.text, resp.text
+
+
+def test_head_is_allowed_on_get_routes(server, token, workspace, bundle_factory):
+    bundle_factory(1)
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.head(f"{server}/health").status_code == 200
+    man = httpx.head(f"{server}/v1/models/face_model/1/manifest", headers=auth)
+    assert man.status_code == 200 and man.content == b""
+    tar = httpx.head(f"{server}/v1/models/face_model/1/bundle.tar.gz", headers=auth)
+    assert tar.status_code == 200 and tar.headers["X-Facefleet-Version"] == "1" and tar.content == b""
+    assert httpx.head(f"{server}/v1/models/face_model/1/manifest").status_code == 401

@@ -34,8 +34,44 @@ def _register(ws: Workspace, name: str, accuracy: float, params: dict, manifest:
     mv = client.create_model_version(
         MODEL, source=f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id, tags={"name": name}
     )
+    write_signed_bundle(ws, int(mv.version), name, manifest["labels"])
     client.set_registered_model_alias(MODEL, "experimental", mv.version)
     return int(mv.version)
+
+
+def write_signed_bundle(ws: Workspace, version: int, name: str, labels: list[str]) -> Path:
+    """A real signed bundle for ``version`` (promote verifies one before moving an alias)."""
+    import numpy as np
+
+    from facefleet.registry.format import write_bundle
+    from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+    from facefleet.vision.embed import dlib_embedder_id
+
+    if not private_key_path(ws.keys_dir).is_file():
+        generate_keypair(ws.keys_dir)
+    gallery = np.random.default_rng(version).normal(size=(2 * len(labels), 128)).astype(np.float32)
+    centroids = gallery.reshape(len(labels), 2, 128).mean(axis=1)
+    manifest = {
+        "model": MODEL,
+        "version": version,
+        "name": name,
+        "embedder_id": dlib_embedder_id(),  # install and package check the device has it
+        "labels": labels,
+        "thresholds": dict.fromkeys(labels, 0.5),
+        "method": "centroid",
+        "metrics": {},
+        "created": "2026-01-01T00:00:00+00:00",
+    }
+    arrays = {
+        "gallery": gallery,
+        "gallery_labels": np.repeat(np.arange(len(labels), dtype=np.int32), 2),
+        "centroids": centroids,
+        "temperature": np.array(1.0, dtype=np.float32),
+    }
+    key = load_private_key(private_key_path(ws.keys_dir))
+    return write_bundle(
+        ws.models_dir / MODEL / str(version), manifest=manifest, arrays=arrays, private_key=key
+    )
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +264,57 @@ def test_no_model_yet_is_a_clear_error(ws, tmp_path):
         versions.list_versions(other)
     data = yaml.safe_load(Path(versions.write_versions_yaml(other)).read_text())
     assert data == {"production": None, "validated": [], "experimental": []}
+
+
+def test_promote_refuses_broken_versions_repairs_and_cleans_up(tmp_path):
+    """One workspace, three failure stories (each MLflow database costs seconds to create)."""
+    import shutil
+    import socket
+
+    from facefleet.registry.catalog import bundle_path
+    from facefleet.train.pipeline import OWNER_TAG, clean_incomplete_versions
+
+    ws = Workspace.init(tmp_path / "ws")
+    for name in ("one", "two", "three"):
+        _register(ws, name, 0.9, {"method": "centroid"}, {"labels": ["ann", "bob"], "thresholds": {}})
+    versions.promote(ws, 1, "production", why="start")
+    client = tracking.configure(ws)
+
+    # 1. refused: a version still pending, one whose bundle was altered, one with no bundle
+    client.set_model_version_tag(MODEL, "2", versions.BUNDLE_TAG, versions.PENDING)
+    with pytest.raises(VersionError, match="incomplete"):
+        versions.promote(ws, 2, "production")
+    bundle = ws.models_dir / MODEL / "3"
+    data = bytearray((bundle / "model.npz").read_bytes())
+    data[-10] ^= 0xFF
+    (bundle / "model.npz").write_bytes(bytes(data))
+    with pytest.raises(VersionError, match="does not verify: checksum mismatch for model.npz"):
+        versions.promote(ws, 3, "production")
+    shutil.rmtree(bundle)  # gone from models/, and its run logged only a manifest
+    with pytest.raises(VersionError, match="v3's bundle does not verify: not a bundle"):
+        versions.promote(ws, 3, "production")
+    assert versions.resolve_version(ws, "@production").version == 1  # never moved
+
+    # 2. a promote killed after moving the alias: registry moved, no audit line, stale yaml
+    client.set_registered_model_alias(MODEL, "production", "3")
+    assert yaml.safe_load(versions.versions_yaml_path(ws).read_text())["production"]["version"] == 1
+    versions.promote(ws, 1, "validated", why="the next call repairs")
+    log = versions.audit_log(ws, "production")
+    assert [(e["action"], e["to_version"]) for e in log] == [("promote", 1), ("repair", 3)]
+    assert yaml.safe_load(versions.versions_yaml_path(ws).read_text())["production"]["version"] == 3
+    assert versions.rollback(ws, "production", why="undo")["to_version"] == 1
+
+    # 3. a train killed after registering version 2: pending, owner gone, a hidden temp folder
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    client.set_model_version_tag(MODEL, "2", OWNER_TAG, f"{socket.gethostname()}:{dead.stdout.strip()}")
+    (ws.models_dir / MODEL / ".2.tmpxyz").mkdir()
+    assert clean_incomplete_versions(ws, client, MODEL) == [2]
+    assert [i.version for i in versions.list_versions(ws)] == [3, 1]
+    assert not (ws.models_dir / MODEL / "2").exists() and not (ws.models_dir / MODEL / ".2.tmpxyz").exists()
+    # a pending version whose trainer is alive (this process) is left alone
+    client.set_model_version_tag(MODEL, "1", versions.BUNDLE_TAG, versions.PENDING)
+    client.set_model_version_tag(MODEL, "1", OWNER_TAG, f"{socket.gethostname()}:{os.getpid()}")
+    assert clean_incomplete_versions(ws, client, MODEL) == []
+    assert bundle_path(ws, "1").name == "1"

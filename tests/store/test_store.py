@@ -39,7 +39,7 @@ def test_people_crud(store):
         store.rename_person("Ada", "Bob")
     with pytest.raises(StoreError, match="no person"):
         store.person("nobody")
-    with pytest.raises(StoreError, match="non-empty"):
+    with pytest.raises(StoreError, match="invalid person name"):
         store.add_person("  ")
 
 
