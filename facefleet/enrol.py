@@ -284,3 +284,38 @@ def _accept(ws, store, name, path: Path, sha, face: FoundFace, embedder_id, sour
         )
         face_id = got.face_id
     return PhotoOutcome(str(path), name, True, None, face_id, person_id, False, face.quality)
+
+
+# -- changing what is enrolled -----------------------------------------------------------------
+def remove_photo(ws: Workspace, face_id: int) -> str:
+    """Delete one enrolled face, its image row when no other face uses it, and the copy in
+    ``few_shot_examples/`` when no image row points at it any more. Returns the person's name."""
+    store = ws.open_store()
+    try:
+        face = store.face(int(face_id))
+        with store.transaction() as conn:
+            conn.execute("DELETE FROM faces WHERE id = ?", (face.id,))
+            gone = conn.execute(
+                "DELETE FROM images WHERE id = ? AND id NOT IN (SELECT image_id FROM faces)", (face.image_id,)
+            ).rowcount
+        if gone:
+            copy = Path(face.image_path)
+            still = store.conn.execute("SELECT 1 FROM images WHERE path = ?", (str(copy),)).fetchone()
+            if not still and copy.resolve().is_relative_to(ws.few_shot_dir.resolve()):
+                copy.unlink(missing_ok=True)
+        return face.person_name or "-"
+    finally:
+        store.close()
+
+
+def revoke_person(ws: Workspace, ref: str) -> int:
+    """Revoke every face of a person: kept for the record, never trained on again (the next
+    training leaves them out). Returns how many faces changed."""
+    store = ws.open_store()
+    try:
+        person = store.person(ref)
+        ids = [f.id for f in store.faces(person=person.id) if f.status != "revoked"]
+        store.set_status(ids, "revoked")
+        return len(ids)
+    finally:
+        store.close()

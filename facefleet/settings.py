@@ -135,6 +135,21 @@ class RegistrySettings:
 @dataclass(frozen=True)
 class FleetSettings:
     inventory: str | None = None  # inventory file (default: <workspace>/inventory.yaml)
+    known_hosts: str | None = None  # SSH known_hosts for deployments (default: ~/.ssh/known_hosts)
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console (``facefleet serve``)."""
+
+    session_hours: float = setting(12.0, lo=0.05, hi=24 * 90)  # how long a sign-in lasts
+    max_upload_mb: float = setting(20.0, lo=0.1, hi=2048)  # per request
+    secure_cookie: bool = False  # set when the console is served over HTTPS
+    page_size: int = setting(20, lo=1, hi=500)  # clusters per review page
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,7 @@ class Settings:
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
 
     @classmethod

@@ -21,7 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("registry",),
     ("train",),
     ("fleet", "edge", "enrol", "identify"),
-    ("curate", "web", "demo"),
+    ("curate", "demo"),
+    ("web",),  # the model server and the web console, a front-end over curate like cli
     ("cli",),
 ]
 

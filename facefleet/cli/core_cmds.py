@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = psub.add_parser("remove", help="delete a person and their faces")
     q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_remove)
+    q = psub.add_parser("revoke", help="revoke a person's faces (kept, never trained on again)")
+    q.add_argument("person")
+    q.set_defaults(func=cmd_people_revoke)
+    q = psub.add_parser("remove-photo", help="delete one enrolled face (see 'people show')")
+    q.add_argument("face_id", type=int)
+    q.set_defaults(func=cmd_people_remove_photo)
 
     p = sub.add_parser("identify", help="name every face in images or folders")
     p.add_argument("paths", nargs="+", help="images or folders of images")
@@ -155,6 +161,22 @@ def cmd_people_remove(args: argparse.Namespace) -> int:
         person = store.person(args.person)
         count = store.remove_person(person.id)
     print(f"removed {person.name} ({person.id}) and {count} faces")
+    return 0
+
+
+def cmd_people_revoke(args: argparse.Namespace) -> int:
+    from facefleet.enrol import revoke_person
+
+    count = revoke_person(Workspace.find(args.workspace), args.person)
+    print(f"revoked {count} faces of {args.person}")
+    return 0
+
+
+def cmd_people_remove_photo(args: argparse.Namespace) -> int:
+    from facefleet.enrol import remove_photo
+
+    name = remove_photo(Workspace.find(args.workspace), args.face_id)
+    print(f"removed face {args.face_id} of {name}")
     return 0
 
 

@@ -59,9 +59,19 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from facefleet.web.console import accounts
     from facefleet.web.server import serve
 
-    serve(Workspace.find(args.workspace), host=args.host, port=args.port)
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        if not accounts.list_users(store):
+            print(
+                "facefleet: no console users yet: create the first admin with "
+                "'facefleet users add NAME --role admin'",
+                file=sys.stderr,
+            )
+    print(f"facefleet: console at http://{args.host}:{args.port}/ (device API under /v1)", file=sys.stderr)
+    serve(ws, host=args.host, port=args.port)
     return 0
 
 
@@ -132,6 +142,7 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
         keep=args.keep,
         device_id=args.device_id,
         fps=args.fps if args.fps is not None else sync.read_fps(args.fps_file),
+        snapshot=args.snapshot,
     )
     if args.every and args.every > 0:
         sync.sync_loop(args.server, every=args.every, rounds=args.rounds, **kwargs)
@@ -170,7 +181,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--public-key", type=Path, help="default keys/signing_key.pub.pem")
     p.set_defaults(func=cmd_package)
 
-    p = sub.add_parser("serve", help="run the model server devices pull from (FastAPI)")
+    p = sub.add_parser("serve", help="run the model server (device API under /v1) and the web console (/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.set_defaults(func=cmd_serve)
@@ -211,4 +222,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-id", help="name in heartbeats (default: the token's device)")
     p.add_argument("--fps", type=float, help="FPS to report")
     p.add_argument("--fps-file", type=Path, help="benchmark JSON with an 'fps' key to report")
+    p.add_argument("--snapshot", type=Path, help="a small JPEG (<= 256 KB) to send with the heartbeat")
     p.set_defaults(func=cmd_edge_sync)

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "facefleet.cli.edge_cmds",
     "facefleet.cli.fleet_cmds",
     "facefleet.cli.curate_cmds",
+    "facefleet.cli.users_cmds",
 ]
 
 

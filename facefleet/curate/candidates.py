@@ -119,23 +119,58 @@ def passes(face: FaceRow, f: Filters, usable_reason: str | None) -> bool:
     return True
 
 
-def dedup(vectors: list[np.ndarray | None], hashes: list[str], distance: float) -> list[int]:
+def _close_to(V: np.ndarray, K: np.ndarray, distance: float) -> np.ndarray:
+    """``M[a, b]``: whether ``V[a]`` is closer than ``distance`` to ``K[b]`` (pure). A matrix
+    product finds the candidates; pairs near the threshold are measured exactly."""
+    if len(V) == 0 or len(K) == 0:
+        return np.zeros((len(V), len(K)), dtype=bool)
+    d2 = V @ K.T
+    d2 *= -2.0
+    d2 += (V * V).sum(axis=1)[:, None]
+    d2 += (K * K).sum(axis=1)[None, :]
+    out = d2 < (distance - 1e-3) ** 2
+    aa, bb = np.nonzero((d2 < (distance + 1e-3) ** 2) & ~out)
+    if len(aa):
+        out[aa, bb] = np.sqrt(((V[aa] - K[bb]) ** 2).sum(axis=1)) < distance
+    return out
+
+
+def dedup(
+    vectors: list[np.ndarray | None],
+    hashes: list[str],
+    distance: float,
+    limit: int | None = None,
+    chunk: int = 256,
+) -> list[int]:
     """Indices to keep, in order: the first of each image hash, and no vector within
-    ``distance`` of one already kept (input is in priority order, so the best one stays)."""
+    ``distance`` of one already kept (input is in priority order, so the best one stays).
+    With ``limit``, stops once that many are kept (the best ``limit``, found cheaply)."""
     kept: list[int] = []
     seen: set[str] = set()
-    kept_vecs: list[np.ndarray] = []
-    for i, (vec, sha) in enumerate(zip(vectors, hashes, strict=True)):
-        if sha in seen:
-            continue
-        if vec is not None and kept_vecs:
-            d = np.sqrt(((np.stack(kept_vecs) - vec[None]) ** 2).sum(axis=1)).min()
-            if d < distance:
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    K = np.zeros((0, dim), dtype=np.float32)  # vectors kept so far
+    for lo in range(0, len(vectors), chunk):
+        idx = list(range(lo, min(len(vectors), lo + chunk)))
+        has = [i for i in idx if vectors[i] is not None]
+        V = np.stack([vectors[i] for i in has]).astype(np.float32) if has else K[:0]
+        row = {i: r for r, i in enumerate(has)}
+        by_kept = _close_to(V, K, distance).any(axis=1)
+        within = _close_to(V, V, distance)
+        kept_here: list[int] = []  # rows of V kept in this chunk
+        for i in idx:
+            if hashes[i] in seen:
                 continue
-        seen.add(sha)
-        kept.append(i)
-        if vec is not None:
-            kept_vecs.append(vec)
+            r = row.get(i)
+            if r is not None and (by_kept[r] or (kept_here and within[r, kept_here].any())):
+                continue
+            seen.add(hashes[i])
+            kept.append(i)
+            if r is not None:
+                kept_here.append(r)
+            if limit is not None and len(kept) >= limit:
+                return kept
+        if kept_here:
+            K = np.concatenate([K, V[kept_here]])
     return kept
 
 
@@ -156,12 +191,16 @@ def list_candidates(
     *,
     quality_cfg: QualitySettings | None = None,
     dedup_distance: float = DEDUP_DISTANCE,
+    limit: int | None = None,
 ) -> list[Candidate]:
-    """Faces in ``filters.status`` passing the filters, de-duplicated, best first."""
+    """Faces in ``filters.status`` passing the filters, de-duplicated, best first (only the
+    best ``limit`` when given: the de-duplication then stops early)."""
     f = filters or Filters()
     nots = negatives_by_face(store)
+    faces = store.faces(status=f.status)
+    vectors = store.embeddings(embedder_id, [face.id for face in faces])
     found = []
-    for face in store.faces(status=f.status):
+    for face in faces:
         reason = (
             unusable_reason(Quality.from_dict(face.quality), quality_cfg)
             if face.quality.get("size_px") is not None
@@ -173,14 +212,14 @@ def list_candidates(
         found.append(
             Candidate(
                 face,
-                store.embedding(face.id, embedder_id),
+                vectors.get(face.id),
                 priority(quality_score(face.quality), _num(m.get("margin")), _num(m.get("dist"))),
                 reason,
                 nots.get(face.id, []),
             )
         )
     found.sort(key=lambda c: (c.usable_reason is not None, -c.priority, c.face.id))
-    keep = dedup([c.vector for c in found], [c.face.image_sha256 for c in found], dedup_distance)
+    keep = dedup([c.vector for c in found], [c.face.image_sha256 for c in found], dedup_distance, limit)
     return [found[i] for i in keep]
 
 

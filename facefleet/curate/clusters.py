@@ -167,11 +167,12 @@ def cluster(store: Store, embedder_id: str, cid: int, *, people: dict[str, str] 
             "SELECT face_id FROM curate_cluster_members WHERE cluster_id = ? ORDER BY face_id", (cid,)
         )
     ]
-    faces = [store.face(i) for i in ids]
+    faces = store.faces_by_id(ids)
     open_faces = [f for f in faces if f.status == "candidate"]
     if row["state"] == "open" and faces and not open_faces:
         row = _settle(store, cid, faces)
-    vecs = [v for v in (store.embedding(f.id, embedder_id) for f in open_faces) if v is not None]
+    vectors = store.embeddings(embedder_id, [f.id for f in open_faces])
+    vecs = [vectors[f.id] for f in open_faces if f.id in vectors]
     times = sorted(str((f.meta or {}).get("event_time") or f.created) for f in faces)
     return ClusterInfo(
         id=cid,
@@ -233,3 +234,25 @@ def reject_cluster(store: Store, embedder_id: str, cid: int, *, as_stranger: boo
             (labels.stranger if as_stranger else labels.discard)(store, ids)
         _close(store, cid, "rejected", None)
     return ids
+
+
+def open_clusters_page(
+    store: Store, embedder_id: str, *, offset: int = 0, limit: int = 20
+) -> tuple[list[ClusterInfo], int]:
+    """One page of :func:`clusters` (open clusters with faces left, biggest first) and how many
+    there are, without reading the members of the clusters off the page."""
+    store.ensure_schema(SCHEMA)
+    base = (
+        "FROM curate_clusters c JOIN curate_cluster_members m ON m.cluster_id = c.id "
+        "JOIN faces f ON f.id = m.face_id WHERE c.state = 'open' AND f.status = 'candidate'"
+    )
+    total = int(store.conn.execute(f"SELECT COUNT(DISTINCT c.id) {base}").fetchone()[0])
+    ids = [
+        int(r[0])
+        for r in store.conn.execute(
+            f"SELECT c.id, COUNT(*) AS n {base} GROUP BY c.id ORDER BY n DESC, c.id LIMIT ? OFFSET ?",
+            (int(limit), int(offset)),
+        )
+    ]
+    people = {p.id: p.name for p in store.people()}
+    return [cluster(store, embedder_id, cid, people=people) for cid in ids], total

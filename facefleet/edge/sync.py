@@ -171,10 +171,34 @@ def _download(
     return tmp, new_etag, version
 
 
+def read_snapshot(path: Path | None, limit: int = 256 * 1024) -> str | None:
+    """The device's latest snapshot JPEG as base64, when the file exists and is small enough."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if not data or len(data) > limit:
+        return None
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
 def send_heartbeat(
-    server: str, token: str, device_id: str | None, model: str, version: int | None, fps: float | None
+    server: str,
+    token: str,
+    device_id: str | None,
+    model: str,
+    version: int | None,
+    fps: float | None,
+    snapshot: str | None = None,
 ) -> None:
-    body = json.dumps({"device": device_id, "model": model, "version": version, "fps": fps})
+    beat = {"device": device_id, "model": model, "version": version, "fps": fps}
+    if snapshot:
+        beat["snapshot"] = snapshot
+    body = json.dumps(beat)
     resp = _request(
         f"{server.rstrip('/')}/v1/heartbeat",
         token,
@@ -209,6 +233,7 @@ def sync_once(
     keep: int = layout.DEFAULT_KEEP,
     device_id: str | None = None,
     fps: float | None = None,
+    snapshot: Path | None = None,
     attempts: int = 5,
     base_delay: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -241,7 +266,9 @@ def sync_once(
         log.info("installed %s v%s (was %s)", model, installed.version, installed.old_version)
     with contextlib.suppress(SyncError):  # a lost heartbeat is not worth failing the round
         with_retries(
-            lambda: send_heartbeat(server, token, device_id, model, result.version, fps),
+            lambda: send_heartbeat(
+                server, token, device_id, model, result.version, fps, read_snapshot(snapshot)
+            ),
             attempts=2,
             base=base_delay,
             sleep=sleep,

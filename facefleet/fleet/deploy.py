@@ -44,6 +44,8 @@ FACELIST_CURRENT = "facelist_current.csv"
 
 # Called after the upload, before verification: (host, remote temp path). For fault injection.
 UploadHook = Callable[[Host, str], Awaitable[None] | None]
+# Called as each host starts ("running") and ends (its HostResult): per-host progress.
+Progress = Callable[[str, "str | HostResult"], None]
 
 
 @dataclass
@@ -409,6 +411,7 @@ async def deploy_hosts(
     accept_new: bool,
     hook: UploadHook | None,
     dry_run: bool,
+    progress: Progress | None = None,
 ) -> list[HostResult]:
     """Deploy to ``hosts`` with at most ``parallel`` at a time; results in host order."""
     if parallel < 1:
@@ -417,7 +420,9 @@ async def deploy_hosts(
 
     async def one(host: Host) -> HostResult:
         async with sem:
-            return await deploy_host(
+            if progress is not None:
+                progress(host.name, "running")
+            res = await deploy_host(
                 host,
                 payloads[host.receives],
                 known_hosts=known_hosts,
@@ -426,6 +431,9 @@ async def deploy_hosts(
                 hook=hook,
                 dry_run=dry_run,
             )
+            if progress is not None:
+                progress(host.name, res)
+            return res
 
     return list(await asyncio.gather(*(one(h) for h in hosts)))
 
@@ -508,6 +516,7 @@ def deploy(
     public_key_path: Path | None = None,
     upload_hook: UploadHook | None = None,
     record: bool = True,
+    progress: Progress | None = None,
 ) -> DeployReport:
     """Verify ``bundle`` locally, then push it to the inventory's hosts for its model."""
     key = _public_key(ws, public_key_path)
@@ -537,6 +546,7 @@ def deploy(
                 accept_new=accept_new_host_keys,
                 hook=upload_hook,
                 dry_run=dry_run,
+                progress=progress,
             )
         )
     report = DeployReport(uuid.uuid4().hex[:12], payload.model, payload.version, payload.name, results)

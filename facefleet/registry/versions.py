@@ -512,7 +512,15 @@ def write_versions_yaml(ws: Workspace, path: Path | None = None) -> Path:
 
 
 def bundle_manifest(ws: Workspace, info: ModelVersionInfo) -> dict[str, Any] | None:
-    """The bundle manifest logged with the version's run (labels, thresholds), if any."""
+    """The bundle manifest of a version (labels, thresholds): the workspace's own copy of the
+    bundle when it names the same run, else the one logged with the run."""
+    local = Path(ws.models_dir) / info.model / str(info.version) / "manifest.json"
+    try:
+        data = json.loads(local.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and info.run_id and data.get("run_id") == info.run_id:
+            return data
+    except (OSError, ValueError):
+        pass
     if not info.run_id:
         return None
     from mlflow.exceptions import MlflowException

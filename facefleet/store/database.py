@@ -321,6 +321,31 @@ class Store:
         ).fetchone()
         return _blob_to_vec(row["vector"]) if row else None
 
+    def embeddings(self, embedder_id: str, face_ids: Iterable[int] | None = None) -> dict[int, np.ndarray]:
+        """Vectors by face id for ``embedder_id`` (of ``face_ids``, or every face), read in bulk."""
+        if face_ids is None:
+            rows = self.conn.execute(
+                "SELECT face_id, vector FROM embeddings WHERE embedder_id = ?", (embedder_id,)
+            ).fetchall()
+        else:
+            ids, rows = sorted({int(i) for i in face_ids}), []
+            for lo in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+                part = ids[lo : lo + 500]
+                rows += self.conn.execute(
+                    f"SELECT face_id, vector FROM embeddings WHERE embedder_id = ? "
+                    f"AND face_id IN ({','.join('?' * len(part))})",
+                    (embedder_id, *part),
+                ).fetchall()
+        return {int(r["face_id"]): _blob_to_vec(r["vector"]) for r in rows}
+
+    def faces_by_id(self, face_ids: Iterable[int]) -> list[FaceRow]:
+        """The faces with these ids (missing ones left out), in id order, read in bulk."""
+        ids, out = sorted({int(i) for i in face_ids}), []
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            out += self._face_rows(f"WHERE f.id IN ({','.join('?' * len(part))})", tuple(part))
+        return out
+
     def record_rejection(self, sha256: str, settings: str, reason: str) -> None:
         with self.transaction() as conn:
             conn.execute(

@@ -7,8 +7,10 @@ Endpoints (OpenAPI docs at ``/docs``; every ``/v1`` endpoint needs ``Authorizati
   or alias ``ref`` (``production``, ``@production``).
 - ``GET /v1/models/{model}/{ref}/bundle.tar.gz``: the packed bundle; ``ETag`` is its sha256
   and ``If-None-Match`` with that value gives ``304 Not Modified``.
-- ``POST /v1/heartbeat``: ``{device, model, version, fps}`` (device defaults to
-  the token's); shown by ``facefleet fleet status``.
+- ``POST /v1/heartbeat``: ``{device, model, version, fps, snapshot}`` (device defaults to
+  the token's; ``snapshot`` an optional base64 JPEG up to 256 KB); shown by
+  ``facefleet fleet status`` and the console.
+- ``/``: the web console (``facefleet.web.console``), signed-in users only.
 - ``GET /health``: liveness, no token.
 
 Every GET route also answers HEAD. Bad input is a 4xx with a one-line ``detail`` that never
@@ -38,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from facefleet.errors import BundleError, FacefleetError
 from facefleet.fileio import sha256_file as _sha256_file
-from facefleet.fleet import catalog, records
+from facefleet.fleet import catalog, records, snapshots
 from facefleet.registry.catalog import ALIASES_FILE, ResolvedVersion, resolve
 from facefleet.registry.format import read_manifest
 
@@ -61,6 +63,7 @@ class Heartbeat(BaseModel):
     model: str = Field(default="face_model", pattern=MODEL_NAME)
     version: int | None = Field(default=None, ge=0, le=2**31 - 1)
     fps: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False)
+    snapshot: str | None = Field(default=None, max_length=360_000)  # base64 JPEG, <= 256 KB
 
 
 def parse_ref(ref: str) -> str | None:
@@ -229,10 +232,18 @@ def create_app(ws: "Workspace") -> FastAPI:
         """Record a device's running version and FPS (the token names the device)."""
         if beat.device is not None and beat.device != name:
             raise HTTPException(403, f"this token belongs to {name!r}, not {beat.device!r}")
+        if beat.snapshot:
+            try:
+                snapshots.save_snapshot(ws, name, snapshots.decode(beat.snapshot))
+            except FacefleetError as exc:
+                raise HTTPException(422, str(exc)) from None
         remote = request.client.host if request.client else None
         records.record_heartbeat(thread_store(), name, beat.model, beat.version, beat.fps, remote)
         return {"status": "recorded"}
 
+    from facefleet.web.console import mount
+
+    mount(app, ws)
     return app
 
 

@@ -1,0 +1,214 @@
+"""Models: versions with their metrics, per-person thresholds and training plots, aliases,
+promote and roll back (admin, with a required reason), the audit history, and the diff of
+two versions. Everything goes through ``facefleet.registry.versions``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from facefleet.errors import BundleError, FacefleetError
+from facefleet.registry import versions as reg
+from facefleet.registry.format import read_manifest
+from facefleet.web.console import auth
+from facefleet.web.console.app import console_of, writer
+
+router = APIRouter()
+
+# what people ask about a version, and the metric keys that answer it (first found wins)
+SUMMARY = {
+    "accuracy": ("accuracy", "val_accuracy", "test_accuracy", "closed_set_accuracy", "cv_accuracy"),
+    "strangers named": ("unknown_false_accept_rate", "stranger_far", "far"),
+    "known rejected": ("known_false_reject_rate", "frr"),
+}
+
+
+def summary_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The headline figures of a version from its metrics, under any prefix (pure)."""
+    out: dict[str, float | None] = {}
+    for label, keys in SUMMARY.items():
+        out[label] = None
+        for key in keys:
+            hit = next((v for k, v in metrics.items() if k == key or k.endswith("_" + key)), None)
+            if hit is not None:
+                out[label] = hit
+                break
+    return out
+
+
+def _manifest(c: Any, info: reg.ModelVersionInfo) -> dict[str, Any]:
+    """The version's manifest from the workspace's models folder ({} when it is not there)."""
+    path = Path(c.ws.models_dir) / info.model / str(info.version)
+    try:
+        return read_manifest(path, need_files=False)
+    except BundleError:
+        return {}
+
+
+def _plots(c: Any, info: reg.ModelVersionInfo) -> list[dict[str, str]]:
+    """The run's training plots, when its artifacts are files in the workspace."""
+    uri = info.source.rsplit("/bundle", 1)[0] if info.source else ""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        return []
+    folder = Path(unquote(parsed.path)) / "plots"
+    if not folder.is_dir():
+        return []
+    out = []
+    for png in sorted(folder.glob("*.png")):
+        url = c.file_url(png)
+        if url:
+            out.append({"name": png.stem.replace("_", " "), "url": url})
+    return out
+
+
+def _registry_key(ws: Any) -> tuple | None:
+    """A signature of the registry's state: the MLflow SQLite files and the audit log (None
+    for a tracking server, whose changes cannot be seen from here)."""
+    uri = ws.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :])
+    parts = []
+    for path in (db, db.with_name(db.name + "-wal"), reg.audit_path(ws)):
+        try:
+            st = path.stat()
+            parts.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
+
+
+def _memo(c: Any, name: str, compute: Any) -> Any:
+    """``compute()``, remembered while the registry is unchanged (MLflow reads are the slow
+    part of these pages; any promote, rollback or training changes the signature)."""
+    key = _registry_key(c.ws)
+    if key is None:
+        return compute()
+    with c.cache_lock:
+        hit = c.cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = compute()
+    with c.cache_lock:
+        if len(c.cache) > 256:
+            c.cache.clear()
+        c.cache[name] = (key, value)
+    return value
+
+
+def _versions(c: Any) -> list[reg.ModelVersionInfo]:
+    from facefleet.registry.tracking import has_tracking_store
+
+    if not has_tracking_store(c.ws):  # no MLflow database is created just to find no model
+        return []
+    try:
+        return reg.list_versions(c.ws)
+    except reg.VersionError:
+        return []
+
+
+@router.get("/models")
+def models(request: Request) -> Response:
+    auth.current(request)
+    c = console_of(request)
+    infos = _memo(c, "registry:versions", lambda: _versions(c))
+    rows = [{"info": i, "summary": summary_metrics(i.metrics)} for i in infos]
+    holders = {a: next((i.version for i in infos if a in i.aliases), None) for a in reg.ALIASES}
+    history = list(reversed(reg.audit_log(c.ws)))[:100]
+    return c.render(
+        request,
+        "models.html",
+        rows=rows,
+        aliases=reg.ALIASES,
+        holders=holders,
+        history=history,
+        model=reg.model_name(c.ws),
+    )
+
+
+@router.get("/models/diff")
+def diff(request: Request) -> Response:
+    auth.current(request)
+    c = console_of(request)
+    a, b = request.query_params.get("a"), request.query_params.get("b")
+    if not a or not b:
+        raise HTTPException(400, "choose two versions to compare")
+    try:
+        d = _memo(c, f"registry:diff:{a}:{b}", lambda: reg.diff(c.ws, a, b))
+    except FacefleetError as exc:
+        raise HTTPException(404, str(exc)) from None
+    # the thresholds from the local bundles when MLflow holds no manifest
+    if not d.thresholds:
+        ta = _manifest(c, d.a).get("thresholds") or {}
+        tb = _manifest(c, d.b).get("thresholds") or {}
+        d.thresholds = reg.diff_mappings(ta, tb)
+        if not (d.labels_added or d.labels_removed):
+            d.labels_removed, d.labels_added = reg.diff_labels(list(ta), list(tb))
+    return c.render(request, "diff.html", d=d)
+
+
+@router.get("/models/{version}")
+def version(version: int, request: Request) -> Response:
+    auth.current(request)
+    c = console_of(request)
+    try:
+        info = _memo(c, f"registry:version:{version}", lambda: reg.resolve_version(c.ws, version))
+    except FacefleetError as exc:
+        raise HTTPException(404, str(exc)) from None
+    manifest = _manifest(c, info)
+    history = [e for e in reversed(reg.audit_log(c.ws)) if e.get("to_version") == info.version]
+    return c.render(
+        request,
+        "version.html",
+        info=info,
+        summary=summary_metrics(info.metrics),
+        thresholds=sorted((manifest.get("thresholds") or {}).items()),
+        plots=_plots(c, info),
+        aliases=reg.ALIASES,
+        history=history,
+    )
+
+
+def _why(form: Any) -> str:
+    why = str(form.get("why") or "").strip()
+    if not why:
+        raise HTTPException(400, "a reason is required: say why (it goes into the audit log)")
+    return why
+
+
+@router.post("/models/promote")
+async def promote(request: Request) -> Response:
+    session = await writer(request, "admin")
+    c = console_of(request)
+    form = await request.form()
+    why = _why(form)
+    ref, alias = str(form.get("version") or ""), str(form.get("alias") or "")
+    try:
+        entry = reg.promote(c.ws, ref, alias, why=why, user=f"{session.user.name} (console)")
+    except FacefleetError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if entry is None:
+        return c.back("/models", msg=f"@{alias} already points at v{ref}")
+    return c.back(
+        "/models", msg=f"@{entry['alias']} now v{entry['to_version']} (was v{entry['from_version']})"
+    )
+
+
+@router.post("/models/rollback")
+async def rollback(request: Request) -> Response:
+    session = await writer(request, "admin")
+    c = console_of(request)
+    form = await request.form()
+    why = _why(form)
+    try:
+        entry = reg.rollback(
+            c.ws, str(form.get("alias") or ""), why=why, user=f"{session.user.name} (console)"
+        )
+    except FacefleetError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return c.back("/models", msg=f"@{entry['alias']} rolled back to v{entry['to_version']}")

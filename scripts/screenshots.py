@@ -1,0 +1,234 @@
+"""Screenshots of every console page into docs/console/*.png, from a demo workspace.
+
+    .venv/bin/python scripts/screenshots.py [--out docs/console] [--keep /tmp/demo-ws]
+
+The demo workspace is built with the library, the way a person would with the CLI: the
+knn_examples people and two five_celebrity people enrolled, v1 trained and promoted, the pbs
+clip recognised on a "camera" with v1, its unknown captures collected and clustered, a second
+version trained, three devices in an inventory with heartbeats (one with a snapshot from the
+clip) and a deployment on record. Then ``facefleet serve`` runs on 127.0.0.1 and headless
+Chromium captures each page. Needs ../shared/data beside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACEFLEET_SHARED_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO))
+ADMIN = ("ada", "demo-password")
+
+
+def build(root: Path) -> None:
+    import cv2
+    import yaml
+
+    from facefleet.curate import clusters as cl
+    from facefleet.curate.collect import collect
+    from facefleet.edge.pipeline import PipelineConfig
+    from facefleet.edge.recognize import RecognizeOptions, recognize
+    from facefleet.edge.unknowns import UnknownConfig
+    from facefleet.enrol import enroll, plan_folder
+    from facefleet.fleet import records, snapshots
+    from facefleet.layout import switch
+    from facefleet.registry.keys import generate_keypair
+    from facefleet.registry.versions import promote
+    from facefleet.train.config import load_config
+    from facefleet.train.pipeline import current_embedder_id, train
+    from facefleet.web.console import accounts
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(root)
+    enroll(ws, plan_folder(DATA / "faces/examples/knn_examples/train"))
+    generate_keypair(ws.keys_dir)
+    config = load_config(workspace_train=None)
+    config.name = "alpha"
+    first = train(ws, config)
+    promote(ws, first.version, "production", why="first model, checked on knn_examples/test")
+    clip = DATA / "video/pbs_whitehouse_meeting_17s.mp4"
+    dev = root.parent / "lobby-cam"
+    models = dev / "models" / first.model
+    shutil.copytree(first.bundle_dir, models / str(first.version))
+    switch(models, str(first.version))
+    recognize(
+        RecognizeOptions(
+            source=str(clip),
+            model=models,
+            public_key=ws.keys_dir / "signing_key.pub.pem",
+            output_dir=dev / "output",
+            unknown_dir=dev / "few_shot_examples" / "unknown",
+            display=False,
+            cache_dir=ws.cache_dir,
+            device="lobby-cam",
+            pipeline=PipelineConfig(crop_margin=0.3),
+            unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
+        )
+    )
+    collect(ws, [dev])
+    emb = current_embedder_id(ws)
+    with ws.open_store() as st:
+        cl.update_clusters(st, emb)
+    celeb = DATA / "faces/five_celebrity/train"
+    items = [(p.name, f) for p in (celeb / "madonna", celeb / "mindy_kaling") for f in sorted(p.iterdir())]
+    enroll(ws, items)
+    config.name = "beta"
+    second = train(ws, config)
+    promote(ws, second.version, "validated", why="adds madonna and mindy_kaling")
+    # the fleet: an inventory, heartbeats, a snapshot, a deployment on record
+    inventory = {
+        "all": {
+            "children": {
+                "entrance": {
+                    "hosts": {
+                        "lobby-cam": {"ansible_host": "10.0.0.11"},
+                        "door-cam": {"ansible_host": "10.0.0.12"},
+                    }
+                },
+                "warehouse": {
+                    "hosts": {"dock-jetson": {"ansible_host": "10.0.0.21", "ansible_user": "nvidia"}}
+                },
+            }
+        }
+    }
+    (root / "inventory.yaml").write_text(yaml.safe_dump(inventory))
+    cap = cv2.VideoCapture(str(clip))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 200)
+    ok, frame = cap.read()
+    cap.release()
+    if ok:
+        small = cv2.resize(frame, (320, 180))
+        snapshots.save_snapshot(ws, "lobby-cam", cv2.imencode(".jpg", small)[1].tobytes())
+    st = records.open_store(ws)
+    for host, fps in (("lobby-cam", 96.0), ("door-cam", 88.5), ("dock-jetson", 31.2)):
+        records.record_deployment(
+            st,
+            "a1b2c3d4e5f6",
+            {
+                "host": host,
+                "model": first.model,
+                "old_version": None,
+                "new_version": first.version,
+                "result": "ok",
+                "seconds": 2.4,
+                "method": "ssh",
+            },
+        )
+        records.record_heartbeat(st, host, first.model, first.version, fps, "10.0.0.1")
+    accounts.add_user(st, ADMIN[0], "admin", ADMIN[1])
+    st.close()
+
+
+def shoot(root: Path, out: Path) -> list[Path]:
+    import httpx
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "facefleet.cli.main", "-w", str(root), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    profile = tempfile.mkdtemp(prefix="shots-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ):
+        opts.add_argument(flag)
+    driver = None
+    saved = []
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def grab(name: str, path: str, height: int | None = None) -> None:
+            driver.get(url + path)
+            time.sleep(0.6)
+            driver.execute_script(
+                "return Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
+                " new Promise(r => { i.onload = i.onerror = r; })))"
+            )
+            full = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 1280, "height": min(height or full, 1800), "deviceScaleFactor": 1, "mobile": False},
+            )
+            time.sleep(0.3)
+            target = out / f"{name}.png"
+            driver.save_screenshot(str(target))
+            saved.append(target)
+
+        grab("login", "/login", 620)
+        driver.find_element(By.ID, "username").send_keys(ADMIN[0])
+        driver.find_element(By.ID, "password").send_keys(ADMIN[1])
+        driver.find_element(By.ID, "sign-in").click()
+        time.sleep(0.5)
+        grab("review", "/review")
+        grab("review-candidates", "/review?tab=candidates", 900)
+        grab("people", "/people")
+        driver.get(url + "/people")
+        link = driver.find_element(By.LINK_TEXT, "madonna").get_attribute("href")
+        grab("person", link.replace(url, ""))
+        grab("models", "/models")
+        grab("version", "/models/2", 1300)
+        grab("diff", "/models/diff?a=1&b=2", 1200)
+        grab("fleet", "/fleet")
+        grab("events", "/events", 1100)
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=15)
+        shutil.rmtree(profile, ignore_errors=True)
+    return saved
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "console")
+    ap.add_argument("--keep", type=Path, help="build (or reuse) the demo workspace here")
+    args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
+    with tempfile.TemporaryDirectory(prefix="console-demo-") as tmp:
+        root = args.keep or Path(tmp) / "ws"
+        if not (root / "facefleet.yaml").exists():
+            build(root)
+        for path in shoot(root, args.out):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
