@@ -40,6 +40,7 @@ import numpy as np
 from facefleet.errors import ModelError
 from facefleet.fileio import atomic_write_bytes, atomic_write_text
 from facefleet.vision.models import file_sha256
+from facefleet.vision.onnx_graph import GraphBuilder, cached_verification, load_cached
 from facefleet.vision.tflite_file import ACTIVATION, PADDING, TfliteModel, read_tflite
 
 log = logging.getLogger(__name__)
@@ -196,31 +197,6 @@ def to_dlib_box(box: np.ndarray, transform: tuple[float, float, float]) -> tuple
 # conversion
 
 
-class _Graph:
-    def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.inits: list[Any] = []
-        self._n = 0
-
-    def name(self, stem: str) -> str:
-        self._n += 1
-        return f"{stem}_{self._n}"
-
-    def const(self, stem: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(stem)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
-        from onnx import helper
-
-        out = self.name(stem or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
-        return out
-
-
 def _same_pads(size: int, kernel: int, stride: int, dilation: int, out: int) -> tuple[int, int]:
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
@@ -239,7 +215,7 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
     outputs ``regressors`` (1 x N x 16) and ``classificators`` (1 x N x 1), as in TFLite."""
     from onnx import TensorProto, helper
 
-    g = _Graph()
+    g = GraphBuilder()
     tensors = model.tensors
     consts: dict[int, np.ndarray] = {
         t.index: t.data.astype(np.float32) if t.dtype == np.float16 else t.data
@@ -536,7 +512,7 @@ class BlazeFaceDetector:
         folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "onnx"
         stem = f"blazeface-{v.name}-{sha[:16]}-c{CONVERTER_VERSION}"
         onnx_path, verify_path = folder / f"{stem}.onnx", folder / f"{stem}.verify.json"
-        data = _load_cached(onnx_path, sha)
+        data = load_cached(onnx_path, sha, "BlazeFace ONNX model")
         if data is None:
             t0 = time.perf_counter()
             try:
@@ -552,7 +528,7 @@ class BlazeFaceDetector:
             log.info("converted %s to ONNX in %.2f s", src.name, time.perf_counter() - t0)
         det = cls(data, v, **kw)
         if verify:
-            result = _cached_verification(verify_path, data)
+            result = cached_verification(verify_path, data)
             if result is None:
                 result = det.verify_against_tflite(src, data)
                 if result.get("checked"):
@@ -623,37 +599,3 @@ class BlazeFaceDetector:
             if right - left >= 4 and bottom - top >= 4:
                 out.append(((left, top, right, bottom), score))
         return out
-
-
-def _load_cached(path: Path, source_sha256: str) -> bytes | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-    except Exception as exc:
-        log.warning("cached BlazeFace ONNX model %s is unreadable (%s); converting again", path, exc)
-        return None
-    if props.get("source_sha256") != source_sha256:
-        log.warning("cached BlazeFace ONNX model %s was made from other weights; converting again", path)
-        return None
-    return data
-
-
-def _cached_verification(path: Path, onnx_bytes: bytes) -> dict | None:
-    import onnxruntime as ort
-
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (
-        not isinstance(result, dict)
-        or result.get("onnx_sha256") != hashlib.sha256(onnx_bytes).hexdigest()
-        or result.get("onnxruntime") != ort.__version__
-    ):
-        return None
-    return result

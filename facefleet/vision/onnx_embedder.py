@@ -40,6 +40,7 @@ from facefleet.fileio import atomic_write_bytes, atomic_write_text
 from facefleet.vision.dlib_dnn import DlibNet, check_face_resnet, read_dlib_net
 from facefleet.vision.embed import CHIP_SIZE
 from facefleet.vision.models import file_sha256, model_path
+from facefleet.vision.onnx_graph import GraphBuilder, cached_verification, load_cached
 
 log = logging.getLogger(__name__)
 
@@ -91,39 +92,12 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return 1 + (size + 2 * pad - kernel) // stride
 
 
-class _GraphBuilder:
-    """Collects nodes and initializers; names everything uniquely."""
-
-    def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.inits: list[Any] = []
-        self._n = 0
-
-    def name(self, stem: str) -> str:
-        self._n += 1
-        return f"{stem}_{self._n}"
-
-    def const(self, stem: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name(stem)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
-        from onnx import helper
-
-        out = self.name(stem or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
-        return out
-
-
 def build_onnx(net: DlibNet, source_sha256: str = "", *, fold_affine: bool = True) -> Any:
     """The ONNX model (``onnx.ModelProto``) computing ``net`` on uint8 NHWC RGB chips."""
     from onnx import TensorProto, helper
 
     pairs = check_face_resnet(net)
-    g = _GraphBuilder()
+    g = GraphBuilder()
     nr, nc = net.input_size
     x = g.op("Cast", ["chips"], "as_float", to=TensorProto.FLOAT)
     x = g.op("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
@@ -229,7 +203,7 @@ def build_onnx(net: DlibNet, source_sha256: str = "", *, fold_affine: bool = Tru
     return model
 
 
-def _pad_to(g: _GraphBuilder, x: str, shape: tuple, target: tuple) -> str:
+def _pad_to(g: GraphBuilder, x: str, shape: tuple, target: tuple) -> str:
     if shape == target:
         return x
     ends = [t - s for s, t in zip(shape, target, strict=True)]
@@ -343,7 +317,7 @@ class OnnxEmbedder:
         onnx_path = folder / f"{stem}.onnx"
         verify_path = folder / f"{stem}.verify.json"
 
-        data = _load_cached(onnx_path, sha)
+        data = load_cached(onnx_path, sha, "ONNX face model")
         if data is None:
             t0 = time.perf_counter()
             data = convert(src, sha)
@@ -356,7 +330,7 @@ class OnnxEmbedder:
         same_id = _dlib_id_for(src, sha)
         emb = cls(data, same_id, threads=threads, providers=providers, batch_size=batch_size, spin=spin)
         if verify:
-            result = _cached_verification(verify_path, data, emb.providers)
+            result = cached_verification(verify_path, data, providers=emb.providers)
             if result is None:
                 result = emb._verify_against_dlib(src, data)
                 try:
@@ -414,41 +388,3 @@ def _dlib_id_for(src: Path, sha: str) -> str:
     if Path(src) == model_path("resnet"):
         return dlib_embedder_id()
     return f"dlib-resnet-v1:{sha[:16]}"
-
-
-def _load_cached(path: Path, source_sha256: str) -> bytes | None:
-    """The cached ONNX bytes when present, readable and made from this .dat; else None."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        import onnx
-
-        model = onnx.load_from_string(data)
-        props = {p.key: p.value for p in model.metadata_props}
-    except Exception as exc:
-        log.warning("cached ONNX face model %s is unreadable (%s); converting again", path, exc)
-        return None
-    if props.get("source_sha256") != source_sha256:
-        log.warning("cached ONNX face model %s was made from other weights; converting again", path)
-        return None
-    return data
-
-
-def _cached_verification(path: Path, onnx_bytes: bytes, providers: list[str]) -> dict | None:
-    import onnxruntime as ort
-
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (
-        not isinstance(result, dict)
-        or result.get("onnx_sha256") != hashlib.sha256(onnx_bytes).hexdigest()
-        or result.get("onnxruntime") != ort.__version__
-        or result.get("providers") != providers
-        or result.get("error")
-    ):
-        return None
-    return result
