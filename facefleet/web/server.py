@@ -194,11 +194,13 @@ def create_app(ws: "Workspace") -> FastAPI:
                     sha_cache[key] = _sha256_file(path)
         return sha_cache[key]
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.api_route(API_PREFIX + "/models/{model}/{ref}/manifest", methods=["GET", "HEAD"])
+    @app.get(API_PREFIX + "/models/{model}/{ref}/manifest")
+    @app.head(API_PREFIX + "/models/{model}/{ref}/manifest", include_in_schema=False)
     def manifest(model: ModelName, ref: str, _: Annotated[str, Depends(device)]) -> dict[str, Any]:
         """The manifest (labels, thresholds, version, files) of a version or alias."""
         found = bundle_for(model, ref)
@@ -207,7 +209,8 @@ def create_app(ws: "Workspace") -> FastAPI:
         except BundleError:
             raise HTTPException(409, f"{found.model} v{found.version} has no readable manifest") from None
 
-    @app.api_route(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz", methods=["GET", "HEAD"])
+    @app.get(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz")
+    @app.head(API_PREFIX + "/models/{model}/{ref}/bundle.tar.gz", include_in_schema=False)
     def bundle(model: ModelName, ref: str, request: Request, _: Annotated[str, Depends(device)]) -> Response:
         """The packed bundle; ETag = sha256 of the archive, If-None-Match -> 304."""
         found = bundle_for(model, ref)
