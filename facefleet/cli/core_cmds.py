@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_remove)
     q = psub.add_parser("revoke", help="revoke a person's faces (kept, never trained on again)")
-    q.add_argument("person")
+    q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_revoke)
     q = psub.add_parser("remove-photo", help="delete one enrolled face (see 'people show')")
-    q.add_argument("face_id", type=int)
+    q.add_argument("face_id", type=int, help="the face id 'people show' lists")
     q.set_defaults(func=cmd_people_remove_photo)
 
     p = sub.add_parser("identify", help="name every face in images or folders")

@@ -56,20 +56,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("users", help="web console accounts: add, list, passwd, role, remove")
     usub = p.add_subparsers(dest="users_cmd", metavar="ACTION", required=True)
     q = usub.add_parser("add", help="create a user (asks for the password)")
-    q.add_argument("name")
-    q.add_argument("--role", required=True, choices=ROLES)
+    q.add_argument("name", help="sign-in name")
+    q.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="admin: everything; reviewer: review, label, enrol; viewer: read only",
+    )
     q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     q.set_defaults(func=cmd_users)
     q = usub.add_parser("passwd", help="set a new password (ends the user's sessions)")
-    q.add_argument("name")
-    q.add_argument("--password-stdin", action="store_true")
+    q.add_argument("name", help="sign-in name")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     q.set_defaults(func=cmd_users)
     q = usub.add_parser("role", help="change a user's role")
-    q.add_argument("name")
-    q.add_argument("role", choices=ROLES)
+    q.add_argument("name", help="sign-in name")
+    q.add_argument("role", choices=ROLES, help="the new role")
     q.set_defaults(func=cmd_users)
     q = usub.add_parser("remove", help="delete a user")
-    q.add_argument("name")
+    q.add_argument("name", help="sign-in name")
     q.set_defaults(func=cmd_users)
     q = usub.add_parser("list", help="users and roles")
     q.set_defaults(func=cmd_users)
