@@ -230,7 +230,9 @@ def consistent(counts: dict[str, int]) -> bool:
 
 
 # -- bundles --------------------------------------------------------------------------------
-def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = "face_model") -> Path:
+def signed_bundle(
+    ws, version: int, folder: Path | None = None, *, model: str = "face_model", name: str | None = None
+) -> Path:
     """A small real signed bundle (two people, centroid method) written with the bundle API."""
     import numpy as np
 
@@ -245,7 +247,7 @@ def signed_bundle(ws, version: int, folder: Path | None = None, *, model: str = 
         "format": 1,
         "model": model,
         "version": version,
-        "name": f"gen{version}",
+        "name": name or f"gen{version}",
         "embedder_id": dlib_embedder_id(),  # install and package check the device has it
         "labels": ["alice", "bob"],
         "thresholds": {"alice": 0.6, "bob": 0.6},
