@@ -61,6 +61,8 @@ def test_decode_places_boxes_and_keypoints_on_their_anchor():
     assert np.allclose(boxes[0], (0.25, 0.45, 0.45, 0.55))
     assert np.allclose(pts[0, 0], (0.2, 0.5)) and np.allclose(pts[1, 3], (0.75, 0.75))
     assert scores[0] == pytest.approx(0.5) and scores[1] == pytest.approx(1.0)  # clipped, no overflow
+    kept_boxes, kept_pts, kept_scores = bf.decode(raw, np.array([0.0, 1000.0]), anchors, 128, min_score=0.9)
+    assert len(kept_boxes) == len(kept_pts) == 1 and np.allclose(kept_pts[0, 3], (0.75, 0.75))
 
 
 def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
