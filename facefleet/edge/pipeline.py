@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facefleet.edge.tracker import Box, Track, Tracker
+from facefleet.edge.tracker import Box, Track, Tracker, mark_crossings
 from facefleet.registry.inference import Matcher
 
 
@@ -23,10 +23,12 @@ class PipelineConfig:
     detect_width: int = 640  # longer side of the copy detection runs on
     detect_every: int | None = None  # detect on every Nth frame; None: default_detect_every()
     upsample: int = 0  # HOG upsampling on that copy
-    embed_every: int = 30  # re-embed a track after this many frames
+    embed_every: int = 30  # re-embed a track after this many frames ...
+    max_embed_every: int = 120  # ... doubling up to this while its re-embeds agree with it
     quality_gain: float = 0.08  # ... or when its quality score rises this much over the best
     unknown_looks: int = 4  # an unnamed track is embedded on every detection until this many
     look_gap: int = 2  # ... at least this many frames apart (detecting every frame gives twins)
+    settled_look_gap: int = 12  # a settled track gets a fresh look (landmarks, quality) this often
     confirm_looks: int = 6  # extra looks when the latest decision disagrees with the vote
     min_face_px: int = 30  # smaller faces are tracked and drawn but never embedded
     max_missed: int = 2  # detection passes a track survives without a match
@@ -78,19 +80,44 @@ def should_embed(track: Track, view_score: float, frame: int, cfg: PipelineConfi
     """Embed a track when it has no embedding yet, on each of its first looks while it is
     still unnamed (``look_gap`` frames apart), while its latest decision disagrees with its
     vote (a face that turned towards the camera: confirm it quickly rather than wait for
-    ``embed_every``), when ``embed_every`` frames passed since its last one, or when this view
-    is clearly better than the best one embedded so far."""
-    if track.embeddings == 0:
+    ``embed_every``), when its periodic re-check is due (``embed_every`` frames, doubling while
+    the re-checks agree), when it has just come apart from another track it touched (where
+    trackers swap identities), or when this view is clearly better than the best one embedded
+    so far."""
+    if track.embeddings == 0 or track.crossed:
         return True
     spaced = frame - track.last_embed_frame >= cfg.look_gap
     if track.name is None and track.embeddings < cfg.unknown_looks and spaced:
         return True  # not recognised yet: a few more looks before settling on unknown
     if track.last_name != track.name and track.embeddings < cfg.unknown_looks + cfg.confirm_looks and spaced:
         return True
-    if frame - track.last_embed_frame >= cfg.embed_every:
+    if frame - track.last_embed_frame >= (track.recheck_every or cfg.embed_every):
         return True
     gain = cfg.quality_gain / 2 if track.name is None else cfg.quality_gain  # unnamed: look sooner
     return view_score >= track.best_quality + gain
+
+
+def wants_view(track: Track, frame: int, cfg: PipelineConfig) -> bool:
+    """Whether a detected track gets a fresh view (landmarks, chip, quality: the ~2 ms a face
+    that dominates a crowded frame) now. Every ``look_gap`` frames while it is new, unnamed or
+    being confirmed; once settled (named with a consistent vote, or unknown after its looks),
+    every ``settled_look_gap`` frames, or when ``embed_every`` is due. A settled track only
+    needs views for the quality-gain check, which then fires at most that much later."""
+    last = track.view
+    if track.embeddings == 0 or last is None:
+        return True
+    since = frame - last.frame
+    if since < cfg.look_gap:
+        return False
+    settled = track.decided and track.last_name == track.name
+    if track.name is None:
+        settled = settled and track.embeddings >= cfg.unknown_looks
+    if not settled:
+        return True
+    if track.crossed:
+        return True
+    due = track.recheck_every or cfg.embed_every
+    return since >= cfg.settled_look_gap or frame - track.last_embed_frame >= due
 
 
 def crop_box(shape: tuple[int, ...], box: Box, margin: float) -> Box:
@@ -129,6 +156,7 @@ class Pipeline:
             t.votes.clear()
             t.embeddings = 0
             t.best_quality = -1.0
+            t.recheck_every = 0
             t.decided = False
             t.last_name = None
 
@@ -149,15 +177,15 @@ class Pipeline:
         found = self.engine.detect(rgb, upsample=self.cfg.upsample, max_side=self.cfg.detect_width)
         t1 = time.perf_counter()
         matched, _new, ended = self.tracker.update([d.box for d in found], index)
+        mark_crossings(self.tracker.visible())
         ended = earlier + ended
         t2 = time.perf_counter()
         timings["detect"], timings["track"] = t1 - t0, t2 - t1
 
         to_embed: list[tuple[Track, View]] = []
         for track in matched:
-            last = track.view
-            if track.embeddings and last is not None and index - last.frame < self.cfg.look_gap:
-                continue  # detecting every frame: no fresh look (landmarks, chip) more often
+            if not wants_view(track, index, self.cfg):
+                continue
             view = self._view(rgb, bgr, track.box, index)
             track.view = view
             if view is None:
@@ -199,6 +227,12 @@ class Pipeline:
     def _record(self, track: Track, view: View, decision, index: int) -> bool:
         """Add one classification to the track's vote; True when its name is newly decided
         or changed."""
+        every = track.recheck_every or self.cfg.embed_every
+        if track.crossed or (track.embeddings and decision.name != track.name):
+            track.recheck_every = self.cfg.embed_every  # crossed, or it disagreed: check often again
+        elif track.embeddings and index - track.last_embed_frame >= every:
+            track.recheck_every = min(2 * every, self.cfg.max_embed_every)  # a periodic check agreed
+        track.crossed = False
         track.embeddings += 1
         track.last_embed_frame = index
         track.best_quality = max(track.best_quality, view.score)

@@ -81,6 +81,9 @@ class Track:
     candidate: str | None = None
     best_quality: float = -1.0
     last_embed_frame: int = -(10**9)
+    recheck_every: int = 0  # frames until the next periodic re-embed (0: the pipeline's embed_every)
+    touching: bool = False  # its box overlaps another visible track's
+    crossed: bool = False  # it touched another track and came apart since its last embedding
     embeddings: int = 0
     last_name: str | None = None  # the latest classification alone (the vote may disagree)
     decided: bool = False  # an event was written for the current name
@@ -90,6 +93,18 @@ class Track:
     @property
     def age(self) -> int:
         return self.last_seen - self.first_frame + 1
+
+
+def mark_crossings(tracks: list[Track], min_iou: float = 0.1) -> None:
+    """Set ``touching`` on the tracks whose boxes overlap another's by ``min_iou`` or more,
+    and ``crossed`` on those that just came apart: a crossing is where a tracker swaps
+    identities, so the pipeline re-checks who they are once they part (not while they
+    overlap: one face hides the other). Neighbours whose boxes merely graze do not count."""
+    for a in tracks:
+        touching = any(b is not a and iou(a.box, b.box) >= min_iou for b in tracks)
+        if a.touching and not touching:
+            a.crossed = True
+        a.touching = touching
 
 
 class Tracker:

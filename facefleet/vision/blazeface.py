@@ -45,7 +45,7 @@ from facefleet.vision.tflite_file import ACTIVATION, PADDING, TfliteModel, read_
 
 log = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: input height and width free (multiples of the coarsest stride)
 OPSET = 13
 RAW_SCORE_LIMIT = 80.0  # logits are clipped before the sigmoid (MediaPipe uses 100)
 MIN_SCORE = 0.5
@@ -58,14 +58,30 @@ MATCH_TOLERANCE = {"regressors": 0.05, "classificators": 0.01}
 class Variant:
     name: str
     filename: str
-    size: int  # input side, pixels
+    size: int  # input side, pixels (the longer side of a non-square input)
     strides: tuple[int, ...]
     interpolated_aspect: float  # 1.0: two anchors per cell and layer
+    granule: int  # the network's total downsampling: input sides must be multiples of it
+    fit_aspect: bool  # run on the frame's aspect (see input_shape) rather than a square
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the network input for a ``height`` x ``width`` frame: the longer
+        side at ``size``, the shorter one just large enough for the frame's aspect (rounded
+        up to ``granule``). The network is fully convolutional, so a 16:9 frame costs 2/3 of
+        the square input's work instead of running it over letterbox bars. Square for a
+        variant without ``fit_aspect`` (short-range finds 6 % fewer faces on the clips that
+        way; full-range finds the same faces, bench/bench_blazeface.py)."""
+        if not self.fit_aspect:
+            return self.size, self.size
+        long_side, short_side = max(height, width), min(height, width)
+        short = -(-self.size * short_side // max(long_side, 1))  # ceil
+        short = min(self.size, max(self.granule, -(-short // self.granule) * self.granule))
+        return (short, self.size) if width >= height else (self.size, short)
 
 
 VARIANTS = {
-    "short": Variant("short", "face_detection_short_range.tflite", 128, (8, 16, 16, 16), 1.0),
-    "full": Variant("full", "face_detection_full_range.tflite", 192, (4,), 0.0),
+    "short": Variant("short", "face_detection_short_range.tflite", 128, (8, 16, 16, 16), 1.0, 16, False),
+    "full": Variant("full", "face_detection_full_range.tflite", 192, (4,), 0.0, 32, True),
 }
 
 # BlazeFace box (centre x, centre y, side) -> the box dlib's HOG would give the same face, in
@@ -78,9 +94,13 @@ BOX_TO_DLIB = {"short": (-0.041, -0.056, 0.987), "full": (-0.03, -0.004, 0.944)}
 # maths: anchors, decoding, NMS, letterbox (pure functions)
 
 
-def ssd_anchors(size: int, strides: tuple[int, ...], interpolated_aspect: float) -> np.ndarray:
+def ssd_anchors(
+    size: int, strides: tuple[int, ...], interpolated_aspect: float, height: int | None = None
+) -> np.ndarray:
     """Anchor centres (N x 2, normalised x, y) of MediaPipe's SSD anchor calculator, trimmed to
-    what BlazeFace uses (fixed anchor size, offset 0.5)."""
+    what BlazeFace uses (fixed anchor size, offset 0.5), for a ``size`` wide, ``height``
+    (default ``size``) high input, row-major as the network's reshaped outputs."""
+    height = size if height is None else height
     anchors: list[np.ndarray] = []
     layer = 0
     while layer < len(strides):
@@ -89,9 +109,10 @@ def ssd_anchors(size: int, strides: tuple[int, ...], interpolated_aspect: float)
         while last < len(strides) and strides[last] == strides[layer]:
             last += 1
             repeats += 2 if interpolated_aspect == 1.0 else 1
-        cells = size // strides[layer]
-        centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-        yy, xx = np.meshgrid(centres, centres, indexing="ij")
+        cols, rows = size // strides[layer], height // strides[layer]
+        xs = (np.arange(cols, dtype=np.float32) + 0.5) / cols
+        ys = (np.arange(rows, dtype=np.float32) + 0.5) / rows
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
         grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
         anchors.append(np.repeat(grid, repeats, axis=0))
         layer = last
@@ -99,18 +120,26 @@ def ssd_anchors(size: int, strides: tuple[int, ...], interpolated_aspect: float)
 
 
 def decode(
-    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, size: int, min_score: float = 0.0
+    raw_boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    anchors: np.ndarray,
+    size: int | tuple[int, int],
+    min_score: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw outputs (N x 16, N) -> boxes (M x 4: x0, y0, x1, y1), keypoints (M x 6 x 2) and
-    scores (M), normalised to the network input, for the M anchors scoring ``min_score`` or
-    more (scores first: a frame has thousands of anchors and a handful of faces)."""
+    scores (M), normalised to the network input (``size``: its side, or (width, height)), for
+    the M anchors scoring ``min_score`` or more (scores first: a frame has thousands of
+    anchors and a handful of faces)."""
+    wh = np.asarray((size, size) if np.isscalar(size) else size, np.float32)
     logits = np.clip(raw_scores.reshape(-1).astype(np.float32), -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
     scores = 1.0 / (1.0 + np.exp(-logits))
     keep = np.flatnonzero(scores >= min_score)
-    pts = raw_boxes.reshape(len(anchors), -1, 2)[keep].astype(np.float32) / float(size)
+    pts = raw_boxes.reshape(len(anchors), -1, 2)[keep].astype(np.float32) / wh
     centre = pts[:, 0] + anchors[keep]
     half = pts[:, 1] / 2
-    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    boxes = (
+        np.concatenate([centre - half, centre + half], axis=1) if len(keep) else np.zeros((0, 4), np.float32)
+    )
     keypoints = pts[:, 2:] + anchors[keep][:, None, :]
     return boxes, keypoints, scores[keep]
 
@@ -163,27 +192,34 @@ class Letterbox:
     scale: float
     pad_x: int
     pad_y: int
-    size: int
+    size: int  # input width
+    height: int = 0  # input height (0: square)
+
+    @property
+    def wh(self) -> tuple[int, int]:
+        return self.size, self.height or self.size
 
     def to_image(self, xy: np.ndarray) -> np.ndarray:
         """Normalised input coordinates (..., 2) -> frame pixels."""
-        return (np.asarray(xy, np.float32) * self.size - (self.pad_x, self.pad_y)) / self.scale
+        return (np.asarray(xy, np.float32) * self.wh - (self.pad_x, self.pad_y)) / self.scale
 
 
-def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """``rgb`` resized to fit ``size`` x ``size`` (aspect kept), centred on black."""
+def letterbox(rgb: np.ndarray, size: int, height: int | None = None) -> tuple[np.ndarray, Letterbox]:
+    """``rgb`` resized to fit ``size`` wide x ``height`` (default ``size``) high, aspect
+    kept, centred on black."""
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = size / float(max(h, w))
+    height = size if height is None else height
+    scale = min(size / float(w), height / float(h))
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     # bilinear, not INTER_AREA: 20x faster on a 640 x 360 frame (1.2 -> 0.06 ms, one core)
     # with the same faces found on both clips and five_celebrity (1,980 vs 1,971)
     resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    canvas = np.zeros((size, size, 3), np.uint8)
-    px, py = (size - nw) // 2, (size - nh) // 2
+    canvas = np.zeros((height, size, 3), np.uint8)
+    px, py = (size - nw) // 2, (height - nh) // 2
     canvas[py : py + nh, px : px + nw] = resized
-    return canvas, Letterbox(scale, px, py, size)
+    return canvas, Letterbox(scale, px, py, size, 0 if height == size else height)
 
 
 def to_dlib_box(box: np.ndarray, transform: tuple[float, float, float]) -> tuple[float, float, float, float]:
@@ -214,8 +250,9 @@ def _spatial_pads(opts: dict, in_shape, out_shape, kh: int, kw: int) -> list[int
 
 
 def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") -> Any:
-    """The ONNX model of a BlazeFace ``.tflite``: input ``image`` (1 x S x S x 3 uint8 RGB),
-    outputs ``regressors`` (1 x N x 16) and ``classificators`` (1 x N x 1), as in TFLite."""
+    """The ONNX model of a BlazeFace ``.tflite``: input ``image`` (1 x H x W x 3 uint8 RGB; the
+    TFLite model's S x S, or any sides that are multiples of ``variant.granule``), outputs
+    ``regressors`` (1 x N x 16) and ``classificators`` (1 x N x 1), as in TFLite."""
     from onnx import TensorProto, helper
 
     g = GraphBuilder()
@@ -227,7 +264,6 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
     }
     values: dict[int, str] = {}  # tensor index -> ONNX name; 4-D ones are NCHW in the graph
     (inp,) = model.inputs
-    size = variant.size
     x = g.op("Cast", ["image"], "as_float", to=TensorProto.FLOAT)
     x = g.op("Mul", [x, g.const("inv_127_5", np.asarray(1 / 127.5, np.float32))], "scaled")
     x = g.op("Sub", [x, g.const("one", np.asarray(1.0, np.float32))], "centred")
@@ -311,7 +347,9 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
             x = value(op.inputs[0])
             if len(in_shape) == 4:
                 x = g.op("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
-            shape = np.asarray(out_shape, np.int64)
+            shape = np.asarray(
+                [out_shape[0], -1, out_shape[-1]] if len(out_shape) == 3 else out_shape, np.int64
+            )
             values[out] = g.op("Reshape", [x, g.const("shape", shape)], "reshape")
         elif op.op == "CONCATENATION":
             rank = len(out_shape)
@@ -328,10 +366,13 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
                 if o["half_pixel_centers"]
                 else "asymmetric"
             )
-            sizes = np.asarray([out_shape[0], out_shape[3], out_shape[1], out_shape[2]], np.int64)
+            # by scale, not to fixed sizes: the input height and width are free
+            scales = np.asarray(
+                [1.0, 1.0, out_shape[1] / in_shape[1], out_shape[2] / in_shape[2]], np.float32
+            )
             values[out] = g.op(
                 "Resize",
-                [value(op.inputs[0]), "", "", g.const("sizes", sizes)],
+                [value(op.inputs[0]), "", g.const("scales", scales)],
                 "resize",
                 mode="linear",
                 coordinate_transformation_mode=mode,
@@ -340,16 +381,15 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
             raise ModelError(f"BlazeFace conversion: operator {op.op} not supported")
 
     out_regs, out_cls = _output_roles(model)
-    n = tensors[out_regs].shape[1]
     g.nodes.append(helper.make_node("Identity", [values[out_regs]], ["regressors"], name="regressors"))
     g.nodes.append(helper.make_node("Identity", [values[out_cls]], ["classificators"], name="classificators"))
     graph = helper.make_graph(
         g.nodes,
         f"blazeface_{variant.name}",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, size, size, 3])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "height", "width", 3])],
         [
-            helper.make_tensor_value_info("regressors", TensorProto.FLOAT, [1, n, 16]),
-            helper.make_tensor_value_info("classificators", TensorProto.FLOAT, [1, n, 1]),
+            helper.make_tensor_value_info("regressors", TensorProto.FLOAT, [1, "anchors", 16]),
+            helper.make_tensor_value_info("classificators", TensorProto.FLOAT, [1, "anchors", 1]),
         ],
         g.inits,
     )
@@ -494,7 +534,7 @@ class BlazeFaceDetector:
         )
         self.variant = variant
         self.name = "blazeface" if variant.name == "full" else f"blazeface-{variant.name}"
-        self.anchors = ssd_anchors(variant.size, variant.strides, variant.interpolated_aspect)
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
         self.min_score = min_score
         self.box_transform = box_transform or BOX_TO_DLIB[variant.name]
         self.verification: dict[str, Any] = {}
@@ -544,8 +584,15 @@ class BlazeFaceDetector:
                 raise ModelError(f"BlazeFace ONNX outputs differ from TFLite's ({result.get('max_diff')})")
         return det
 
+    def anchors(self, height: int, width: int) -> np.ndarray:
+        """The anchor centres of a ``height`` x ``width`` input (cached per shape)."""
+        if (height, width) not in self._anchors:
+            v = self.variant
+            self._anchors[height, width] = ssd_anchors(width, v.strides, v.interpolated_aspect, height)
+        return self._anchors[height, width]
+
     def raw(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw network outputs for one letterboxed uint8 S x S x 3 RGB input."""
+        """Raw network outputs for one letterboxed uint8 H x W x 3 RGB input."""
         regs, cls = self._session.run(None, {"image": np.ascontiguousarray(image[None], np.uint8)})
         return {"regressors": regs, "classificators": cls}
 
@@ -582,10 +629,11 @@ class BlazeFaceDetector:
 
     def detect_faces(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         """(box x0 y0 x1 y1, keypoints 6 x 2, score) in ``rgb`` pixels, BlazeFace's own box."""
-        image, lb = letterbox(rgb, self.variant.size)
+        height, width = self.variant.input_shape(*rgb.shape[:2])
+        image, lb = letterbox(rgb, width, height)
         raw = self.raw(image)
         boxes, keypoints, scores = decode(
-            raw["regressors"][0], raw["classificators"][0], self.anchors, lb.size, self.min_score
+            raw["regressors"][0], raw["classificators"][0], self.anchors(height, width), lb.wh, self.min_score
         )
         found = weighted_nms(boxes, keypoints, scores, min_score=self.min_score)
         return [

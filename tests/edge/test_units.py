@@ -4,14 +4,15 @@ percentiles, display detection."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
 from facefleet.edge.events import FACELIST_COLUMNS, eye_geometry, facelist_row
-from facefleet.edge.pipeline import PipelineConfig, crop_box, should_embed, vote
+from facefleet.edge.pipeline import Pipeline, PipelineConfig, crop_box, should_embed, vote, wants_view
 from facefleet.edge.recognize import display_problem
 from facefleet.edge.stats import format_table, percentile
-from facefleet.edge.tracker import Track, Tracker, centroid_distance, iou, match
+from facefleet.edge.tracker import Track, Tracker, centroid_distance, iou, mark_crossings, match
 from facefleet.edge.unknowns import UnknownCollector, UnknownConfig, nearest_distance, prune_plan
 
 
@@ -68,6 +69,54 @@ def test_should_embed_schedule():
     assert not should_embed(t, 0.5, 13, cfg)  # settled on unknown: wait for embed_every
     t.embeddings, t.last_name = 3 + cfg.confirm_looks, "a"
     assert not should_embed(t, 0.5, 13, cfg)  # confirmation is bounded
+
+
+def test_settled_tracks_get_fewer_views_and_back_off_their_rechecks():
+    cfg = PipelineConfig(embed_every=30, max_embed_every=120, unknown_looks=3, look_gap=2, settled_look_gap=6)
+    t = Track(id=1, box=(0, 0, 10, 10), first_frame=0, last_seen=0)
+    assert wants_view(t, 0, cfg)  # new
+    t.view = SimpleNamespace(frame=10)
+    t.embeddings, t.last_embed_frame, t.decided, t.name, t.last_name = 1, 10, True, None, None
+    assert not wants_view(t, 11, cfg) and wants_view(t, 12, cfg)  # unknown, still looking
+    t.embeddings = 3
+    assert not wants_view(t, 12, cfg) and wants_view(t, 16, cfg)  # settled on unknown
+    t.name, t.last_name, t.embeddings = "a", "b", 1
+    assert wants_view(t, 12, cfg)  # latest look disagrees: not settled
+    t.last_name = "a"
+    assert not wants_view(t, 15, cfg) and wants_view(t, 40, cfg)  # periodic re-check due
+    t.crossed = True
+    assert wants_view(t, 12, cfg) and should_embed(t, 0.0, 12, cfg)
+
+    # the periodic re-check doubles while it agrees, and resets when it does not
+    pipe = Pipeline(SimpleNamespace(), None, cfg)
+    u = Track(id=2, box=(0, 0, 10, 10), first_frame=0, last_seen=0)
+    view = SimpleNamespace(score=0.5)
+    said = lambda name: SimpleNamespace(name=name, distance=0.3, score=0.1, candidate=name)  # noqa: E731
+    pipe._record(u, view, said("a"), 0)
+    assert u.recheck_every == 0
+    pipe._record(u, view, said("a"), 30)
+    assert u.recheck_every == 60
+    pipe._record(u, view, said("a"), 90)
+    pipe._record(u, view, said("a"), 210)
+    assert u.recheck_every == 120  # capped
+    pipe._record(u, view, said("b"), 215)
+    assert u.recheck_every == 30
+    u.crossed = True
+    pipe._record(u, view, said("a"), 216)
+    assert u.recheck_every == 30 and not u.crossed
+
+
+def test_tracks_that_part_after_touching_are_marked_crossed():
+    a = Track(id=1, box=(0, 0, 10, 10), first_frame=0, last_seen=0)
+    b = Track(id=2, box=(20, 0, 30, 10), first_frame=0, last_seen=0)
+    mark_crossings([a, b])
+    assert not (a.touching or a.crossed or b.touching)
+    b.box = (8, 0, 18, 10)
+    mark_crossings([a, b])
+    assert a.touching and b.touching and not (a.crossed or b.crossed)
+    b.box = (25, 0, 35, 10)
+    mark_crossings([a, b])
+    assert a.crossed and b.crossed and not a.touching
 
 
 def test_crop_box_clips():

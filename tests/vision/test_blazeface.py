@@ -93,6 +93,42 @@ def test_letterbox_round_trip_and_box_transform():
     assert (x1 - x0, y1 - y0) == (50, 50) and ((x0 + x1) / 2, (y0 + y1) / 2) == (60, 30)
 
 
+def test_full_range_runs_on_the_frame_aspect_and_short_range_on_a_square():
+    full, short = bf.VARIANTS["full"], bf.VARIANTS["short"]
+    assert full.input_shape(360, 640) == (128, 192)  # 108 rows of picture, rounded up to 32
+    assert full.input_shape(640, 360) == (192, 128) and full.input_shape(500, 500) == (192, 192)
+    assert full.input_shape(10, 4000) == (32, 192) and short.input_shape(360, 640) == (128, 128)
+    anchors = bf.ssd_anchors(192, (4,), 0.0, height=128)
+    assert anchors.shape == (32 * 48, 2)
+    assert np.allclose(anchors[0], (0.5 / 48, 0.5 / 32)) and np.allclose(anchors[48], (0.5 / 48, 1.5 / 32))
+    rgb = np.zeros((360, 640, 3), np.uint8)
+    rgb[100:200, 300:400] = 255
+    image, lb = bf.letterbox(rgb, 192, 128)
+    assert image.shape == (128, 192, 3) and (lb.pad_x, lb.pad_y) == (0, 10) and lb.wh == (192, 128)
+    ys, xs = np.nonzero(image[..., 0] > 128)
+    corner = lb.to_image(np.array([xs.min(), ys.min()]) / np.array([192.0, 128.0]))
+    assert np.allclose(corner, (300, 100), atol=4)
+
+
+def test_fitted_input_finds_the_faces_the_square_input_finds(cache, shared_data):
+    detector = bf.BlazeFaceDetector.create("full", cache_dir=cache)
+    frames = _frames(shared_data / "video/pbs_whitehouse_meeting_17s.mp4", {0, 100, 250, 400})
+    frames += _frames(shared_data / "video/short_hamilton_clip.mp4", {30, 200})
+    found = missed = 0
+    for rgb in frames:
+        image, lb = bf.letterbox(rgb, 192)
+        raw = detector.raw(image)
+        boxes, pts, scores = bf.decode(
+            raw["regressors"][0], raw["classificators"][0], detector.anchors(192, 192), lb.wh, 0.5
+        )
+        square = [lb.to_image(b.reshape(2, 2)).reshape(4) for b, _, _ in bf.weighted_nms(boxes, pts, scores)]
+        fitted = [box for box, _, _ in detector.detect_faces(rgb)]
+        for box in square:
+            ok = any(float(bf.iou(box, np.array([f]))[0]) > 0.5 for f in fitted)
+            found, missed = found + ok, missed + (not ok)
+    assert found >= 8 and missed <= 1, (found, missed)
+
+
 # -- reader and conversion ----------------------------------------------------------------
 
 
