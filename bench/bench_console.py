@@ -20,9 +20,7 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 
 def build(root: Path, args: argparse.Namespace) -> None:
@@ -171,31 +170,11 @@ def build(root: Path, args: argparse.Namespace) -> None:
     print(f"two versions trained in {time.monotonic() - t0:.1f} s", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(root: Path, repeat: int) -> dict[str, dict[str, float]]:
     import httpx
+    from webkit import serving
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "facefleet.cli.main", "-w", str(root), "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with serving(root) as url:
         client = httpx.Client(base_url=url, timeout=120)
         token = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
         login = {"username": "bench", "password": "bench-password", "csrf": token}
@@ -236,9 +215,6 @@ def measure(root: Path, repeat: int) -> dict[str, dict[str, float]]:
                 "kb": size / 1024,
             }
         return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def main() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEFLEET_SHARED_DATA", REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 ADMIN = ("ada", "demo-password")
 
 
@@ -127,49 +127,11 @@ def build(root: Path) -> None:
 
 
 def shoot(root: Path, out: Path) -> list[Path]:
-    import httpx
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from webkit import chromium, serving
 
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "facefleet.cli.main", "-w", str(root), "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    profile = tempfile.mkdtemp(prefix="shots-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,900",
-        "--hide-scrollbars",
-    ):
-        opts.add_argument(flag)
-    driver = None
     saved = []
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    with serving(root) as url, chromium("1280,900", "--hide-scrollbars") as driver:
         out.mkdir(parents=True, exist_ok=True)
 
         def grab(name: str, path: str, height: int | None = None) -> None:
@@ -205,12 +167,6 @@ def shoot(root: Path, out: Path) -> list[Path]:
         grab("diff", "/models/diff?a=1&b=2", 1200)
         grab("fleet", "/fleet")
         grab("events", "/events", 1100)
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(timeout=15)
-        shutil.rmtree(profile, ignore_errors=True)
     return saved
 
 

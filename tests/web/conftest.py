@@ -6,20 +6,16 @@ output collected and clustered, console users made with ``facefleet users add``,
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from console_helpers import PASSWORDS, ROLES
-from testkit import clone_workspace, free_port, known_hosts_for, start_sshd, write_inventory
+from testkit import clone_workspace, known_hosts_for, start_sshd, write_inventory
+from webkit import CHROMEDRIVER, CHROMIUM, chromium, serving
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def facefleet(ws_root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -99,75 +95,14 @@ def console_ws(tmp_path_factory, base_ws, camera_runs, console_devices):
 @pytest.fixture(scope="session")
 def server(console_ws, tmp_path_factory):
     """``facefleet serve`` on a free loopback port; yields its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "facefleet.cli.main",
-                "-w",
-                str(console_ws.root),
-                "serve",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"facefleet serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serving(console_ws.root, tmp_path_factory.mktemp("serve") / "serve.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
-def browser(tmp_path_factory):
+def browser():
     """Headless Debian Chromium with a fresh profile."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("chromium and chromium-driver are needed (scripts/setup.sh installs them)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium("1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
