@@ -198,3 +198,42 @@ def test_image_folder_skips_bad_files(tmp_path, shared_data):
         frames = list(src)
     assert len(frames) == 2 and all(f.bgr.ndim == 3 for f in frames)
     assert [Path(p).name for p in src.skipped] == ["broken.jpg"]
+
+
+@pytest.mark.parametrize("clip", ["short_hamilton_clip.mp4", "pbs_whitehouse_meeting_17s.mp4"])
+def test_video_file_resumes_at_the_exact_frame(shared_data, clip):
+    """What a restarted engine relies on: after seek(n) the next frame is frame n, pixel for
+    pixel, and seeking past the end gives no frame."""
+    import numpy as np
+
+    path = shared_data / "video" / clip
+    with open_source(str(path)) as src:
+        frames = [f.bgr for f in src]
+    for n in (1, 13, 31, 200, len(frames) - 1):
+        with open_source(str(path)) as src:
+            assert src.seekable
+            src.seek(n)
+            frame = src.read()
+            assert frame.index == n and np.array_equal(frame.bgr, frames[n]), n
+            after = src.read()
+            assert (after is None) if n + 1 == len(frames) else after.index == n + 1
+    with open_source(str(path)) as src:
+        src.seek(len(frames) + 3)
+        assert src.read() is None
+
+
+def test_image_folder_resumes_at_a_photo(shared_data):
+    folder = shared_data / "faces" / "examples" / "knn_examples" / "test"
+    with open_source(str(folder)) as src:
+        indexes = [f.index for f in src]
+    with open_source(str(folder)) as src:
+        src.seek(2)
+        assert [f.index for f in src] == indexes[2:]
+
+
+def test_a_live_source_cannot_seek():
+    src = LiveSource.__new__(LiveSource)
+    src.spec = SourceSpec("usb", "0", "usb:0")
+    assert not src.seekable
+    with pytest.raises(SourceError, match="live source"):
+        src.seek(3)
