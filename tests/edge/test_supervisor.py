@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def test_an_engine_that_keeps_crashing_gives_up_with_a_clear_error(
 
     ws, first = edge_ws
     device = Workspace.init(tmp_path / "device", config={"edge": {"max_restarts": 1}})
+    shutil.copytree(ws.cache_dir, device.cache_dir, dirs_exist_ok=True)  # converted ONNX models
     monkeypatch.setenv(FAULT_ENV, "abort:frame:*")  # every frame crashes it
     args = ["-w", str(device.root), "recognize", str(hamilton), "--no-display"]
     args += ["--model", str(ws.models_dir / first.model)]
@@ -186,3 +188,39 @@ def test_tracker_ids_go_on_after_a_restart():
     tracker.start_ids_at(41)
     _, new, _ = tracker.update([(0, 0, 50, 50)], 0)
     assert new[0].id == 41 and tracker.next_id == 42
+
+
+def test_hot_reload_runs_in_the_engine_process(
+    edge_ws, second_bundle, device_models, hamilton, tmp_path, monkeypatch
+):
+    """A new version installed while the engine process runs is loaded there; after a
+    crash the next engine process starts on it, and the summary names each version once."""
+    import threading
+
+    from facefleet.layout import switch
+
+    ws, first = edge_ws
+    shutil.copytree(second_bundle.bundle_dir, device_models / str(second_bundle.version))
+    out = tmp_path / "out"
+    opts = RecognizeOptions(
+        source=str(hamilton),
+        model=device_models,
+        public_key=ws.keys_dir / "signing_key.pub.pem",
+        output_dir=out,
+        display=False,
+        cache_dir=ws.cache_dir,
+        reload_interval=0.2,
+    )
+    got: dict = {}
+    monkeypatch.setenv(FAULT_ENV, "abort:frame:200")
+    runner = threading.Thread(target=lambda: got.setdefault("summary", recognize(opts)))
+    runner.start()
+    assert wait_for(lambda: (out / "events.jsonl").exists() or not runner.is_alive(), 90)
+    switch(device_models, str(second_bundle.version))
+    runner.join(120)
+    summary = got["summary"]
+    assert summary.model_versions == [first.version, second_bundle.version]
+    assert summary.reloads == 1 and summary.crashed_frames == [200]
+    assert summary.frames == 274
+    late = [e for e in _strict_events(out / "events.jsonl") if e["frame"] > 200]
+    assert late and {e["model_version"] for e in late} == {second_bundle.version}
