@@ -85,6 +85,8 @@ def run(opts, isolate: bool, fault: str | None = None) -> dict:
         "frames": summary.frames,
         "fps": s["fps"],
         "cpu_percent": s["cpu_percent"],
+        # frames per CPU-second of the loop: on a loaded machine, closer to an idle core
+        "cpu_fps": round(summary.frames / max(s["seconds"] * s["cpu_percent"] / 100, 1e-9), 1),
         "peak_rss_mb": s["peak_rss_mb"],
         "call_seconds": round(time.perf_counter() - t0, 2),  # with engine start(s)
         "engine_restarts": summary.engine_restarts,

@@ -303,15 +303,16 @@ class _ChildHooks(LoopHooks):
         ints = self.ints
         ints[I_DONE] = frame.index
         self.floats[F_WALL1] = time.monotonic()
-        self.floats[F_CPU1] = time.process_time()
+        if not frame.index % 32:  # a system call of a few microseconds: not on every frame
+            self.floats[F_CPU1] = time.process_time()
+            if not frame.index % 256:
+                ints[I_PEAK_RSS] = peak_rss_bytes()
         ints[I_EVENTS] = outputs.event_count
         ints[I_UNKNOWN] = outputs.unknown_saved
         ints[I_NAMED] = outputs.named_saved
         ints[I_NEXT_TRACK] = self.pipeline.tracker.next_id
         if self.live:
             ints[I_DROPPED] = self.src.dropped
-        if not frame.index % 256:
-            ints[I_PEAK_RSS] = peak_rss_bytes()
         if len(outputs.shots.saved) != self.sent_shots or (outputs.video_path and not self.sent_video):
             self._send_files(outputs)
 

@@ -224,3 +224,37 @@ def test_hot_reload_runs_in_the_engine_process(
     assert summary.frames == 274
     late = [e for e in _strict_events(out / "events.jsonl") if e["frame"] > 200]
     assert late and {e["model_version"] for e in late} == {second_bundle.version}
+
+
+def test_shared_stats_add_up_over_engine_processes():
+    """Two engine processes' counters, names and stage timings in one summary; labels are
+    announced before their slot is written, so a process that dies loses none."""
+    from facefleet.edge.supervisor import I_EVENTS, I_STATE, LOOPING, SharedStats
+
+    parent = SharedStats.create()
+    try:
+        for run in range(2):
+            sent: list[tuple] = []
+            child = SharedStats.attach(parent.shm.name, parent.labels(), sent.append)
+            child.ints[I_STATE] = LOOPING
+            for i in range(10):
+                child.add("decode", 0.001 * (i + 1))
+                child.count_names({"ann", None} if i % 2 else {"bob"})
+                child.frames += 1
+            child.add("detect" if run else "embed", 0.01)
+            child.ints[I_EVENTS] = 3
+            child.dropped = 2
+            child.stop()
+            child.close()
+            for _, kind, slot, label in sent:  # what the parent reads off the pipe
+                (parent.stage_slots if kind == "stage" else parent.name_slots)[label] = slot
+            parent.fold()
+        summary = parent.summary()
+        assert summary["frames"] == parent.consumed == 20
+        assert dict(parent.name_frames) == {"bob": 10, "ann": 10, None: 10}
+        assert summary["stages"]["decode"]["count"] == 20
+        assert summary["stages"]["decode"]["max_ms"] == 10.0
+        assert summary["stages"]["embed"]["count"] == summary["stages"]["detect"]["count"] == 1
+        assert parent.totals["events"] == 6 and summary["dropped_frames"] == 4
+    finally:
+        parent.close(unlink=True)
