@@ -3,10 +3,7 @@ and reconnects, files and image folders."""
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -95,58 +92,6 @@ def test_every_source_failing_is_one_clear_error():
 def test_backoff_is_bounded():
     assert backoff_delays(0.5, 4.0, 5) == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert backoff_delays(1, 1, 0) == []
-
-
-def _jpeg_frames(clip: Path, count: int) -> list[bytes]:
-    cap = cv2.VideoCapture(str(clip))
-    out = []
-    while len(out) < count:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(cv2.imencode(".jpg", img)[1].tobytes())
-    cap.release()
-    return out
-
-
-class _MjpegHandler(http.server.BaseHTTPRequestHandler):
-    """An IP camera's MJPEG stream that drops (closes) after ``frames`` are sent."""
-
-    frames: list[bytes] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        try:
-            for jpg in self.frames:
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n")
-                self.wfile.write(f"Content-Length: {len(jpg)}\r\n\r\n".encode())
-                self.wfile.write(jpg + b"\r\n")
-                time.sleep(0.005)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_clip(shared_data):
-    """A real MJPEG-over-HTTP server on 127.0.0.1 sending 60 frames per connection."""
-    handler = type(
-        "H", (_MjpegHandler,), {"frames": _jpeg_frames(shared_data / "video" / "short_hamilton_clip.mp4", 60)}
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_stream_reconnects_then_gives_up(http_clip):

@@ -258,3 +258,26 @@ def test_shared_stats_add_up_over_engine_processes():
         assert parent.totals["events"] == 6 and summary["dropped_frames"] == 4
     finally:
         parent.close(unlink=True)
+
+
+def test_a_live_stream_is_reopened_after_a_crash(edge_ws, camera_paced_clip, tmp_path, monkeypatch):
+    """A stream cannot resume at a frame: the new engine process reopens it, and frame
+    numbers go on after the one that crashed."""
+    ws, first = edge_ws
+    url, _ = camera_paced_clip
+    out = tmp_path / "out"
+    monkeypatch.setenv(FAULT_ENV, "abort:frame:15")  # paced: the engine sees every frame
+    summary = recognize(
+        RecognizeOptions(
+            source=url,
+            model=ws.models_dir / first.model,
+            public_key=ws.keys_dir / "signing_key.pub.pem",
+            output_dir=out,
+            display=False,
+            cache_dir=ws.cache_dir,
+            max_frames=40,
+        )
+    )
+    assert summary.frames == 39 and summary.crashed_frames == [15] and summary.engine_restarts == 1
+    events = _strict_events(out / "events.jsonl")
+    assert any(e["frame"] > 15 for e in events) and all(e["frame"] != 15 for e in events)
