@@ -392,10 +392,12 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 # -- the parent -------------------------------------------------------------------------------
-def crash_line(exitcode: int | None, frame: int | None) -> str:
+def crash_line(exitcode: int | None, frame: int | None, *, finishing: bool = False) -> str:
     """How one crash is said: ``the face engine crashed on frame N (signal S)``."""
     how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit status {exitcode}"
-    where = "while starting" if frame is None else f"on frame {frame}"
+    where = (
+        "after the last frame" if finishing else "while starting" if frame is None else f"on frame {frame}"
+    )
     return f"the face engine crashed {where} ({how})"
 
 
@@ -532,7 +534,7 @@ class Supervisor:
         crashing."""
         ints = self.stats.ints
         if state == FINISHING:
-            log.warning("%s after the last frame; the run is complete", crash_line(exitcode, None))
+            log.warning("%s; the run is complete", crash_line(exitcode, None, finishing=True))
             return None
         frame = None
         if state == LOOPING:

@@ -166,6 +166,7 @@ def test_fault_spec_and_crash_line():
     assert crash_line(-6, 17) == "the face engine crashed on frame 17 (signal 6)"
     assert crash_line(-9, None) == "the face engine crashed while starting (signal 9)"
     assert crash_line(3, 2) == "the face engine crashed on frame 2 (exit status 3)"
+    assert crash_line(-11, None, finishing=True) == "the face engine crashed after the last frame (signal 11)"
 
 
 def test_a_torn_last_line_is_ended_before_appending(tmp_path):
