@@ -8,6 +8,8 @@ first thing in the child:
   (only where the parent's spawning thread lives as long as the child, see ``die_with_parent``);
 * a watchdog thread that exits the child when its parent pid changes (re-parented to init or
   a sub-reaper), on any POSIX system, within ``poll`` seconds.
+
+``main_script_hidden`` keeps a spawned child from re-running the caller's script.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1
 
@@ -66,3 +70,22 @@ def loky_dies_with_parent():
     import joblib
 
     return joblib.parallel_config(backend="loky", initializer=loky_worker_init, initargs=(os.getpid(),))
+
+
+@contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """Keep processes spawned meanwhile from re-running the caller's script (one without a
+    ``__main__`` guard would run again in each child); children only need facefleet's
+    functions."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    try:
+        for key in saved:
+            if key == "__file__":
+                delattr(main, key)
+            else:
+                setattr(main, key, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)

@@ -85,6 +85,10 @@ class EdgeSettings:
     """``facefleet recognize`` on a device; ``vision`` stays the enrolment (server) engine."""
 
     detector: str = setting("blazeface", choices=DETECTORS)  # hog when BlazeFace is unavailable
+    # the face engine runs in a child process, restarted when native code kills it on a frame
+    isolate: bool = True
+    max_restarts: int = setting(5, lo=0, hi=1000)  # more crashes within restart_window: give up
+    restart_window: float = setting(60.0, lo=1, hi=86400)  # seconds
 
 
 @dataclass(frozen=True)

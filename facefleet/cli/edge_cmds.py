@@ -101,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", type=Path, help="benchmark JSON path (default output/benchmark_*.json)")
     b.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     b.add_argument("--max-frames", type=int, help="stop after this many frames")
+    b.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the face engine in this process (default: in a child process that is "
+        "restarted when a frame crashes it; edge.isolate)",
+    )
 
     c = p.add_argument_group("camera and pipeline")
     c.add_argument("--width", type=int, default=1280, help="camera frame width (default 1280)")
@@ -238,6 +244,9 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         ),
         reload_interval=args.reload_interval,
         cache_dir=ws.cache_dir if ws else None,
+        isolate=edge.isolate and not args.in_process,
+        max_restarts=edge.max_restarts,
+        restart_window=edge.restart_window,
     )
     if args.device:
         opts.device = args.device
@@ -251,8 +260,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         "model version(s) "
         f"{', '.join(str(v) for v in summary.model_versions)}"
     )
-    if summary.video:
-        print(f"video: {summary.video}")
+    if summary.engine_restarts:
+        frames = ", ".join(str(i) for i in summary.crashed_frames) or "none"
+        print(f"engine restarts: {summary.engine_restarts} (frames that crashed it: {frames})")
+    for video in summary.videos:
+        print(f"video: {video}")
     for shot in summary.screenshots:
         print(f"screenshot: {shot}")
     if args.benchmark:

@@ -85,15 +85,34 @@ def facelist_row(event: dict[str, Any]) -> list[Any]:
     return ["" if row[c] is None else row[c] for c in FACELIST_COLUMNS]
 
 
+def end_torn_line(path: Path) -> bool:
+    """End the last line of ``path`` when a process died while writing it, so what is
+    appended next starts a line of its own (a reader skips the torn one); True if it did."""
+    try:
+        with open(path, "rb+") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return False
+            fh.write(b"\n")
+            return True
+    except FileNotFoundError:
+        return False
+
+
 class EventLog:
     """Appends events to ``events.jsonl`` and ``facelist.csv`` in ``folder``; each record is
-    one write of whole lines, flushed, so a reader never sees half an event."""
+    one write of whole lines, flushed, so a reader never sees half an event. A line torn by a
+    process that died mid-write is ended before anything is appended to it."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.folder / "events.jsonl"
         self.csv_path = self.folder / "facelist.csv"
+        for path in (self.jsonl_path, self.csv_path):
+            end_torn_line(path)
         new_csv = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - held open
         self._csv = open(self.csv_path, "a", encoding="utf-8", newline="")  # noqa: SIM115

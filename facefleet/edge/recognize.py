@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,11 @@ class RecognizeOptions:
     named: UnknownConfig = field(default_factory=named_sample_config)
     reload_interval: float = 1.0
     cache_dir: Path | None = None
+    # the face engine in a child process restarted after a native crash (edge.supervisor);
+    # more than max_restarts crashes within restart_window seconds end the run
+    isolate: bool = True
+    max_restarts: int = 5
+    restart_window: float = 60.0
 
 
 @dataclass
@@ -81,6 +85,9 @@ class RunSummary:
     stats: dict[str, Any]
     display: bool
     named_saved: int = 0  # crops kept as the sample of named faces
+    engine_restarts: int = 0  # times the engine's process died on a frame and was restarted
+    crashed_frames: list[int] = field(default_factory=list)  # the frames it died on
+    videos: list[Path] = field(default_factory=list)  # every annotated video (one per engine start)
 
 
 def display_problem(build_info: str, env: dict[str, str] | None = None) -> str | None:
@@ -133,6 +140,11 @@ class _Screenshots:
         return path
 
 
+def new_run_id() -> str:
+    """The ``run`` of a run's events (kept across engine restarts)."""
+    return uuid.uuid4().hex[:8]
+
+
 def make_engine(opts: RecognizeOptions):
     from facefleet.vision.engine import FaceEngine, VisionConfig
 
@@ -152,11 +164,11 @@ class Outputs:
     """Everything a run writes: ``events.jsonl``/``facelist.csv``, unknown-face captures, the
     annotated video, screenshots and the window."""
 
-    def __init__(self, opts: RecognizeOptions, display: bool, source: str) -> None:
+    def __init__(self, opts: RecognizeOptions, display: bool, source: str, run_id: str | None = None) -> None:
         self.opts = opts
         self.display = display
         self.source = source
-        self.run_id = uuid.uuid4().hex[:8]
+        self.run_id = run_id or new_run_id()
         opts.output_dir.mkdir(parents=True, exist_ok=True)
         self.events = EventLog(opts.output_dir) if opts.events else None
         self.collector = None
@@ -270,52 +282,113 @@ def recognize(
     on_frame: Callable[[Frame, FrameResult], None] | None = None,
 ) -> RunSummary:
     """Run recognition on ``opts.source`` until it ends, ``duration`` passes, the window is
-    closed with ``q``, or SIGINT/SIGTERM; returns what happened."""
+    closed with ``q``, or SIGINT/SIGTERM; returns what happened.
+
+    With ``opts.isolate`` (the default) and none of ``engine``, ``source`` or ``on_frame``
+    given, the loop runs in a child process that is restarted when native code kills it on
+    a frame (:mod:`facefleet.edge.supervisor`); otherwise in this process.
+    """
+    if opts.isolate and engine is None and source is None and on_frame is None:
+        from facefleet.edge.supervisor import supervise
+
+        return supervise(opts)
+    return run_loop(opts, engine=engine, source=source, on_frame=on_frame)
+
+
+class LoopHooks:
+    """Where a supervised child reports its progress (``edge.supervisor``); in-process runs
+    use these no-ops. Called once per frame at most twice, so they must stay cheap."""
+
+    def model(self, version: Any) -> None:
+        """The bundle ``version`` was loaded at the start."""
+
+    def opened(self, src: Source, pipeline: Pipeline) -> None:
+        """The source is open and the pipeline built, before the first read."""
+
+    def started(self, duration: float | None, outputs: Outputs) -> float | None:
+        """The loop starts; returns its deadline (``time.monotonic()``), None for none."""
+        return None if duration is None else time.monotonic() + duration
+
+    def begin(self, frame: Frame) -> None:
+        """``frame`` was read; the engine works on it next."""
+
+    def done(self, frame: Frame, outputs: Outputs) -> None:
+        """``frame`` went through (or was skipped with a frame error)."""
+
+    def watched(self, watcher: ModelWatcher, bundle) -> None:
+        """The model watcher reloaded ``bundle`` (or refused one when None)."""
+
+    def ended(self) -> None:
+        """The source ended or the run was stopped: the loop is finishing."""
+
+    def finished(self, outputs: Outputs) -> None:
+        """Everything is written and closed."""
+
+
+def run_loop(
+    opts: RecognizeOptions,
+    *,
+    engine=None,
+    source: Source | None = None,
+    on_frame: Callable[[Frame, FrameResult], None] | None = None,
+    stats: RunStats | None = None,
+    stop: threading.Event | None = None,
+    hooks: LoopHooks | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """The recognition loop in this process (``recognize`` without isolation, and the
+    supervised child with its shared ``stats``, ``stop`` event and ``hooks``)."""
     from facefleet.registry.keys import load_public_key
 
+    hooks = hooks or LoopHooks()
     public_key = load_public_key(Path(opts.public_key))
     engine = engine or make_engine(opts)
     watcher = ModelWatcher(
         opts.model, public_key, expected_embedder_id=engine.embedder.id, interval=opts.reload_interval
     )
     bundle = watcher.load()
+    hooks.model(bundle.version)
     log.info("model %s from %s", model_label(bundle), opts.model)
     pipeline = Pipeline(engine, bundle, opts.pipeline)
     display = _usable_display(opts.display)
     src = source or open_source(opts.source, opts.camera)
     try:
-        outputs = Outputs(opts, display, str(src.spec))
+        hooks.opened(src, pipeline)
+        outputs = Outputs(opts, display, str(src.spec), run_id=run_id)
     except BaseException:
         if source is None:
             src.close()
         raise
-    stats = RunStats()
-    stop = threading.Event()
+    stats = RunStats() if stats is None else stats
+    stop = threading.Event() if stop is None else stop
     restore = _install_signals(outputs.shots, stop)
-    face_frames = 0
-    name_frames: Counter = Counter()
     versions = [bundle.version]
     fps_avg = None
     last_t = time.perf_counter()
-    deadline = None if opts.duration is None else time.monotonic() + opts.duration
+    deadline = hooks.started(opts.duration, outputs)
     never_read = False  # the source ended before giving a single frame
+    refused = watcher.refused
     try:
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if opts.max_frames is not None and stats.frames >= opts.max_frames:
+            if opts.max_frames is not None and stats.consumed >= opts.max_frames:
                 break
             t0 = time.perf_counter()
             frame = src.read()
             if frame is None:
-                never_read = stats.frames == 0
+                never_read = stats.consumed == 0
                 break
             stats.add("decode", time.perf_counter() - t0)
+            hooks.begin(frame)
 
             new_bundle = watcher.poll()
             if new_bundle is not None:
                 pipeline.set_model(new_bundle)
                 versions.append(new_bundle.version)
+            if new_bundle is not None or watcher.refused != refused:
+                refused = watcher.refused
+                hooks.watched(watcher, new_bundle)
 
             try:
                 result = pipeline.process(
@@ -325,6 +398,7 @@ def recognize(
                 stats.frame_errors += 1
                 log.warning("frame %s skipped: %s", frame.index, exc)
                 stats.frames += 1
+                hooks.done(frame, outputs)
                 continue
             for stage, secs in result.timings.items():
                 stats.add(stage, secs)
@@ -334,9 +408,8 @@ def recognize(
             for track in result.ended:
                 outputs.ended(track, pipeline.model)
             if result.tracks:
-                face_frames += 1
-                for name in {t.name for t in result.tracks if t.decided}:
-                    name_frames[name] += 1
+                stats.face_frames += 1
+                stats.count_names({t.name for t in result.tracks if t.decided})
 
             now = time.perf_counter()
             inst = 1.0 / max(now - last_t, 1e-6)
@@ -354,8 +427,10 @@ def recognize(
                 stop=stop,
             )
             stats.frames += 1
+            hooks.done(frame, outputs)
             if on_frame is not None:
                 on_frame(frame, result)
+        hooks.ended()
         for track in pipeline.finish():
             outputs.ended(track, pipeline.model)
     finally:
@@ -365,13 +440,14 @@ def recognize(
             src.close()
         outputs.close()
         restore()
+        hooks.finished(outputs)
     if never_read:
         what = "the stream sent none or stopped" if getattr(src, "live", False) else "it has none"
         raise SourceError(f"{src.spec}: no frame to recognise ({what}); nothing was recorded")
     return RunSummary(
         frames=stats.frames,
-        face_frames=face_frames,
-        name_frames=dict(name_frames),
+        face_frames=stats.face_frames,
+        name_frames=dict(stats.name_frames),
         events=outputs.event_count,
         unknown_saved=outputs.unknown_saved,
         named_saved=outputs.named_saved,
@@ -379,6 +455,7 @@ def recognize(
         reloads=watcher.reloads,
         refused=watcher.refused,
         video=outputs.video_path,
+        videos=[] if outputs.video_path is None else [outputs.video_path],
         screenshots=outputs.shots.saved,
         stats=stats.summary(),
         display=display,

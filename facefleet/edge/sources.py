@@ -144,11 +144,16 @@ class Source:
     spec: SourceSpec
     live: bool = False
     independent: bool = False  # frames are unrelated photos: nothing is tracked across them
+    seekable: bool = False  # ``seek`` can resume at a given frame (files and folders)
     fps: float = 0.0
     dropped: int = 0
 
     def read(self, timeout: float = 5.0) -> Frame | None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def seek(self, index: int) -> None:
+        """Make the next ``read`` return frame ``index`` (only where ``seekable``)."""
+        raise SourceError(f"{self.spec}: a live source cannot resume at a given frame")
 
     def close(self) -> None:
         pass
@@ -166,6 +171,8 @@ class Source:
 
 class VideoFileSource(Source):
     """Every frame of a video file, in order."""
+
+    seekable = True
 
     def __init__(self, spec: SourceSpec) -> None:
         import cv2
@@ -186,6 +193,26 @@ class VideoFileSource(Source):
         self._index += 1
         return frame
 
+    def seek(self, index: int) -> None:
+        """Resume at frame ``index``: OpenCV's seek when it lands exactly there, else decode
+        from the start up to it (a file whose timestamps do not allow an exact seek)."""
+        import cv2
+
+        index = max(0, int(index))
+        if index == self._index:
+            return
+        if (
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            and int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) == index
+        ):
+            self._index = index
+            return
+        self._cap.release()
+        self._cap = cv2.VideoCapture(self.spec.target)
+        self._index = 0
+        while self._index < index and self._cap.grab():
+            self._index += 1
+
     def close(self) -> None:
         self._cap.release()
 
@@ -195,6 +222,7 @@ class ImageFolderSource(Source):
     Each photo stands alone (``independent``): a face is never tracked from one to the next."""
 
     independent = True
+    seekable = True
 
     def __init__(self, spec: SourceSpec) -> None:
         from facefleet.vision.image import iter_image_files
@@ -223,6 +251,9 @@ class ImageFolderSource(Source):
                 continue
             return Frame(self._index - 1, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), time.time())
         return None
+
+    def seek(self, index: int) -> None:
+        self._index = max(0, int(index))
 
 
 Opener = Callable[[], "object"]  # returns an opened cv2.VideoCapture-like object or raises

@@ -1,5 +1,6 @@
 """Benchmark figures of a run: frames per second, per-stage latency percentiles, embeddings
-per second, CPU use, peak memory and dropped frames."""
+per second, CPU use, peak memory, dropped frames and engine restarts (frames that crashed the
+face engine's process, see ``edge.supervisor``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,11 @@ class RunStats:
         self.embeddings = 0
         self.dropped = 0
         self.frame_errors = 0  # frames the face engine failed on (skipped, the run went on)
+        self.face_frames = 0  # frames with at least one face on screen
+        self.name_frames: Counter = Counter()  # frames on which each name (None = unknown) was shown
+        self.crashed_frames: list[int] = []  # frames the engine's process died on (supervised runs)
+        self.engine_restarts = 0  # new engine processes started after one died
+        self.restart_seconds = 0.0  # time spent starting a new engine process after a crash
         self._wall0 = time.perf_counter()
         self._cpu0 = time.process_time()
         self._wall1: float | None = None
@@ -44,16 +51,34 @@ class RunStats:
         if len(bucket) < MAX_SAMPLES:
             bucket.append(seconds)
 
+    def count_names(self, names) -> None:
+        """One more frame on which each of ``names`` was shown."""
+        for name in names:
+            self.name_frames[name] += 1
+
+    @property
+    def consumed(self) -> int:
+        """Frames taken from the source: processed ones and the ones that crashed the engine."""
+        return self.frames + len(self.crashed_frames)
+
     def stop(self) -> None:
         self._wall1 = time.perf_counter()
         self._cpu1 = time.process_time()
 
-    def summary(self) -> dict[str, Any]:
+    def elapsed(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of the run."""
         wall = (self._wall1 or time.perf_counter()) - self._wall0
         cpu = (self._cpu1 or time.process_time()) - self._cpu0
+        return wall, cpu
+
+    def peak_rss(self) -> int:
+        return peak_rss_bytes()
+
+    def summary(self) -> dict[str, Any]:
+        wall, cpu = self.elapsed()
         stages = {}
         for name, vals in self.samples.items():
-            if vals:
+            if len(vals):
                 stages[name] = {
                     "count": len(vals),
                     "p50_ms": round(percentile(vals, 50) * 1000, 3),
@@ -67,9 +92,12 @@ class RunStats:
             "embeddings": self.embeddings,
             "embeddings_per_s": round(self.embeddings / wall, 3) if wall > 0 else 0.0,
             "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else 0.0,
-            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+            "peak_rss_mb": round(self.peak_rss() / 2**20, 1),
             "dropped_frames": self.dropped,
             "frame_errors": self.frame_errors,
+            "engine_restarts": self.engine_restarts,
+            "crashed_frames": list(self.crashed_frames),
+            "restart_seconds": round(self.restart_seconds, 3),
             "cores": os.cpu_count(),
             "stages": stages,
         }
@@ -92,6 +120,13 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     for name, s in summary["stages"].items():
         lines.append(f"{name:<10}{s['count']:>8}{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}{s['max_ms']:>10.2f}")
+    restarts = summary.get("engine_restarts", 0)
+    if restarts:
+        crashed = ", ".join(str(i) for i in summary.get("crashed_frames", []))
+        where = f"crashed on frame {crashed}" if crashed else "crashed while starting"
+        lines.insert(
+            2, f"engine restarts {restarts} ({where}; {summary.get('restart_seconds', 0.0):.1f} s restarting)"
+        )
     return "\n".join(lines)
 
 

@@ -118,6 +118,15 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
+    @property
+    def next_id(self) -> int:
+        """The id the next new track gets."""
+        return self._next_id
+
+    def start_ids_at(self, first: int) -> None:
+        """Number new tracks from ``first`` on (a restarted run keeps its track ids unique)."""
+        self._next_id = max(self._next_id, int(first))
+
     def update(self, boxes: list[Box], frame: int) -> tuple[list[Track], list[Track], list[Track]]:
         """Match this frame's detections; returns (matched-or-new tracks in detection order,
         new tracks, tracks that ended)."""

@@ -24,6 +24,8 @@ from facefleet.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+LEFTOVER_AGE = 3600.0  # seconds; younger leftovers may be a capture another process is writing
+
 
 @dataclass
 class UnknownConfig:
@@ -155,8 +157,11 @@ class UnknownCollector:
         atomic_write_bytes(path, jpeg.tobytes())
 
     def prune(self, now: float | None = None) -> int:
-        """Apply the count and age caps; returns how many captures were removed."""
+        """Apply the count and age caps; returns how many captures were removed. Also clears
+        what a process killed while writing a capture left behind (a sidecar without its
+        JPEG, a temporary file), once it is older than ``LEFTOVER_AGE``."""
         now = time.time() if now is None else now
+        self._remove_leftovers(now)
         entries = []
         for jpg in self.folder.glob("*.jpg"):
             try:
@@ -168,3 +173,13 @@ class UnknownCollector:
             jpg.unlink(missing_ok=True)
             jpg.with_suffix(".json").unlink(missing_ok=True)
         return len(doomed)
+
+    def _remove_leftovers(self, now: float) -> None:
+        leftovers = [p for p in self.folder.glob(".*.tmp*")]
+        leftovers += [p for p in self.folder.glob("*.json") if not p.with_suffix(".jpg").exists()]
+        for path in leftovers:
+            try:
+                if now - path.stat().st_mtime > LEFTOVER_AGE:
+                    path.unlink()
+            except FileNotFoundError:
+                continue

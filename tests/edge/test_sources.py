@@ -3,10 +3,7 @@ and reconnects, files and image folders."""
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -97,58 +94,6 @@ def test_backoff_is_bounded():
     assert backoff_delays(1, 1, 0) == []
 
 
-def _jpeg_frames(clip: Path, count: int) -> list[bytes]:
-    cap = cv2.VideoCapture(str(clip))
-    out = []
-    while len(out) < count:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(cv2.imencode(".jpg", img)[1].tobytes())
-    cap.release()
-    return out
-
-
-class _MjpegHandler(http.server.BaseHTTPRequestHandler):
-    """An IP camera's MJPEG stream that drops (closes) after ``frames`` are sent."""
-
-    frames: list[bytes] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        try:
-            for jpg in self.frames:
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n")
-                self.wfile.write(f"Content-Length: {len(jpg)}\r\n\r\n".encode())
-                self.wfile.write(jpg + b"\r\n")
-                time.sleep(0.005)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_clip(shared_data):
-    """A real MJPEG-over-HTTP server on 127.0.0.1 sending 60 frames per connection."""
-    handler = type(
-        "H", (_MjpegHandler,), {"frames": _jpeg_frames(shared_data / "video" / "short_hamilton_clip.mp4", 60)}
-    )
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg", server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_http_stream_reconnects_then_gives_up(http_clip):
     url, server = http_clip
     src = open_source(url, reconnect_attempts=2, backoff_initial=0.05)
@@ -198,3 +143,42 @@ def test_image_folder_skips_bad_files(tmp_path, shared_data):
         frames = list(src)
     assert len(frames) == 2 and all(f.bgr.ndim == 3 for f in frames)
     assert [Path(p).name for p in src.skipped] == ["broken.jpg"]
+
+
+@pytest.mark.parametrize("clip", ["short_hamilton_clip.mp4", "pbs_whitehouse_meeting_17s.mp4"])
+def test_video_file_resumes_at_the_exact_frame(shared_data, clip):
+    """What a restarted engine relies on: after seek(n) the next frame is frame n, pixel for
+    pixel, and seeking past the end gives no frame."""
+    import numpy as np
+
+    path = shared_data / "video" / clip
+    with open_source(str(path)) as src:
+        frames = [f.bgr for f in src]
+    for n in (1, 13, 31, 200, len(frames) - 1):
+        with open_source(str(path)) as src:
+            assert src.seekable
+            src.seek(n)
+            frame = src.read()
+            assert frame.index == n and np.array_equal(frame.bgr, frames[n]), n
+            after = src.read()
+            assert (after is None) if n + 1 == len(frames) else after.index == n + 1
+    with open_source(str(path)) as src:
+        src.seek(len(frames) + 3)
+        assert src.read() is None
+
+
+def test_image_folder_resumes_at_a_photo(shared_data):
+    folder = shared_data / "faces" / "examples" / "knn_examples" / "test"
+    with open_source(str(folder)) as src:
+        indexes = [f.index for f in src]
+    with open_source(str(folder)) as src:
+        src.seek(2)
+        assert [f.index for f in src] == indexes[2:]
+
+
+def test_a_live_source_cannot_seek():
+    src = LiveSource.__new__(LiveSource)
+    src.spec = SourceSpec("usb", "0", "usb:0")
+    assert not src.seekable
+    with pytest.raises(SourceError, match="live source"):
+        src.seek(3)

@@ -155,6 +155,26 @@ def test_unknown_collector_dedup_rate_and_upgrade(tmp_path):
     assert nearest_distance(a, np.array(again._recent)) < 1e-6
 
 
+def test_leftovers_of_a_killed_capture_are_cleared(tmp_path):
+    """A process killed between a capture's sidecar and its JPEG (or inside an atomic write)
+    leaves files no reader uses: the next collector removes them once they are old."""
+    import os
+
+    kept = tmp_path / "unknown_a.jpg"
+    kept.write_bytes(b"jpeg")
+    kept.with_suffix(".json").write_text("{}")
+    orphan = tmp_path / "unknown_b.json"
+    orphan.write_text("{}")
+    tmp = tmp_path / ".unknown_c.jpg.tmp123"
+    tmp.write_bytes(b"half")
+    fresh = tmp_path / "unknown_d.json"  # another process may be writing this one right now
+    fresh.write_text("{}")
+    for path in (kept, kept.with_suffix(".json"), orphan, tmp):
+        os.utime(path, (1000.0, 1000.0))
+    UnknownCollector(tmp_path, UnknownConfig(max_age_days=1e9))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unknown_a.jpg", "unknown_a.json", "unknown_d.json"]
+
+
 def test_facelist_row_matches_columns():
     pts = np.array([[60, 40], [50, 40], [20, 40], [30, 40], [40, 60]], np.float32)
     eyes = eye_geometry(pts)
