@@ -241,3 +241,20 @@ def test_recognition_from_blazeface_boxes_matches_hog(cache, faces_dir):
     acc = {n: float(((np.array(d) < 0.6) == truth).mean()) for n, d in dist.items()}
     assert acc["hog"] >= 0.95 and acc["blazeface"] >= acc["hog"] - 0.02, acc
     assert np.median(np.abs(np.subtract(dist["blazeface"], dist["hog"]))) < 0.05
+
+
+def test_cached_model_metadata_is_read_without_onnx(cache):
+    import onnx
+
+    from facefleet.vision.onnx_graph import load_cached, metadata_props
+
+    bf.BlazeFaceDetector.create("short", cache_dir=cache)
+    (path,) = (cache / "onnx").glob("blazeface-short-*.onnx")
+    data = path.read_bytes()
+    expected = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    assert metadata_props(data) == expected and expected["source_sha256"]
+    assert load_cached(path, expected["source_sha256"], "model") == data
+    assert load_cached(path, "0" * 64, "model") is None  # other weights
+    for damaged in (data[: len(data) // 2], b"not onnx", b""):
+        with pytest.raises(ValueError):
+            metadata_props(damaged)
