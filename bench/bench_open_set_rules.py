@@ -13,7 +13,11 @@ each rule is scored in milliseconds. Per rule, one threshold for everybody:
   of the gallery (each enrolled face against the others, its own person removed), as
   training does; the estimate, the measured strangers named, and known named correctly.
 
-Also prints how stranger scores vary with face size and sharpness (quality-aware thresholds).
+Also prints how stranger scores vary with face size and sharpness (quality-aware thresholds),
+and whether the training's estimate (``fit_open_set``, default rule) predicts strangers of the
+enrolled people's own population: over random halves of the people, one half enrolled, every
+photo of the other half played as a stranger, next to the strangers of ``lfw_dev/strangers``.
+``--enrol last`` enrols the last 3 photos of each person instead (another split).
 """
 
 from __future__ import annotations
@@ -66,9 +70,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces" / "lfw_dev")
     parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "lfw_dev_embeddings.npz")
     parser.add_argument("--target", type=float, default=0.01)
+    parser.add_argument("--enrol", choices=("first", "last"), default="first", help="which 3 photos to enrol")
+    parser.add_argument("--halves", type=int, default=20, help="random halves for the population check")
     args = parser.parse_args()
     from facefleet.registry.inference import pairwise_distances
-    from facefleet.train.thresholds import calibrate, centroids, class_distances
+    from facefleet.train.thresholds import OpenSetParams, calibrate, centroids, class_distances
+
+    default_margin = OpenSetParams().margin
 
     z = embeddings(args.data, args.cache)
     paths = [Path(p) for p in z["paths"]]
@@ -76,7 +84,8 @@ def main() -> None:
     person = np.array(["" if s else p.parent.name for p, s in zip(paths, stranger)])
     first3: set[str] = set()
     for d in sorted((args.data / "people").iterdir()):
-        first3.update(str(p) for p in sorted(d.iterdir())[:3])
+        photos = sorted(d.iterdir())
+        first3.update(str(p) for p in (photos[:3] if args.enrol == "first" else photos[-3:]))
     gal = np.array([str(p) in first3 for p in paths])
     known = ~gal & ~stranger
     labels = sorted(set(person[gal]))
@@ -100,8 +109,8 @@ def main() -> None:
         out["nearest face, margin 0.5"] = (d1 - 0.5 * d2, c)
         cc, e1, e2 = first_second(Cd)
         out["centroid distance"] = (e1, cc)
-        for b in (0.3, 0.5, 0.7):
-            tag = " (default)" if b == 0.5 else ""
+        for b in (0.3, 0.5, 0.6, 0.7):
+            tag = " (default)" if b == default_margin else ""
             out[f"centroid, margin {b}{tag}"] = (e1 - b * np.minimum(e2, 1.0), cc)
         out["centroid, ratio d1/d2"] = (e1 / e2, cc)
         rest = np.sort(Cd, axis=1)[:, 1:]
@@ -111,8 +120,8 @@ def main() -> None:
             cc,
         )
         mu, sd = zstats
-        margin = e1 - 0.5 * np.minimum(e2, 1.0)
-        out["centroid margin 0.5, Z-norm per person"] = ((margin - mu[cc]) / sd[cc], cc)
+        margin = e1 - default_margin * np.minimum(e2, 1.0)
+        out[f"centroid margin {default_margin}, Z-norm per person"] = ((margin - mu[cc]) / sd[cc], cc)
         return out
 
     for view, V in views.items():
@@ -126,7 +135,7 @@ def main() -> None:
         Ct[np.arange(len(yg)), yg] = np.inf
         # Z-norm statistics: each person's scores against the other people's gallery faces
         two = np.sort(Ct, axis=1)[:, :2]
-        S = Ct - 0.5 * np.minimum(np.where(Ct <= two[:, :1], two[:, 1:2], two[:, :1]), 1.0)
+        S = Ct - default_margin * np.minimum(np.where(Ct <= two[:, :1], two[:, 1:2], two[:, :1]), 1.0)
         S[np.arange(len(yg)), yg] = np.nan
         zstats = (np.nanmean(S, 0), np.nanstd(S, 0))
         rt, rk, rs = rules(Dt, Ct, zstats), rules(Dk, Ck, zstats), rules(Ds, Cs, zstats)
@@ -142,11 +151,46 @@ def main() -> None:
             cells = f"{100 * oracle:19.1f}% {100 * est:6.2f}% {100 * meas:8.2f}% {100 * named:11.1f}%"
             print(f"{name:42} {cells}")
         if view == "plain":
-            (ss, _) = rs["centroid, margin 0.5 (default)"]
+            (ss, _) = rs[f"centroid, margin {default_margin} (default)"]
             q = z["Q"][stranger]
             r_size = np.corrcoef(ss, q[:, 0])[0, 1]
             r_sharp = np.corrcoef(ss, q[:, 1])[0, 1]
             print(f"quality: stranger scores vs face size r={r_size:+.3f}, vs sharpness r={r_sharp:+.3f}")
+            population_check(Xg, yg, V[known], yk, Xs, args.target, args.halves)
+
+
+def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
+    """The training's estimate against held-out halves of the enrolled population and against
+    the strangers folder, default rule and thresholds, averaged over random halves."""
+    from facefleet.registry.inference import pairwise_distances
+    from facefleet.train.thresholds import OpenSetParams, centroids, fit_open_set, margin_scores
+
+    params = OpenSetParams(target_far=target)
+    k = int(yg.max()) + 1
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(halves):
+        perm = rng.permutation(k)
+        enrolled, out = perm[: k // 2], perm[k // 2 :]
+        me = np.isin(yg, enrolled)
+        remap = np.full(k, -1)
+        remap[enrolled] = np.arange(len(enrolled))
+        ye = remap[yg[me]]
+        C = centroids(Xg[me], ye, len(enrolled))
+        fit = fit_open_set(pairwise_distances(Xg[me], C), ye, params)
+
+        def named(X, C=C, fit=fit):
+            s = margin_scores(pairwise_distances(X, C), params)
+            return (s.score <= fit.thresholds[s.candidate]) & (s.distance <= params.max_threshold)
+
+        held = np.vstack([Xg[~me], Xk[np.isin(yk, out)]])
+        rows.append((fit.far.rate, named(held).mean(), named(Xs).mean()))
+    est, held, folder = np.mean(rows, axis=0)
+    print(
+        f"population check ({halves} random halves of the people enrolled, target {target}): "
+        f"estimate {100 * est:.2f} %, the other half's photos named {100 * held:.2f} % "
+        f"(ratio {est / held:.2f}), strangers folder named {100 * folder:.2f} % (ratio {est / folder:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def build_model(
         "far_low": fit.far.low,
         "far_high": fit.far.high,
         "far_trials": float(fit.far.trials),
+        "far_effective_trials": fit.far.effective_trials,  # what the interval counts
         "frr": fit.frr,  # gallery faces (leave-one-out) not named correctly
         "genuine_trials": float(fit.genuine_trials),
         "system_threshold": fit.system_threshold,

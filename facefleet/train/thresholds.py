@@ -13,8 +13,12 @@ named by the whole gallery": every enrolled person in turn plays the stranger ag
 others (leave-whole-person-out; the other people's centroids do not depend on them), and
 faces reviewed as strangers join those trials. The threshold is the largest score admitting at
 most ``target_far`` of the trials. The reported estimate is honest: each trial is decided by
-a threshold calibrated without that trial's person. Faces labelled "not <person>" then
-lower that one person's threshold below their score.
+a threshold calibrated without that trial's person, and its Wilson interval counts the trials
+of one person as correlated (:func:`effective_trials`). It predicts strangers drawn from the
+same population as the enrolled people (lfw_dev people held out whole, ORL); strangers who
+look less alike than the enrolled people do among themselves are named less often than
+estimated. Faces labelled "not <person>" then lower that one person's threshold below their
+score.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ from facefleet.registry.inference import margin_score, pairwise_distances
 
 @dataclass(frozen=True)
 class OpenSetParams:
-    # Share of strangers the whole system may name. Measured on lfw_dev (452 people, 3 photos
-    # each, 1,000 strangers; bench/bench_lfw_open_set.py): 0.01 named 0.3 % of the strangers
-    # and 88 % of the known faces correctly.
+    # Share of strangers the whole system may name (see bench/bench_lfw_open_set.py and the
+    # README for what it does on lfw_dev and ORL).
     target_far: float = 0.01
-    # Weight of the second-best centroid distance in the score (0 = plain distance). On
-    # lfw_dev 0.5 and 0.6 were best; 0.3-0.7 were within 2 points of recall of each other.
-    margin: float = 0.5
+    # Weight of the second-best centroid distance in the score (0 = plain distance). At a
+    # calibrated 1 % (bench/bench_open_set_rules.py) 0.6 named 1.5-2.4 points more known
+    # lfw_dev faces than 0.5 whether the first or the last 3 photos were enrolled; ORL alike.
+    margin: float = 0.6
     far_distance: float = 1.0  # a second-best centroid further than this counts as this far
     max_threshold: float = 0.6  # never name a face further than this from the centroid
 
@@ -152,14 +156,15 @@ class Estimate:
     """Share of strangers named, estimated without the strangers' own data."""
 
     rate: float
-    low: float  # Wilson 95 % interval
+    low: float  # Wilson 95 % interval on the effective number of trials
     high: float
     named: int
     trials: int
+    effective_trials: float  # trials discounted for the correlation within a person's trials
 
 
-def wilson(named: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion."""
+def wilson(named: float, trials: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (effective counts may be fractional)."""
     if trials == 0:
         return 0.0, 1.0
     p = named / trials
@@ -169,11 +174,36 @@ def wilson(named: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def estimate(named: np.ndarray) -> Estimate:
+def effective_trials(named: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The number of independent trials ``named`` is worth when trials of one group (person)
+    succeed or fail together: ``n`` divided by the design effect of cluster sampling (the
+    between-group variance of the rate against the binomial one), never more than ``n``.
+
+    A person with a look-alike enrolled has all their photos named at once; on lfw_dev
+    (3 trials a person) that made 1,303 trials worth about 860.
+    """
+    named = np.asarray(named, dtype=np.float64)
+    n = len(named)
+    if groups is None or n == 0:
+        return float(n)
+    p = named.mean()
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    g = int(inverse.max()) + 1
+    if g < 2 or p in (0.0, 1.0):
+        return float(n)
+    k = np.bincount(inverse, weights=named, minlength=g)
+    m = np.bincount(inverse, minlength=g)
+    var = g / (g - 1.0) * float(((k - p * m) ** 2).sum()) / (n * n)
+    return float(n) if var <= 0 else float(min(n, p * (1.0 - p) / var))
+
+
+def estimate(named: np.ndarray, groups: np.ndarray | None = None) -> Estimate:
+    """The rate of ``named`` with its interval (``groups``: the person behind each trial)."""
     named = np.asarray(named, dtype=bool)
     k, n = int(named.sum()), len(named)
-    low, high = wilson(k, n)
-    return Estimate(k / n if n else 0.0, low, high, k, n)
+    n_eff = effective_trials(named, groups)
+    low, high = wilson(k / n * n_eff if n else 0, n_eff)
+    return Estimate(k / n if n else 0.0, low, high, k, n, n_eff)
 
 
 @dataclass
@@ -247,7 +277,7 @@ def fit_open_set(
     return OpenSetFit(
         thresholds=thr,
         system_threshold=system,
-        far=estimate(named),
+        far=estimate(named, g),
         stranger_far=estimate(named[len(trials.score) :]) if n_s else None,
         frr=frr,
         genuine_trials=int(ok.sum()),
@@ -334,6 +364,7 @@ __all__ = [
     "centroids",
     "class_distances",
     "class_scores",
+    "effective_trials",
     "estimate",
     "fit_open_set",
     "fit_temperature",

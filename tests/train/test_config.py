@@ -18,7 +18,7 @@ def test_example_loads_and_flags_override():
     assert cfg.search.C == (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
     assert cfg.search.gamma == (0.1, 0.01, 0.001, 0.0001, 0.00001)
     assert cfg.open_set.target_far == 0.01 and cfg.open_set.max_threshold == 0.6
-    assert cfg.open_set.margin == 0.5
+    assert cfg.open_set.margin == 0.6
     assert "gamma4" in cfg.source
     over = load_config(EXAMPLE, name="gamma5", method="centroid", target_far=0.001)
     assert (over.name, over.search.method, over.open_set.target_far) == ("gamma5", "centroid", 0.001)

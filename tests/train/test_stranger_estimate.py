@@ -6,6 +6,11 @@ the faces dlib finds: 189) are the strangers. The estimate comes from the enroll
 alone (227 leave-whole-person-out trials). At the targets checked, both sides count at least
 ten named strangers, so a factor 1.5 is about two binomial standard deviations of the ratio,
 not a coin toss; at 1 % there would be two or three events a side, which is noise.
+
+The estimate predicts strangers of the enrolled people's own population (as here). On lfw_dev
+it matched people held out whole (``bench/bench_open_set_rules.py``, population check) but
+was twice or more the rate of ``lfw_dev/strangers``, who look less alike than the enrolled
+people do.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def test_estimate_predicts_strangers_never_seen(tmp_path, orl_split, target):
     m = model.metrics
     assert m["far_trials"] == len(X)
     assert m["far_low"] <= m["far"] <= m["far_high"]
+    assert 0 < m["far_effective_trials"] <= m["far_trials"]  # a person's photos are not independent
     named = np.array([d.name is not None for d in _bundle(tmp_path, model).classify(strangers)])
     assert named.sum() >= 10 and m["far"] * m["far_trials"] >= 10  # enough events to compare
     ratio = m["far"] / named.mean()

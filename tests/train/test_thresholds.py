@@ -15,6 +15,8 @@ from facefleet.train.thresholds import (
     centroids,
     class_distances,
     class_scores,
+    effective_trials,
+    estimate,
     fit_open_set,
     fit_temperature,
     genuine_trials,
@@ -123,6 +125,22 @@ def test_fit_open_set_honest_estimate_negatives_and_strangers():
     curve = fit2.curve
     assert len(curve["threshold"]) == len(curve["strangers_named"]) == len(curve["known_missed"])
     assert curve["strangers_named"] == sorted(curve["strangers_named"])  # grows with the threshold
+
+
+def test_effective_trials_discount_a_persons_correlated_trials():
+    y = np.repeat(np.arange(100), 3)
+    together = np.isin(y, [3, 40, 77])  # three people named with all their photos
+    apart = np.zeros(300, bool)
+    apart[[0, 10, 20, 31, 41, 52, 60, 71, 82]] = True  # nine single photos of nine people
+    assert effective_trials(together, y) == pytest.approx(100, rel=0.05)  # worth one per person
+    assert effective_trials(apart, y) == 300  # independent: never more than the trials
+    assert effective_trials(together) == 300
+    est = estimate(together, y)
+    assert (est.named, est.trials) == (9, 300) and est.rate == pytest.approx(0.03)
+    low, high = wilson(3, 100)
+    assert est.effective_trials == pytest.approx(100, rel=0.05)
+    assert est.low == pytest.approx(low, rel=0.05) and est.high == pytest.approx(high, rel=0.05)
+    assert est.high > estimate(apart, y).high
 
 
 def test_wilson_interval():
