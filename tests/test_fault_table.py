@@ -362,6 +362,74 @@ def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
     assert consistent(after) and after["faces"] >= before["faces"]
 
 
+COLLECT_FILES = ("biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "alex-lacamoire.png")
+
+
+@pytest.mark.parametrize("kind, signum", [("abort", 6), ("kill", 9)])
+def test_collect_batch_with_a_crashing_file(examples, tmp_path, kind, signum):
+    """``facefleet collect FOLDER`` (a folder of crops, 2 workers) with the worker holding one
+    file really dying on it (SIGABRT, or SIGKILL as the OOM killer would): that file is
+    skipped as crashed, every other face is collected and written; a re-run adds nothing
+    twice, and one without the fault collects the file that crashed."""
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", config={"vision": {"embedder": "dlib", "workers": 2}})
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in COLLECT_FILES:
+        shutil.copyfile(examples / name, crops / name)
+    _face(examples, "obama_small.jpg").save(crops / "crash-here.jpg", quality=90)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FACEFLEET_NO_PROGRESS": "1"}
+
+    def collect(fault: bool) -> subprocess.CompletedProcess:
+        run_env = {**env, "FACEFLEET_FAULT_INJECT": f"{kind}:crash-here.jpg"} if fault else env
+        return subprocess.run(
+            [sys.executable, "-m", "facefleet.cli.main", "-w", str(ws.root), "collect", str(crops)],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            timeout=120,
+        )
+
+    proc = collect(fault=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    crashed = f"skipped {crops / 'crash-here.jpg'}: crashed the face engine (signal {signum})"
+    head = proc.stdout.splitlines()[0]
+    for name in (*COLLECT_FILES, "crash-here.jpg"):
+        ok = name != "crash-here.jpg"
+        outcome = "collected" if ok else crashed.split(": ", 1)[1]
+        label = (
+            "good photo" if ok else f"good photo, worker {'aborts' if kind == 'abort' else 'is killed'} on it"
+        )
+        record(label, "collect FOLDER (2 workers, one batch)", outcome, proc.returncode)
+    assert proc.returncode == 0, proc.stderr
+    assert head == f"{len(COLLECT_FILES)} candidate faces added, 0 already in the store, 1 skipped", (
+        proc.stdout
+    )
+    assert f"  {crashed}" in proc.stdout.splitlines()
+    counts = store_counts(ws)
+    assert consistent(counts) and counts["faces"] == counts["images"] == len(COLLECT_FILES), counts
+
+    again = collect(fault=True)  # the same crash again: nothing new, nothing twice
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert (
+        again.stdout.splitlines()[0]
+        == f"0 candidate faces added, {len(COLLECT_FILES)} already in the store, 1 skipped"
+    )
+    assert store_counts(ws) == counts
+
+    fixed = collect(fault=False)  # the file that crashed is collected once the engine takes it
+    assert fixed.returncode == 0 and "Traceback" not in fixed.stderr, fixed.stderr
+    assert (
+        fixed.stdout.splitlines()[0]
+        == f"1 candidate faces added, {len(COLLECT_FILES)} already in the store, 0 skipped"
+    )
+    after = store_counts(ws)
+    assert consistent(after) and after["faces"] == after["images"] == len(COLLECT_FILES) + 1, after
+    with ws.open_store() as store:
+        assert {f.status for f in store.faces()} == {"candidate"}
+
+
 # -- settings and version YAMLs --------------------------------------------------------------
 BAD_WORKSPACE_YAML = {
     "facefleet.yaml: not UTF-8": b"vision:\n  detector: \xff\xfehog\n",
