@@ -2,8 +2,8 @@
 rows with their frames, or a plain folder of face crops) into the store as candidate faces.
 
 Every image is copied into the workspace (``images/collected/``) and keyed by its sha256, so
-nothing is imported twice. The faces of two or more new files are computed before anything is
-written, in crash-isolated worker processes (``vision.batch``) or on the Dask cluster: a file
+nothing is imported twice. The faces of new files are computed before anything is written, in
+crash-isolated worker processes (``vision.batch``) or on the Dask cluster: a file
 that crashes the face engine is skipped as ``crashed the face engine (signal N)`` and every
 other one is collected. Each face is embedded with the workspace's engine (the device's
 vector may come from another embedder) and keeps its provenance in ``meta``: device, source,
@@ -186,15 +186,16 @@ class Collector:
         self.folder = ws.images_dir / "collected"
         self.cluster = compute.current()
         self.workers = ws.settings.vision.workers
-        self._pool: Pool | None = None  # started for the first batch of two or more new files
+        self._pool: Pool | None = None  # started for the first new file, kept for the others
         self._ready: dict[str, CropFace | str] = {}  # sha256 -> face computed ahead
 
     def prefetch(
         self, jobs: list[tuple[Path, tuple[int, int, int, int] | None]], *, here: bool = False
     ) -> None:
-        """Analyse every new file of ``jobs`` first, on the Dask cluster (unless ``here``) or
-        (two or more files) in crash-isolated worker processes; ``add`` then only writes. A
-        lone file is left to ``add``, which analyses it in this process."""
+        """Analyse every new file of ``jobs`` first, on the Dask cluster (unless ``here``) or in
+        crash-isolated worker processes (even a lone file: a scheduled collect must not die
+        on the one new capture that crashes the engine, run after run); ``add`` then only
+        writes."""
         from facefleet.fileio import sha256_file
 
         todo: dict[str, tuple[str, tuple]] = {}
@@ -218,15 +219,15 @@ class Collector:
                 embedder_id=self.embedder_id,
                 desc="collect",
             )
-        elif self._pool is not None or len(todo) > 1:
+        else:
             from facefleet.progress import progress
 
+            count = worker_count(self.workers, len(todo))
             if self._pool is None:
-                self._pool = Pool(worker_count(self.workers, len(todo)), self.ws.vision_config())
+                self._pool = Pool(count, self.ws.vision_config())
+            self._pool.grow(count)
             jobs_ = [(crop_face_task, path, args) for path, args in todo.values()]
             results = progress(self._pool.run(jobs_), total=len(jobs_), desc="faces")
-        else:
-            return
         for sha, result in zip(todo, results, strict=True):
             self._ready[sha] = result.message if isinstance(result, Failed) else result
 

@@ -57,8 +57,9 @@ class ImageAnalysis:
 
 _ENGINE: FaceEngine | None = None
 
-# Test-only fault injection: "abort:GLOB" or "kill:GLOB" makes a pool worker abort (SIGABRT)
-# or SIGKILL itself on a file whose name matches GLOB, as a native crash or the OOM killer would.
+# Test-only fault injection: "abort:GLOB" or "kill:GLOB" (several joined by ",") makes a pool
+# worker abort (SIGABRT) or SIGKILL itself on a file whose name matches GLOB, as a native crash
+# or the OOM killer would.
 FAULT_ENV = "FACEFLEET_FAULT_INJECT"
 
 
@@ -97,15 +98,13 @@ def analyse_file(
 
 
 def _inject_fault(path: str) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or ":" not in spec:
-        return
-    kind, pattern = spec.split(":", 1)
-    if fnmatch.fnmatch(Path(path).name, pattern):
-        if kind == "abort":
-            os.abort()
-        if kind == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        kind, _, pattern = spec.partition(":")
+        if pattern and fnmatch.fnmatch(Path(path).name, pattern):
+            if kind == "abort":
+                os.abort()
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -276,6 +275,11 @@ class Pool:
         self.start_failures = 0
         self.embedder_id: str | None = None  # sent by each worker when its engine is ready
         self.workers = [_Worker(self.ctx, config) for _ in range(count)]
+
+    def grow(self, count: int) -> None:
+        """At least ``count`` workers from now on (call between runs)."""
+        while len(self.workers) < count:
+            self.workers.append(_Worker(self.ctx, self.config))
 
     def run(self, jobs: list[Job]) -> Iterator[Any]:
         """Each job's result (or :class:`Failed`), in the order of ``jobs``."""
