@@ -252,7 +252,7 @@ class _Worker:
             self.proc.start()
         child.close()
         self.ready = False
-        self.job: int | None = None
+        self.jobs: deque[int] = deque()  # sent, not yet answered: the first is being analysed
 
 
 def can_start_workers() -> bool:
@@ -262,8 +262,8 @@ def can_start_workers() -> bool:
 
 
 class Pool:
-    """Worker processes fed one job at a time over pipes; a dead worker is replaced. One pool
-    can :meth:`run` many batches (its workers keep their engines); :meth:`close` ends it."""
+    """Worker processes fed jobs over pipes; a dead worker is replaced. One pool can
+    :meth:`run` many batches (its workers keep their engines); :meth:`close` ends it."""
 
     MAX_START_FAILURES = 3
 
@@ -281,21 +281,25 @@ class Pool:
         while len(self.workers) < count:
             self.workers.append(_Worker(self.ctx, self.config))
 
-    def run(self, jobs: list[Job]) -> Iterator[Any]:
-        """Each job's result (or :class:`Failed`), in the order of ``jobs``."""
+    def run(self, jobs: list[Job], *, depth: int = 1) -> Iterator[Any]:
+        """Each job's result (or :class:`Failed`), in the order of ``jobs``. Each worker is
+        sent up to ``depth`` jobs ahead (answered in order, so a dead worker's first open job
+        is the one it died on and the others are sent again): more than 1 saves a round trip
+        between processes per job where jobs are short and the pool has one worker."""
         pending = deque(enumerate(jobs))
         done: dict[int, Any] = {}
         next_out = 0
         while next_out < len(jobs):
             for w in self.workers:
-                if w.ready and w.job is None and pending:
-                    w.job, job = pending.popleft()
-                    w.conn.send((w.job, job))
+                while w.ready and len(w.jobs) < depth and pending:
+                    index, job = pending.popleft()
+                    w.jobs.append(index)
+                    w.conn.send((index, job))
             waitables = [w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers]
             ready = set(mp_connection.wait(waitables))
             for i, w in enumerate(self.workers):
                 if (w.conn in ready or w.proc.sentinel in ready) and not self._drain(w, done):
-                    self.workers[i] = self._replace(w, jobs, done, bool(pending))
+                    self.workers[i] = self._replace(w, jobs, done, pending)
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1
@@ -312,20 +316,22 @@ class Pool:
                 elif kind == "done":
                     index, result = payload
                     done[index] = result
-                    w.job = None
+                    w.jobs.remove(index)
                 elif kind == "fatal":
                     raise FacefleetError(payload)
         except (EOFError, OSError):
             return False
         return w.proc.is_alive()
 
-    def _replace(self, w: _Worker, jobs: list[Job], done: dict[int, Any], more: bool) -> _Worker:
+    def _replace(self, w: _Worker, jobs: list[Job], done: dict[int, Any], pending: deque) -> _Worker:
         w.proc.join(5)
         w.conn.close()
         code = w.proc.exitcode
-        if w.job is not None:
-            path = jobs[w.job][1]
-            done[w.job] = Failed(crash_message(code))
+        if w.jobs:
+            culprit = w.jobs.popleft()
+            pending.extendleft((i, jobs[i]) for i in reversed(w.jobs))  # sent again, first
+            path = jobs[culprit][1]
+            done[culprit] = Failed(crash_message(code))
             self.stats.crashes += 1
             log.warning("%s: %s; starting a new worker", path, crash_message(code))
         elif not w.ready:

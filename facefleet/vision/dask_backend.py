@@ -109,7 +109,7 @@ def run_chunk(chunk: list[tuple[str, bytes | None, tuple]], fn, config: VisionCo
         jobs = [(fn, p, (*item_args, *args)) for p, (_, _, item_args) in zip(local, chunk, strict=True)]
         pool = worker_pool(config)
         if pool is not None:
-            out = list(pool.run(jobs))
+            out = list(pool.run(jobs, depth=len(jobs)))  # the whole chunk in one go
             embedder_id = pool.embedder_id
         else:
             engine = worker_engine(config)
@@ -204,19 +204,29 @@ def _one_per_task(
     worker_id: str | None = None
     out: list = [None] * len(chunk)
     again: list[int] = []
+
+    def result(fut):
+        try:
+            return fut.result()
+        except KilledWorker:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line for the user, as map_ordered's
+            lines = str(exc).strip().splitlines()
+            what = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+            raise ComputeError(f"a task failed on the cluster: {what}") from exc
+        finally:
+            fut.release()
+
     for i, fut in enumerate(run(chunk)):
         try:
-            worker_id, (out[i],) = fut.result()
+            worker_id, (out[i],) = result(fut)
         except KilledWorker:
             again.append(i)
-        fut.release()
     for i in again:
-        (fut,) = run([chunk[i]])
         try:
-            worker_id, (out[i],) = fut.result()
+            worker_id, (out[i],) = result(run([chunk[i]])[0])
         except KilledWorker:
             out[i] = Failed(KILLED)
-        fut.release()
     return worker_id, out
 
 

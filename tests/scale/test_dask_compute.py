@@ -294,7 +294,7 @@ def fault_cluster(tmp_path_factory):
 
 
 def test_a_photo_that_crashes_the_engine_costs_only_that_photo(
-    fault_cluster, local_ws, photos, crashers, tmp_path, capsys
+    fault_cluster, local_ws, photos, crashers, tmp_path
 ):
     """Each worker thread runs the face engine in a crash-isolated child: the child dies, the
     photo gets the crash, the child is replaced, no Dask worker dies, and every other photo's
@@ -319,17 +319,26 @@ def test_a_photo_that_crashes_the_engine_costs_only_that_photo(
         assert sum(watch.run(dask_backend.engines_built).values()) == 2 + 2  # a child per crash
 
         again = enroll(ws, items)  # the crashers are tried again (and crash again), nothing twice
-        assert [o.reason for o in again.outcomes] == [o.reason for o in report.outcomes]
+        assert {o.path: o.reason for o in again.outcomes} == {o.path: o.reason for o in report.outcomes}
         assert all(o.cached for o in again.accepted)
         assert_same_store(store_dump(local_ws), store_dump(ws))
 
-        # collect, as a user runs it: the crashers are skipped with the crash, the rest collected
-        crops = tmp_path / "crops"
-        shutil.copytree(photos, crops, symlinks=True)
-        for name, path in crashers.items():
-            shutil.copyfile(path, crops / "madonna" / name)
-        there = _workspace(tmp_path / "there", {"chunk": 4})
-        for added, known in ((23, 1), (0, 24)):  # the second run adds nothing twice
+
+def test_collect_skips_only_the_photo_that_crashes_the_engine(
+    fault_cluster, photos, crashers, tmp_path, capsys
+):
+    """``facefleet collect`` as a user runs it: the crashers are skipped with the crash, every
+    other face is collected and written; the second run adds nothing twice."""
+    from distributed import Client
+
+    crops = tmp_path / "crops"
+    shutil.copytree(photos, crops, symlinks=True)
+    for name, path in crashers.items():
+        shutil.copyfile(path, crops / "madonna" / name)
+    there = _workspace(tmp_path / "there", {"chunk": 4})
+    with Client(fault_cluster.address, timeout=30) as watch:
+        workers = sorted(watch.scheduler_info()["workers"])
+        for added, known in ((23, 1), (0, 24)):
             code = main(["-w", str(there.root), "collect", str(crops), "--scheduler", fault_cluster.address])
             out = capsys.readouterr().out.splitlines()
             assert code == 0
@@ -343,18 +352,31 @@ def test_a_photo_that_crashes_the_engine_costs_only_that_photo(
         assert sorted(watch.scheduler_info()["workers"]) == workers, "a Dask worker died"
 
 
-def test_nanny_workers_lose_only_the_photo_that_kills_them(tmp_path, faces_dir, crashers):
-    """Workers under a nanny are daemonic (no child processes): the engine runs in the worker,
-    the crash kills it, the nanny starts it again, and once Dask gives the task up
+@pytest.mark.parametrize(
+    "daemon, reason",
+    [
+        ("True", "crashed the face engine (its Dask worker died on it)"),
+        ("False", "crashed the face engine (signal 6)"),
+    ],
+    ids=["daemonic", "not-daemonic"],
+)
+def test_nanny_workers_lose_only_the_photo_that_crashes(tmp_path, faces_dir, crashers, daemon, reason):
+    """Workers under a nanny are daemonic by default (no child processes): the engine runs in
+    the worker, the crash kills it, the nanny starts it again, and once Dask gives the task up
     (``KilledWorker``; ``allowed-failures`` 0 here to keep it short) its files run again one
-    per task, so only the photo that kills a worker by itself is marked."""
+    per task, so only the photo that kills a worker by itself is marked. With
+    ``distributed.worker.daemon: false`` they use the crash-isolated child like the others."""
     src = faces_dir / "five_celebrity" / "train"
     items = [(p, src / p / f"{n}.jpg") for p in PEOPLE[:3] for n in (1, 2, 3)]
     items.insert(4, ("madonna", crashers["crash-abort.jpg"]))
     vision = {"vision": {"embedder": "dlib"}}
     local = Workspace.init(tmp_path / "local", vision)
     enroll(local, [it for it in items if "crash" not in it[1].name], workers=1)
-    env = {FAULT_ENV: FAULTS, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    env = {
+        FAULT_ENV: FAULTS,
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        "DASK_DISTRIBUTED__WORKER__DAEMON": daemon,
+    }
     cluster = DaskCluster(tmp_path / "dask", nanny=True, env=env).start(n_workers=2)
     try:
         ws = Workspace.init(tmp_path / "ws", {**vision, "compute": {"chunk": 4}})
@@ -363,7 +385,7 @@ def test_nanny_workers_lose_only_the_photo_that_kills_them(tmp_path, faces_dir, 
         compute.close_clients()
         cluster.stop()
     reasons = {Path(o.path).name: o.reason for o in report.outcomes}
-    assert reasons["crash-abort.jpg"] == "crashed the face engine (its Dask worker died on it)"
+    assert reasons["crash-abort.jpg"] == reason
     assert len(report.outcomes) == len(items) and len(report.accepted) == len(items) - 1
     assert_same_store(store_dump(local), store_dump(ws))
 
