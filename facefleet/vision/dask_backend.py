@@ -80,6 +80,9 @@ def worker_pool(config: VisionConfig) -> Pool | None:
     key, local = _worker_config(config)
     pool = pools.get(key)
     if pool is None:
+        for old in pools.values():  # one child per thread: another workspace's engine goes
+            old.close()
+        pools.clear()
         pool = pools[key] = Pool(1, local)
         with _BUILT_LOCK:
             _POOLS.append(pool)
