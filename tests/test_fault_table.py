@@ -240,7 +240,8 @@ def test_identify_one_bad_file(table_ws, bad_dir, bad):
     assert store_counts(table_ws) == before
     if bad.name in IDENTIFY_OVERRIDES:
         phrase, status = IDENTIFY_OVERRIDES[bad.name]
-        record(bad.name, "identify FILE", err.strip().removeprefix("facefleet: error: "), rc)
+        line = next((ln for ln in err.splitlines() if ln.startswith("facefleet: error:")), err.strip())
+        record(bad.name, "identify FILE", line.removeprefix("facefleet: error: "), rc)
         assert rc == status and phrase in err and one_line_error(err)
         return
     (result,) = json.loads(out)

@@ -25,7 +25,7 @@ from pathlib import Path
 from facefleet import compute
 from facefleet.compute import ComputeConfig, ComputeError, map_ordered
 from facefleet.vision import batch
-from facefleet.vision.batch import Failed, ImageAnalysis, Pool, analyse_file, as_analysis
+from facefleet.vision.batch import Failed, ImageAnalysis, Pool, as_analysis
 from facefleet.vision.engine import FaceEngine, VisionConfig
 
 _LOCAL = threading.local()
@@ -89,8 +89,7 @@ def worker_pool(config: VisionConfig) -> Pool | None:
     return pool
 
 
-def _analyse_one(engine: FaceEngine, path: str, fallback: bool, keep_chips: bool) -> ImageAnalysis:
-    return analyse_file(engine, path, fallback=fallback, keep_chips=keep_chips)
+_analyse_one = batch._analyse_task  # analyse_file(engine, path, fallback, keep_chips)
 
 
 def run_chunk(chunk: list[tuple[str, bytes | None, tuple]], fn, config: VisionConfig, *args):
