@@ -159,15 +159,19 @@ def map_ordered(
     desc: str = "",
     weights: Sequence[int] | None = None,
     prefix: str = "facefleet",
+    on_killed: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """``fn(item, *args)`` for every item on the cluster; results are yielded in item order.
 
     At most about twice the cluster's threads tasks are in flight, so a long job never holds
     every input in memory at once. A task that raises is retried ``cfg.retries`` times; a task
     whose worker died is rescheduled by Dask; every result arrives once, whichever attempt
-    produced it. The progress bar counts ``weights`` (e.g. files per task) as tasks complete.
+    produced it. A task Dask gives up on because its workers kept dying (``KilledWorker``,
+    after the scheduler's ``allowed-failures``) gets ``on_killed(item)`` as its result when
+    given, else ends the run. The progress bar counts ``weights`` (e.g. files per task) as
+    tasks complete.
     """
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     from facefleet.progress import progress
 
@@ -209,9 +213,11 @@ def map_ordered(
             try:
                 result = fut.result()
             except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-                lines = str(exc).strip().splitlines()  # Dask's own messages run over lines
-                what = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-                raise ComputeError(f"{desc or prefix}: a task failed on the cluster: {what}") from exc
+                if on_killed is None or not isinstance(exc, KilledWorker):
+                    lines = str(exc).strip().splitlines()  # Dask's own messages run over lines
+                    what = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+                    raise ComputeError(f"{desc or prefix}: a task failed on the cluster: {what}") from exc
+                result = on_killed(items[index[fut.key]])
             done[index.pop(fut.key)] = result
             fut.release()
             submit()

@@ -27,8 +27,8 @@ PG_BIN = max(
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **(extra or {})}
     # workers import this checkout's facefleet; one BLAS/ONNX thread per worker thread
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", FACEFLEET_NO_PROGRESS="1")
@@ -38,9 +38,13 @@ def _env() -> dict[str, str]:
 
 @dataclass
 class DaskCluster:
-    """``dask scheduler`` plus ``dask worker --nthreads 1 --no-nanny`` processes on loopback."""
+    """``dask scheduler`` plus ``dask worker --nthreads 1 --no-nanny`` processes on loopback
+    (``nanny=True``: each worker under its nanny, which starts it again when it dies; ``env``:
+    more environment for every process, e.g. Dask config or the face engine's fault hook)."""
 
     root: Path
+    nanny: bool = False
+    env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     scheduler: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
@@ -67,7 +71,8 @@ class DaskCluster:
 
     def add_worker(self) -> subprocess.Popen:
         cmd = [
-            str(DASK), "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+            str(DASK), "worker", self.address, "--nthreads", "1",
+            "--nanny" if self.nanny else "--no-nanny", "--no-dashboard",
             "--host", "127.0.0.1", "--memory-limit", "0", "--death-timeout", "60",
             "--local-directory", str(self.root / "dask-scratch"),
         ]  # fmt: skip
@@ -77,7 +82,9 @@ class DaskCluster:
 
     def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(self.env), start_new_session=True
+        )
 
     def wait_workers(self, n: int, timeout: float = 60.0) -> None:
         from distributed import Client

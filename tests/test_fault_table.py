@@ -4,8 +4,9 @@ a store whose counts are unchanged (or grew by exactly the accepted photo) and c
 and no traceback.
 
 Exit statuses (README "Exit status"): ``enroll`` 0 when a photo was accepted, 1 when none
-was; ``identify`` 0 when an input was read, 1 when none was; 2 for a usage or input error
-the command cannot start with (bad config, bad bundle, nothing to read).
+was; ``identify`` 0 when an input was read, 1 when none was; ``collect`` 0 when it ran
+through (skipped files listed); 2 for a usage or input error the command cannot start with
+(bad config, bad bundle, nothing to read).
 
 Set ``FACEFLEET_FAULT_TABLE=docs/fault-table.md`` to write the table from a run of this module.
 """
@@ -34,6 +35,8 @@ from facefleet.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS: list[dict] = []  # the table, filled as the tests run
+# rows of a deliberate crash (test hook FACEFLEET_FAULT_INJECT), not counted as crashes
+DELIBERATE = {"abort": "good photo, worker aborts on it", "kill": "good photo, worker is killed on it"}
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -237,7 +240,8 @@ def test_identify_one_bad_file(table_ws, bad_dir, bad):
     assert store_counts(table_ws) == before
     if bad.name in IDENTIFY_OVERRIDES:
         phrase, status = IDENTIFY_OVERRIDES[bad.name]
-        record(bad.name, "identify FILE", err.strip().removeprefix("facefleet: error: "), rc)
+        line = next((ln for ln in err.splitlines() if ln.startswith("facefleet: error:")), err.strip())
+        record(bad.name, "identify FILE", line.removeprefix("facefleet: error: "), rc)
         assert rc == status and phrase in err and one_line_error(err)
         return
     (result,) = json.loads(out)
@@ -347,7 +351,7 @@ def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
     crashed = sum("crashed the face engine" in (p["reason"] or "") for p in photos.values())
     for name in planned:
         bad = next((b for b in INPUTS if bad_dir[b.name].name == name), None)
-        label = bad.name if bad else ("good photo, worker aborts on it" if "crash" in name else "good photo")
+        label = bad.name if bad else (DELIBERATE["abort"] if "crash" in name else "good photo")
         p = photos.get(name)
         outcome = "LOST" if p is None else ("accepted" if p["accepted"] else p["reason"])
         record(label, "enroll --folder (2 workers, one batch)", outcome, proc.returncode)
@@ -360,6 +364,77 @@ def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
             assert p["accepted"] == (bad.expect == "accepted"), (bad.name, p)
     after = store_counts(table_ws)
     assert consistent(after) and after["faces"] >= before["faces"]
+
+
+COLLECT_FILES = ("biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "alex-lacamoire.png")
+
+
+@pytest.mark.parametrize("kind, signum", [("abort", 6), ("kill", 9)])
+def test_collect_batch_with_a_crashing_file(examples, tmp_path, kind, signum):
+    """``facefleet collect FOLDER`` (a folder of crops, 2 workers) with the worker holding one
+    file really dying on it (SIGABRT, or SIGKILL as the OOM killer would): that file is
+    skipped as crashed, every other face is collected and written; a re-run adds nothing
+    twice, and one without the fault collects the file that crashed."""
+    from facefleet.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", config={"vision": {"embedder": "dlib", "workers": 2}})
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in COLLECT_FILES:
+        shutil.copyfile(examples / name, crops / name)
+    _face(examples, "obama_small.jpg").save(crops / "crash-here.jpg", quality=90)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FACEFLEET_NO_PROGRESS": "1"}
+
+    def collect(fault: bool) -> subprocess.CompletedProcess:
+        run_env = {**env, "FACEFLEET_FAULT_INJECT": f"{kind}:crash-here.jpg"} if fault else env
+        return subprocess.run(
+            [sys.executable, "-m", "facefleet.cli.main", "-w", str(ws.root), "collect", str(crops)],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            timeout=120,
+        )
+
+    proc = collect(fault=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    crashed = f"skipped {crops / 'crash-here.jpg'}: crashed the face engine (signal {signum})"
+    head = proc.stdout.splitlines()[0]
+    added = int(head.split()[0])
+    record(
+        DELIBERATE[kind], "collect FOLDER (2 workers, one batch)", crashed.split(": ", 1)[1], proc.returncode
+    )
+    record(
+        f"{len(COLLECT_FILES)} good photos beside it",
+        "collect FOLDER (2 workers, one batch)",
+        f"{added} of {len(COLLECT_FILES)} collected",
+        proc.returncode,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert head == f"{len(COLLECT_FILES)} candidate faces added, 0 already in the store, 1 skipped", (
+        proc.stdout
+    )
+    assert f"  {crashed}" in proc.stdout.splitlines()
+    counts = store_counts(ws)
+    assert consistent(counts) and counts["faces"] == counts["images"] == len(COLLECT_FILES), counts
+
+    again = collect(fault=True)  # the same crash again: nothing new, nothing twice
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert (
+        again.stdout.splitlines()[0]
+        == f"0 candidate faces added, {len(COLLECT_FILES)} already in the store, 1 skipped"
+    )
+    assert store_counts(ws) == counts
+
+    fixed = collect(fault=False)  # the file that crashed is collected once the engine takes it
+    assert fixed.returncode == 0 and "Traceback" not in fixed.stderr, fixed.stderr
+    assert (
+        fixed.stdout.splitlines()[0]
+        == f"1 candidate faces added, {len(COLLECT_FILES)} already in the store, 0 skipped"
+    )
+    after = store_counts(ws)
+    assert consistent(after) and after["faces"] == after["images"] == len(COLLECT_FILES) + 1, after
+    with ws.open_store() as store:
+        assert {f.status for f in store.faces()} == {"candidate"}
 
 
 # -- settings and version YAMLs --------------------------------------------------------------
@@ -533,7 +608,7 @@ def write_table(path: Path) -> None:
     runs = len(ROWS)
     inputs = len({r["input"] for r in ROWS})
     commands = sorted({r["command"] for r in ROWS})
-    crashed = sum(r["outcome"].startswith("crashed") for r in ROWS if "abort" not in r["input"])
+    crashed = sum(r["outcome"].startswith("crashed") for r in ROWS if r["input"] not in DELIBERATE.values())
     lost = sum(r["outcome"] == "LOST" for r in ROWS)
     lines = [
         "# Fault and bad-input table",
@@ -546,11 +621,13 @@ def write_table(path: Path) -> None:
         f"- inputs tried: **{inputs}** over {len(commands)} commands ({runs} runs)",
         f"- crashes (process or batch ended by a bad input): **{crashed}**",
         f"- results lost (a file of a batch with no outcome): **{lost}**",
-        "- the batch row `good photo, worker aborts on it` is a deliberate crash (test hook",
-        "  `FACEFLEET_FAULT_INJECT`): it costs that file only, which is what the row shows.",
+        "- the batch rows `good photo, worker aborts on it` / `worker is killed on it` are",
+        "  deliberate crashes (SIGABRT, SIGKILL as the OOM killer sends; test hook",
+        "  `FACEFLEET_FAULT_INJECT`): each costs that file only, which is what the rows show.",
         "",
         "Exit status: `enroll` 0 when a photo was accepted, 1 when none was; `identify` 0 when",
-        "an input was read, 1 when none was; 2 for an error the command cannot start with.",
+        "an input was read, 1 when none was; `collect` 0 when it ran through (every skipped",
+        "file is listed with its reason); 2 for an error the command cannot start with.",
         "",
         "| input | command | outcome | exit |",
         "| --- | --- | --- | --- |",

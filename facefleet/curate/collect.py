@@ -2,7 +2,10 @@
 rows with their frames, or a plain folder of face crops) into the store as candidate faces.
 
 Every image is copied into the workspace (``images/collected/``) and keyed by its sha256, so
-nothing is imported twice. Each face is embedded with the workspace's engine (the device's
+nothing is imported twice. The faces of new files are computed before anything is written, in
+crash-isolated worker processes (``vision.batch``) or on the Dask cluster: a file
+that crashes the face engine is skipped as ``crashed the face engine (signal N)`` and every
+other one is collected. Each face is embedded with the workspace's engine (the device's
 vector may come from another embedder) and keeps its provenance in ``meta``: device, source,
 event time and the device's decision (name, proba, dist, margin). Over SSH the device's files
 are first mirrored into ``inbox/<host>/`` with SFTP, then collected the same way.
@@ -23,6 +26,7 @@ import numpy as np
 from facefleet import compute
 from facefleet.errors import FacefleetError, ImageError
 from facefleet.store.ingest import ingest_found_face, keep_copy
+from facefleet.vision.batch import Failed, Pool, worker_count
 from facefleet.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 SOURCE = "collect"
 EVENTS = "events.jsonl"
 FACELIST = "facelist.csv"
-WRITE_BATCH = 64  # faces per store transaction when they come precomputed from a cluster
+WRITE_BATCH = 64  # faces per store transaction when they come precomputed (pool or cluster)
 
 
 @dataclass
@@ -181,15 +185,18 @@ class Collector:
         self.report = CollectReport()
         self.folder = ws.images_dir / "collected"
         self.cluster = compute.current()
-        self._ready: dict[str, CropFace | str] = {}  # sha256 -> face computed on the cluster
+        self.workers = ws.settings.vision.workers
+        self._pool: Pool | None = None  # started for the first new file, kept for the others
+        self._ready: dict[str, CropFace | str] = {}  # sha256 -> face computed ahead
 
-    def prefetch(self, jobs: list[tuple[Path, tuple[int, int, int, int] | None]]) -> None:
-        """On a Dask cluster: analyse every new file of ``jobs`` there first (``add`` then only
-        writes). Without a cluster ``add`` analyses each file itself."""
-        if self.cluster is None or not jobs:
-            return
+    def prefetch(
+        self, jobs: list[tuple[Path, tuple[int, int, int, int] | None]], *, here: bool = False
+    ) -> None:
+        """Analyse every new file of ``jobs`` first, on the Dask cluster (unless ``here``) or in
+        crash-isolated worker processes (even a lone file: a scheduled collect must not die
+        on the one new capture that crashes the engine, run after run); ``add`` then only
+        writes."""
         from facefleet.fileio import sha256_file
-        from facefleet.vision import dask_backend
 
         todo: dict[str, tuple[str, tuple]] = {}
         for path, box in jobs:
@@ -199,21 +206,36 @@ class Collector:
                 continue  # add() reports it
             if sha not in self._ready and sha not in todo and self.store.image_by_sha(sha) is None:
                 todo[sha] = (str(path), (box,))
-        results = dask_backend.map_files(
-            crop_face_task,
-            list(todo.values()),
-            self.ws.vision_config(),
-            self.cluster,
-            embedder_id=self.embedder_id,
-            desc="collect",
-        )
-        self._ready.update(zip(todo, results, strict=True))
+        if not todo:
+            return
+        if self.cluster is not None and not here:
+            from facefleet.vision import dask_backend
+
+            results = dask_backend.map_files(
+                crop_face_task,
+                list(todo.values()),
+                self.ws.vision_config(),
+                self.cluster,
+                embedder_id=self.embedder_id,
+                desc="collect",
+            )
+        else:
+            from facefleet.progress import progress
+
+            count = worker_count(self.workers, len(todo))
+            if self._pool is None:
+                self._pool = Pool(count, self.ws.vision_config())
+            self._pool.grow(count)
+            jobs_ = [(crop_face_task, path, args) for path, args in todo.values()]
+            results = progress(self._pool.run(jobs_), total=len(jobs_), desc="faces")
+        for sha, result in zip(todo, results, strict=True):
+            self._ready[sha] = result.message if isinstance(result, Failed) else result
 
     def batches(self, items: list) -> Iterator:
         """``items`` in groups written in one store transaction each, when the faces come
-        precomputed from the cluster (locally each file commits on its own: a long analysis
-        must not hold the store's write lock)."""
-        if self.cluster is None:
+        precomputed (a file analysed here commits on its own: a long analysis must not hold
+        the store's write lock)."""
+        if not self._ready:
             yield from items
             return
         for start in range(0, len(items), WRITE_BATCH):
@@ -221,6 +243,9 @@ class Collector:
                 yield from items[start : start + WRITE_BATCH]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self.store.close()
 
     def _known(self, sha: str) -> bool:
@@ -327,6 +352,7 @@ class Collector:
         rows = legacy.read_facelist(csv_path)
         images_dir = images_dir or csv_path.parent / "images"
         crops = legacy.device_crops(csv_path)
+        todo: list[tuple[Path, dict[str, Any], tuple[int, int, int, int] | None]] = []
         for n, row in enumerate(rows, start=2):
             where = f"{csv_path.name} line {n}"
             try:
@@ -357,7 +383,11 @@ class Collector:
                 "sentinelcam_status": rec["status"],
                 "objid": rec["objid"],
             }
-            self.add(frame, meta, box=None if is_crop else rec["box"])
+            todo.append((frame, meta, None if is_crop else rec["box"]))
+        # a face per known box stays on this machine (the pool), not on the cluster
+        self.prefetch([(frame, box) for frame, _, box in todo], here=True)
+        for frame, meta, box in self.batches(todo):
+            self.add(frame, meta, box=box)
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -373,8 +403,9 @@ def collect(
     ``events.jsonl``, a ``facelist.csv``, a folder of captures or of plain crops.
 
     Captures and crops are analysed on the Dask cluster of ``scheduler`` / ``compute.scheduler``
-    when there is one (SentinelCam rows, a face per known box, stay local); only this process
-    writes the store."""
+    when there is one (SentinelCam rows, a face per known box, stay local), else in
+    crash-isolated worker processes here; a file that crashes the face engine is skipped with
+    that reason, the rest are collected. Only this process writes the store."""
     with compute.using(compute.for_workspace(ws, scheduler)):
         col = Collector(ws, device=device)
         try:

@@ -4,6 +4,10 @@ Each worker process holds its own FaceEngine; results come back as plain arrays 
 Native code can still die on an input no guard foresaw (abort, segfault, the OOM killer): a
 worker that dies costs only the file it held, which gets ``error: "crashed the face engine
 (signal N)"``; the worker is replaced and the batch goes on. Workers die with their parent.
+
+:func:`analyse_files` is the face analysis of ``enroll``, ``identify`` and ``evaluate``;
+:func:`map_isolated` runs any per-file function the same way (``collect``, and each Dask
+task inside its worker, see ``dask_backend``).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import multiprocessing.connection as mp_connection
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +57,9 @@ class ImageAnalysis:
 
 _ENGINE: FaceEngine | None = None
 
-# Test-only fault injection: "abort:GLOB" or "kill:GLOB" makes a pool worker abort (SIGABRT)
-# or SIGKILL itself on a file whose name matches GLOB, as a native crash or the OOM killer would.
+# Test-only fault injection: "abort:GLOB" or "kill:GLOB" (several joined by ",") makes a pool
+# worker abort (SIGABRT) or SIGKILL itself on a file whose name matches GLOB, as a native crash
+# or the OOM killer would.
 FAULT_ENV = "FACEFLEET_FAULT_INJECT"
 
 
@@ -91,25 +98,46 @@ def analyse_file(
 
 
 def _inject_fault(path: str) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or ":" not in spec:
-        return
-    kind, pattern = spec.split(":", 1)
-    if fnmatch.fnmatch(Path(path).name, pattern):
-        if kind == "abort":
-            os.abort()
-        if kind == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        kind, _, pattern = spec.partition(":")
+        if pattern and fnmatch.fnmatch(Path(path).name, pattern):
+            if kind == "abort":
+                os.abort()
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _worker_task(args: tuple[str, bool, bool]) -> ImageAnalysis:
-    path, fallback, keep_chips = args
+@dataclass
+class Failed:
+    """What :func:`map_isolated` gives for a file whose worker died or whose ``fn`` raised:
+    ``message`` without the path (callers put it in their own result type)."""
+
+    message: str
+
+
+# a job: fn(engine, path, *args), fn a module-level function the worker can import
+Job = tuple[Callable[..., Any], str, tuple]
+
+
+def _analyse_task(engine: FaceEngine, path: str, fallback: bool, keep_chips: bool) -> ImageAnalysis:
+    return analyse_file(engine, path, fallback=fallback, keep_chips=keep_chips)
+
+
+def _worker_task(job: Job) -> Any:
+    fn, path, args = job
     assert _ENGINE is not None
     _inject_fault(path)
     try:
-        return analyse_file(_ENGINE, path, fallback=fallback, keep_chips=keep_chips)
+        return fn(_ENGINE, path, *args)
     except Exception as exc:  # one file's engine failure must not end the worker's other files
-        return ImageAnalysis(path=path, faces=[], error=f"{path}: face engine error ({exc})")
+        return Failed(f"face engine error ({exc})")
+
+
+def as_analysis(path: str, result: ImageAnalysis | Failed) -> ImageAnalysis:
+    """``result`` as an :class:`ImageAnalysis` (a :class:`Failed` one becomes its ``error``)."""
+    if isinstance(result, Failed):
+        return ImageAnalysis(path=path, faces=[], error=f"{path}: {result.message}")
+    return result
 
 
 def crash_message(exitcode: int | None) -> str:
@@ -158,19 +186,37 @@ def analyse_files(
             paths, config, cluster, fallback=fallback, keep_chips=keep_chips, embedder_id=known, desc=desc
         )
         return
-    jobs = [(str(p), fallback, keep_chips) for p in paths]
+    jobs = [(str(p), (fallback, keep_chips)) for p in paths]
     if len(jobs) <= 1:
         engine = engine or FaceEngine(config)
-        for path, fb, keep in progress(jobs, total=len(jobs), desc=desc):
-            yield analyse_file(engine, path, fallback=fb, keep_chips=keep)
+        for path, _ in progress(jobs, total=len(jobs), desc=desc):
+            yield analyse_file(engine, path, fallback=fallback, keep_chips=keep_chips)
         return
-    count = worker_count(workers, len(jobs))
-    with _main_script_hidden():
-        pool = _Pool(count, config, stats if stats is not None else PoolStats())
-        try:
-            yield from progress(pool.run(jobs), total=len(jobs), desc=desc)
-        finally:
-            pool.close()
+    results = map_isolated(_analyse_task, jobs, config, workers=workers, stats=stats)
+    for (path, _), result in zip(jobs, progress(results, total=len(jobs), desc=desc), strict=True):
+        yield as_analysis(path, result)
+
+
+def map_isolated(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[str, tuple]],
+    config: VisionConfig,
+    *,
+    workers: int | None = None,
+    stats: PoolStats | None = None,
+) -> Iterator[Any]:
+    """``fn(engine, path, *args)`` for every ``(path, args)`` of ``items``, in order, over a
+    pool of worker processes (each with its engine for ``config``). A file whose worker died
+    gives ``Failed("crashed the face engine (signal N)")``, one whose ``fn`` raised
+    ``Failed("face engine error (...)")``; the batch goes on. ``fn`` must be importable by
+    the workers (a module-level function)."""
+    if not items:
+        return
+    pool = Pool(worker_count(workers, len(items)), config, stats)
+    try:
+        yield from pool.run([(fn, path, tuple(args)) for path, args in items])
+    finally:
+        pool.close()
 
 
 def _worker_main(conn, config: VisionConfig, parent_pid: int) -> None:
@@ -181,10 +227,12 @@ def _worker_main(conn, config: VisionConfig, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         _init_worker(config)
+        assert _ENGINE is not None
+        embedder_id = _ENGINE.embedder.id  # loads the embedder now, not inside the first file
     except Exception as exc:
         conn.send(("fatal", f"face engine failed to start: {exc}"))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", embedder_id))
     while True:
         try:
             msg = conn.recv()
@@ -200,68 +248,90 @@ class _Worker:
     def __init__(self, ctx, config: VisionConfig) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, config, os.getpid()), daemon=True)
-        self.proc.start()
+        with _main_script_hidden():
+            self.proc.start()
         child.close()
         self.ready = False
-        self.job: int | None = None
+        self.jobs: deque[int] = deque()  # sent, not yet answered: the first is being analysed
 
 
-class _Pool:
-    """Worker processes fed one file at a time over pipes; a dead worker is replaced."""
+def can_start_workers() -> bool:
+    """Whether this process may start worker processes (a daemonic one may not, e.g. a Dask
+    worker under a nanny with ``distributed.worker.daemon`` left on)."""
+    return not mp.current_process().daemon
+
+
+class Pool:
+    """Worker processes fed jobs over pipes; a dead worker is replaced. One pool can
+    :meth:`run` many batches (its workers keep their engines); :meth:`close` ends it."""
 
     MAX_START_FAILURES = 3
 
-    def __init__(self, count: int, config: VisionConfig, stats: PoolStats) -> None:
+    def __init__(self, count: int, config: VisionConfig, stats: PoolStats | None = None) -> None:
         # spawn, not fork: forking after onnxruntime or dlib started threads can deadlock the child.
         self.ctx = mp.get_context("spawn")
         self.config = config
-        self.stats = stats
+        self.stats = stats if stats is not None else PoolStats()
         self.start_failures = 0
+        self.embedder_id: str | None = None  # sent by each worker when its engine is ready
         self.workers = [_Worker(self.ctx, config) for _ in range(count)]
 
-    def run(self, jobs: list[tuple[str, bool, bool]]) -> Iterator[ImageAnalysis]:
+    def grow(self, count: int) -> None:
+        """At least ``count`` workers from now on (call between runs)."""
+        while len(self.workers) < count:
+            self.workers.append(_Worker(self.ctx, self.config))
+
+    def run(self, jobs: list[Job], *, depth: int = 1) -> Iterator[Any]:
+        """Each job's result (or :class:`Failed`), in the order of ``jobs``. Each worker is
+        sent up to ``depth`` jobs ahead (answered in order, so a dead worker's first open job
+        is the one it died on and the others are sent again): more than 1 saves a round trip
+        between processes per job where jobs are short and the pool has one worker."""
         pending = deque(enumerate(jobs))
-        done: dict[int, ImageAnalysis] = {}
+        done: dict[int, Any] = {}
         next_out = 0
         while next_out < len(jobs):
             for w in self.workers:
-                if w.ready and w.job is None and pending:
-                    w.job, job = pending.popleft()
-                    w.conn.send((w.job, job))
+                while w.ready and len(w.jobs) < depth and pending:
+                    index, job = pending.popleft()
+                    w.jobs.append(index)
+                    w.conn.send((index, job))
             waitables = [w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers]
             ready = set(mp_connection.wait(waitables))
             for i, w in enumerate(self.workers):
                 if (w.conn in ready or w.proc.sentinel in ready) and not self._drain(w, done):
-                    self.workers[i] = self._replace(w, jobs, done, bool(pending))
+                    self.workers[i] = self._replace(w, jobs, done, pending)
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1
 
-    def _drain(self, w: _Worker, done: dict[int, ImageAnalysis]) -> bool:
+    def _drain(self, w: _Worker, done: dict[int, Any]) -> bool:
         """Read what ``w`` sent; False when it is gone."""
         try:
             while w.conn.poll():
                 kind, payload = w.conn.recv()
                 if kind == "ready":
                     w.ready = True
+                    self.embedder_id = payload
                     self.start_failures = 0
                 elif kind == "done":
                     index, result = payload
                     done[index] = result
-                    w.job = None
+                    w.jobs.remove(index)
                 elif kind == "fatal":
                     raise FacefleetError(payload)
         except (EOFError, OSError):
             return False
         return w.proc.is_alive()
 
-    def _replace(self, w: _Worker, jobs, done: dict[int, ImageAnalysis], more: bool) -> _Worker:
+    def _replace(self, w: _Worker, jobs: list[Job], done: dict[int, Any], pending: deque) -> _Worker:
         w.proc.join(5)
         w.conn.close()
         code = w.proc.exitcode
-        if w.job is not None:
-            path = jobs[w.job][0]
-            done[w.job] = ImageAnalysis(path=path, faces=[], error=f"{path}: {crash_message(code)}")
+        if w.jobs:
+            culprit = w.jobs.popleft()
+            pending.extendleft((i, jobs[i]) for i in reversed(w.jobs))  # sent again, first
+            path = jobs[culprit][1]
+            done[culprit] = Failed(crash_message(code))
             self.stats.crashes += 1
             log.warning("%s: %s; starting a new worker", path, crash_message(code))
         elif not w.ready:
@@ -284,19 +354,24 @@ class _Pool:
             w.conn.close()
 
 
+_MAIN_LOCK = threading.RLock()  # pools started from several threads (Dask worker threads)
+
+
 @contextmanager
 def _main_script_hidden() -> Iterator[None]:
     """Keep spawned workers from re-running the caller's script (one without a ``__main__``
     guard would enrol again in every worker); the workers only need facefleet's functions."""
-    main = sys.modules.get("__main__")
-    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
-    try:
-        for key in saved:
-            if key == "__file__":
-                delattr(main, key)
-            else:
-                setattr(main, key, None)
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(main, key, value)
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        keys = ("__file__", "__spec__")
+        saved = {k: getattr(main, k) for k in keys if main is not None and hasattr(main, k)}
+        try:
+            for key in saved:
+                if key == "__file__":
+                    delattr(main, key)
+                else:
+                    setattr(main, key, None)
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(main, key, value)

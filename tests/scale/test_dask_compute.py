@@ -1,6 +1,7 @@
 """Heavy work on a real Dask cluster (``dask scheduler`` + two ``dask worker`` subprocesses on
-127.0.0.1): enrolment gives exactly the local store, training the local model, and a worker
-killed mid-run costs only its tasks."""
+127.0.0.1): enrolment gives exactly the local store, training the local model, a worker
+killed mid-run costs only its tasks, and a photo that crashes the face engine (a real
+SIGABRT or SIGKILL through the fault hook) costs only that photo, with or without nannies."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from testkit import free_port
 from facefleet import compute
 from facefleet.cli.main import main
 from facefleet.enrol import enroll, plan_folder
+from facefleet.vision.batch import FAULT_ENV
 from facefleet.workspace import Workspace
 
 # the scheduler cannot import this test module: send its helper functions by value
@@ -265,6 +267,129 @@ def test_collect_on_dask_gives_the_local_candidates(cluster, observer, photos, t
     a, b = store_dump(here), store_dump(there)
     assert {f["status"] for f in a["faces"].values()} == {"candidate"}
     assert_same_store(a, b)
+
+
+# new photos (not in the five people's) on which the face engine really dies: abort, SIGKILL
+CRASHERS = {"crash-abort.jpg": ("obama.jpg", 6), "crash-kill.jpg": ("biden.jpg", 9)}
+FAULTS = "abort:crash-abort.jpg,kill:crash-kill.jpg"
+
+
+@pytest.fixture(scope="module")
+def crashers(tmp_path_factory, faces_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("crashers")
+    for name, (src, _) in CRASHERS.items():
+        shutil.copyfile(faces_dir / "examples" / src, root / name)
+    return {name: root / name for name in CRASHERS}
+
+
+@pytest.fixture(scope="module")
+def fault_cluster(tmp_path_factory):
+    """Two workers without nannies whose face engine dies on the crashers (test hook)."""
+    c = DaskCluster(tmp_path_factory.mktemp("dask-faults"), env={FAULT_ENV: FAULTS}).start(n_workers=2)
+    try:
+        yield c
+    finally:
+        compute.close_clients()
+        c.stop()
+
+
+def test_a_photo_that_crashes_the_engine_costs_only_that_photo(
+    fault_cluster, local_ws, photos, crashers, tmp_path
+):
+    """Each worker thread runs the face engine in a crash-isolated child: the child dies, the
+    photo gets the crash, the child is replaced, no Dask worker dies, and every other photo's
+    result is the local run's. A re-run stores nothing twice."""
+    from distributed import Client
+
+    from facefleet.vision import dask_backend
+
+    ws = _workspace(tmp_path / "ws", {"chunk": 3, "scheduler": fault_cluster.address})
+    shutil.copytree(local_ws.cache_dir, ws.cache_dir, dirs_exist_ok=True)  # the ONNX graph, converted
+    items = plan_folder(photos)
+    items[5:5] = [("madonna", crashers["crash-abort.jpg"])]
+    items[12:12] = [("elton_john", crashers["crash-kill.jpg"])]
+    with Client(fault_cluster.address, timeout=30) as watch:
+        workers = sorted(watch.scheduler_info()["workers"])
+        report = enroll(ws, items)
+        reasons = {Path(o.path).name: o.reason for o in report.outcomes}
+        for name, (_, signum) in CRASHERS.items():
+            assert reasons[name] == f"crashed the face engine (signal {signum})"
+        assert len(report.outcomes) == len(items) and len(report.accepted) == 21
+        assert_same_store(store_dump(local_ws), store_dump(ws))  # every other photo, as locally
+        assert sorted(watch.scheduler_info()["workers"]) == workers, "a Dask worker died"
+        assert sum(watch.run(dask_backend.engines_built).values()) == 2 + 2  # a child per crash
+
+        again = enroll(ws, items)  # the crashers are tried again (and crash again), nothing twice
+        assert {o.path: o.reason for o in again.outcomes} == {o.path: o.reason for o in report.outcomes}
+        assert all(o.cached for o in again.accepted)
+        assert_same_store(store_dump(local_ws), store_dump(ws))
+
+
+def test_collect_skips_only_the_photo_that_crashes_the_engine(
+    fault_cluster, photos, crashers, tmp_path, capsys
+):
+    """``facefleet collect`` as a user runs it: the photo whose engine is SIGKILLed (as the OOM
+    killer would) is skipped with the crash, every other face is collected and written; the
+    second run adds nothing twice."""
+    from distributed import Client
+
+    crops = tmp_path / "crops"
+    for person in ("elton_john", "madonna"):  # 9 faces, a copy of one, a corrupt file
+        shutil.copytree(photos / person, crops / person, symlinks=True)
+    shutil.copyfile(crashers["crash-kill.jpg"], crops / "madonna" / "crash-kill.jpg")
+    there = _workspace(tmp_path / "there", {"chunk": 4})
+    with Client(fault_cluster.address, timeout=30) as watch:
+        workers = sorted(watch.scheduler_info()["workers"])
+        for added, known in ((9, 1), (0, 10)):
+            code = main(["-w", str(there.root), "collect", str(crops), "--scheduler", fault_cluster.address])
+            out = capsys.readouterr().out.splitlines()
+            assert code == 0
+            assert out[0] == f"{added} candidate faces added, {known} already in the store, 2 skipped", out
+            assert (
+                f"  skipped {crops / 'madonna' / 'crash-kill.jpg'}: crashed the face engine (signal 9)" in out
+            )
+            assert any(line.startswith(f"  skipped {crops / 'madonna' / 'broken.jpg'}: ") for line in out)
+            dump = store_dump(there)
+            assert len(dump["faces"]) == 9 and {f["status"] for f in dump["faces"].values()} == {"candidate"}
+        assert sorted(watch.scheduler_info()["workers"]) == workers, "a Dask worker died"
+
+
+@pytest.mark.parametrize(
+    "daemon, reason",
+    [
+        ("True", "crashed the face engine (its Dask worker died on it)"),
+        ("False", "crashed the face engine (signal 6)"),
+    ],
+    ids=["daemonic", "not-daemonic"],
+)
+def test_nanny_workers_lose_only_the_photo_that_crashes(tmp_path, faces_dir, crashers, daemon, reason):
+    """Workers under a nanny are daemonic by default (no child processes): the engine runs in
+    the worker, the crash kills it, the nanny starts it again, and once Dask gives the task up
+    (``KilledWorker``; ``allowed-failures`` 0 here to keep it short) its files run again one
+    per task, so only the photo that kills a worker by itself is marked. With
+    ``distributed.worker.daemon: false`` they use the crash-isolated child like the others."""
+    src = faces_dir / "five_celebrity" / "train"
+    items = [(p, src / p / f"{n}.jpg") for p in PEOPLE[:3] for n in (1, 2)]
+    items.insert(2, ("madonna", crashers["crash-abort.jpg"]))
+    vision = {"vision": {"embedder": "dlib"}}
+    local = Workspace.init(tmp_path / "local", vision)
+    enroll(local, [it for it in items if "crash" not in it[1].name], workers=1)
+    env = {
+        FAULT_ENV: FAULTS,
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        "DASK_DISTRIBUTED__WORKER__DAEMON": daemon,
+    }
+    cluster = DaskCluster(tmp_path / "dask", nanny=True, env=env).start(n_workers=1)
+    try:
+        ws = Workspace.init(tmp_path / "ws", {**vision, "compute": {"chunk": 4}})
+        report = enroll(ws, items, scheduler=cluster.address)
+    finally:
+        compute.close_clients()
+        cluster.stop()
+    reasons = {Path(o.path).name: o.reason for o in report.outcomes}
+    assert reasons["crash-abort.jpg"] == reason
+    assert len(report.outcomes) == len(items) and len(report.accepted) == len(items) - 1
+    assert_same_store(store_dump(local), store_dump(ws))
 
 
 def test_bad_scheduler_settings_are_one_line_errors(tmp_path, photos, capsys):

@@ -17,7 +17,7 @@ from testkit import alive, descendants, wait_for
 
 from facefleet.errors import ImageError
 from facefleet.vision import detect as det
-from facefleet.vision.batch import FAULT_ENV, PoolStats, analyse_files, crash_message
+from facefleet.vision.batch import FAULT_ENV, Failed, Pool, PoolStats, analyse_files, crash_message
 from facefleet.vision.engine import FaceEngine, VisionConfig, check_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +81,26 @@ def test_a_worker_that_dies_costs_only_its_file(faces_dir, monkeypatch):
         assert by_name[name].error is None and len(by_name[name].faces) == 1, name
         assert by_name[name].faces[0].embedding.shape == (128,)
     assert stats.crashes == 1 and stats.restarts == 1
+
+
+def test_jobs_sent_ahead_to_a_worker_that_dies_are_sent_again(faces_dir, monkeypatch):
+    """One worker, the whole batch sent ahead (as a Dask task does): the worker dies on the
+    second file; the third and fourth, already sent to it, go to its replacement."""
+    from facefleet.vision.dask_backend import _analyse_one
+
+    ex = faces_dir / "examples"
+    files = [ex / "biden.jpg", ex / "obama2.jpg", ex / "obama3.jpg", ex / "obama_small.jpg"]
+    monkeypatch.setenv(FAULT_ENV, "kill:obama2.jpg")
+    pool = Pool(1, VisionConfig(embedder="dlib"))
+    try:
+        results = list(pool.run([(_analyse_one, str(f), (True, False)) for f in files], depth=len(files)))
+        again = list(pool.run([(_analyse_one, str(files[0]), (True, False))], depth=4))  # still usable
+    finally:
+        pool.close()
+    assert results[1] == Failed("crashed the face engine (signal 9)")
+    for r, f in zip(results[::2] + results[3:], [files[0], files[2], files[3]], strict=True):
+        assert r.path == str(f) and r.error is None and len(r.faces) == 1
+    assert pool.stats.crashes == 1 and pool.stats.restarts == 1 and len(again[0].faces) == 1
 
 
 def test_enrol_keeps_every_other_photo_when_a_worker_crashes(faces_dir, tmp_path, monkeypatch):
