@@ -72,20 +72,25 @@ def loky_dies_with_parent():
     return joblib.parallel_config(backend="loky", initializer=loky_worker_init, initargs=(os.getpid(),))
 
 
+_MAIN_LOCK = threading.RLock()  # children started from several threads (Dask worker threads)
+
+
 @contextmanager
 def main_script_hidden() -> Iterator[None]:
     """Keep processes spawned meanwhile from re-running the caller's script (one without a
     ``__main__`` guard would run again in each child); children only need facefleet's
-    functions."""
-    main = sys.modules.get("__main__")
-    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
-    try:
-        for key in saved:
-            if key == "__file__":
-                delattr(main, key)
-            else:
-                setattr(main, key, None)
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(main, key, value)
+    functions. Thread-safe: the ``__main__`` attributes are process-wide."""
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        keys = ("__file__", "__spec__")
+        saved = {k: getattr(main, k) for k in keys if main is not None and hasattr(main, k)}
+        try:
+            for key in saved:
+                if key == "__file__":
+                    delattr(main, key)
+                else:
+                    setattr(main, key, None)
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(main, key, value)

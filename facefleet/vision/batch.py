@@ -18,12 +18,10 @@ import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import signal
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from facefleet.errors import FacefleetError, ImageError
+from facefleet.lifetime import main_script_hidden
 from facefleet.progress import progress
 from facefleet.vision.engine import FaceEngine, VisionConfig
 
@@ -248,7 +247,7 @@ class _Worker:
     def __init__(self, ctx, config: VisionConfig) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, config, os.getpid()), daemon=True)
-        with _main_script_hidden():
+        with main_script_hidden():
             self.proc.start()
         child.close()
         self.ready = False
@@ -352,26 +351,3 @@ class Pool:
                 w.proc.kill()
                 w.proc.join(2)
             w.conn.close()
-
-
-_MAIN_LOCK = threading.RLock()  # pools started from several threads (Dask worker threads)
-
-
-@contextmanager
-def _main_script_hidden() -> Iterator[None]:
-    """Keep spawned workers from re-running the caller's script (one without a ``__main__``
-    guard would enrol again in every worker); the workers only need facefleet's functions."""
-    with _MAIN_LOCK:
-        main = sys.modules.get("__main__")
-        keys = ("__file__", "__spec__")
-        saved = {k: getattr(main, k) for k in keys if main is not None and hasattr(main, k)}
-        try:
-            for key in saved:
-                if key == "__file__":
-                    delattr(main, key)
-                else:
-                    setattr(main, key, None)
-            yield
-        finally:
-            for key, value in saved.items():
-                setattr(main, key, value)
