@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from facefleet.vision.image import MAX_FILE_BYTES, is_image_name
 from facefleet.vision.quality import Quality, unusable_reason
 from facefleet.workspace import Workspace
 
-WRITE_BATCH = 64  # photos written per store transaction
+WRITE_BATCH = 64  # photos written per store transaction, at most ...
+WRITE_SECONDS = 2.0  # ... and at least this often while photos are being analysed
 
 _FLAT_NAME = re.compile(r"^(?P<name>.+?)[_\- ]?(?P<index>\d+)$")
 
@@ -187,23 +189,36 @@ def enroll(
                 pending.append((name, path, sha))
         # the same photo listed twice in one batch is analysed once
         unique = list(dict.fromkeys(p for _, p, _ in pending))
-        with compute.using(cluster):
-            analyses = {
-                a.path: a
-                for a in analyse_files(
-                    unique,
-                    config,
-                    workers=workers or ws.settings.vision.workers,
-                    engine=engine,
-                    desc="enrol",
-                )
-            }
-        for start in range(0, len(pending), WRITE_BATCH):
+        analyses: dict[str, ImageAnalysis] = {}
+        ready: list[tuple[str, Path, str]] = []
+        written, last_write = 0, time.monotonic()
+
+        def write() -> None:
+            nonlocal last_write
             with store.transaction():
-                for name, path, sha in pending[start : start + WRITE_BATCH]:
-                    item, analysis = (name, path, sha), analyses[str(path)]
-                    outcome = _record(ws, store, item, analysis, settings, embedder_id, source, largest)
-                    report.outcomes.append(outcome)
+                for item in ready:
+                    analysis = analyses[str(item[1])]
+                    report.outcomes.append(
+                        _record(ws, store, item, analysis, settings, embedder_id, source, largest)
+                    )
+            ready.clear()
+            last_write = time.monotonic()
+
+        # results are written as they arrive (in order, a transaction per WRITE_BATCH photos or
+        # WRITE_SECONDS), so a run killed or crashed half way keeps what it had done
+        with compute.using(cluster):
+            for a in analyse_files(
+                unique, config, workers=workers or ws.settings.vision.workers, engine=engine, desc="enrol"
+            ):
+                analyses[a.path] = a
+                while written < len(pending) and str(pending[written][1]) in analyses:
+                    ready.append(pending[written])
+                    written += 1
+                if len(ready) >= WRITE_BATCH or (ready and time.monotonic() - last_write >= WRITE_SECONDS):
+                    write()
+        ready.extend(pending[written:])
+        if ready:
+            write()
     finally:
         store.close()
     return report
