@@ -65,6 +65,28 @@ def generate_keypair(keys_dir: Path, *, overwrite: bool = False) -> tuple[Path, 
     return priv_path, pub_path
 
 
+def ensure_keypair(keys_dir: Path) -> bool:
+    """Create the key pair in ``keys_dir`` unless either half exists; True when created here.
+    Serialised between processes (two first trainings at once must not each write a pair and
+    sign with a key the other replaced)."""
+    keys_dir = Path(keys_dir)
+    priv_path, pub_path = private_key_path(keys_dir), public_key_path(keys_dir)
+    if priv_path.exists() or pub_path.exists():
+        return False
+    import fcntl
+
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    with open(keys_dir / ".create.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            if priv_path.exists() or pub_path.exists():
+                return False  # another process made it while this one waited
+            generate_keypair(keys_dir)
+            return True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key at ``path`` (PEM, unencrypted)."""
     path = Path(path)

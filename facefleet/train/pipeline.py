@@ -23,7 +23,7 @@ import numpy as np
 from facefleet.clock import now_iso
 from facefleet.errors import ModelError
 from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
-from facefleet.registry.keys import generate_keypair, load_private_key, private_key_path
+from facefleet.registry.keys import ensure_keypair, load_private_key, private_key_path
 from facefleet.registry.versions import BUNDLE_TAG, COMPLETE, PENDING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,8 +71,7 @@ def signing_key(ws: Workspace):
     """The workspace's private signing key; a pair is created on first use when there is none
     at all (an existing key is never replaced)."""
     path = private_key_path(ws.keys_dir)
-    if not path.exists() and not ws.public_key_path.exists():
-        generate_keypair(ws.keys_dir)
+    if not ws.public_key_path.exists() and ensure_keypair(ws.keys_dir):
         log.warning(
             "created a signing key pair in %s (devices need %s)", ws.keys_dir, ws.public_key_path.name
         )

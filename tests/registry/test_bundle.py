@@ -245,3 +245,17 @@ def test_load_bundle_accepts_the_public_key_path(tmp_path):
         assert verify_bundle(bundle, key)["name"] == "gamma4"
     with pytest.raises(BundleError, match="no public key at"):
         load_bundle(bundle, str(tmp_path / "missing.pem"))
+
+
+def test_key_pair_made_once_when_processes_race(tmp_path):
+    """Two first trainings at once: one pair is made, and both sign with it."""
+    import multiprocessing as mp
+
+    from facefleet.registry.keys import ensure_keypair, public_key_path
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        made = pool.map(ensure_keypair, [tmp_path / "keys"] * 8)
+    assert sum(made) == 1
+    pem = public_key_path(tmp_path / "keys").read_bytes()
+    assert not ensure_keypair(tmp_path / "keys") and public_key_path(tmp_path / "keys").read_bytes() == pem
