@@ -178,8 +178,9 @@ def one_line_error(err: str) -> bool:
 
 
 def record(input_: str, command: str, outcome: str, rc: int) -> None:
-    """One row of the table (folders of this run's temporary files left out)."""
+    """One row of the table (this run's temporary folders and names left out)."""
     outcome = re.sub(r"(?:/[^/\s:'\"]+)+/", "", " ".join(outcome.split()))
+    outcome = re.sub(r"\.incoming-[\w-]+", ".incoming-*", outcome)  # a random staging folder name
     ROWS.append({"input": input_, "command": command, "outcome": outcome, "exit": rc})
 
 
@@ -437,6 +438,56 @@ def test_collect_batch_with_a_crashing_file(examples, tmp_path, kind, signum):
         assert {f.status for f in store.faces()} == {"candidate"}
 
 
+# -- recognize: a frame that kills the face engine ---------------------------------------------
+RECOGNIZE_FRAMES = 30
+
+
+@pytest.mark.parametrize("spec, signum", [("abort:frame:10", 6), ("kill:frame:10", 9), ("abort:frame:*", 6)])
+def test_recognize_with_a_frame_that_kills_the_engine(
+    base_ws, shared_data, tmp_path, monkeypatch, spec, signum
+):
+    """``facefleet recognize CLIP`` whose engine process really dies on frame 10 (SIGABRT, or
+    SIGKILL as the OOM killer sends): that frame only is lost and the run goes on; an engine
+    that dies on every frame ends the run with one clear error (exit 2)."""
+    from facefleet.vision.batch import FAULT_ENV
+    from facefleet.workspace import Workspace
+
+    ws, first = base_ws
+    device = Workspace.init(tmp_path / "device", config={"edge": {"max_restarts": 2}})
+    shutil.copytree(ws.cache_dir, device.cache_dir, dirs_exist_ok=True)  # converted ONNX models
+    clip = shared_data / "video" / "short_hamilton_clip.mp4"
+    bench = tmp_path / "bench.json"
+    monkeypatch.setenv(FAULT_ENV, spec)
+    rc, out, err = run_cli(
+        "-w", device.root, "recognize", clip, "--no-display", "--max-frames", RECOGNIZE_FRAMES,
+        "--model", first.bundle_dir, "--public-key", ws.keys_dir / "signing_key.pub.pem",
+        "--output-dir", tmp_path / "out", "--benchmark", "--json", bench,
+    )  # fmt: skip
+    assert "Traceback" not in err, err
+    kind = "aborts" if spec.startswith("abort") else "is killed"
+    if spec.endswith("*"):
+        assert rc == 2 and one_line_error(err), err
+        error = err.split("facefleet: error: ", 1)[1].strip()
+        assert error == (
+            f"the face engine crashed on frame 2 (signal {signum}); it crashed 3 times within 60 s "
+            "(more than edge.max_restarts = 2): giving up"
+        )
+        record("every video frame, engine aborts on it", "recognize CLIP", error, rc)
+        return
+    assert rc == 0, err
+    figures = json.loads(bench.read_text())
+    assert figures["engine_restarts"] == 1 and figures["crashed_frames"] == [10], figures
+    assert figures["frames"] == RECOGNIZE_FRAMES - 1  # every frame but the one that crashed
+    assert "engine restarts: 1 (frames that crashed it: 10)" in out
+    events = (tmp_path / "out" / "events.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in events)  # no torn line
+    outcome = (
+        f"engine restarted after frame 10 (signal {signum}); "
+        f"{figures['frames']} of {RECOGNIZE_FRAMES} frames recognised, {len(events)} events written"
+    )
+    record(f"video frame 10, engine {kind} on it", "recognize CLIP", outcome, rc)
+
+
 # -- settings and version YAMLs --------------------------------------------------------------
 BAD_WORKSPACE_YAML = {
     "facefleet.yaml: not UTF-8": b"vision:\n  detector: \xff\xfehog\n",
@@ -623,11 +674,14 @@ def write_table(path: Path) -> None:
         f"- results lost (a file of a batch with no outcome): **{lost}**",
         "- the batch rows `good photo, worker aborts on it` / `worker is killed on it` are",
         "  deliberate crashes (SIGABRT, SIGKILL as the OOM killer sends; test hook",
-        "  `FACEFLEET_FAULT_INJECT`): each costs that file only, which is what the rows show.",
+        "  `FACEFLEET_FAULT_INJECT`): each costs that file only, which is what the rows show;",
+        "  the `recognize` rows kill the face engine's process on a video frame: that frame is",
+        "  lost, the supervisor restarts the engine at the next one.",
         "",
         "Exit status: `enroll` 0 when a photo was accepted, 1 when none was; `identify` 0 when",
         "an input was read, 1 when none was; `collect` 0 when it ran through (every skipped",
-        "file is listed with its reason); 2 for an error the command cannot start with.",
+        "file is listed with its reason); `recognize` 0 when it ran through, 2 when the face",
+        "engine kept crashing; 2 for an error the command cannot start with.",
         "",
         "| input | command | outcome | exit |",
         "| --- | --- | --- | --- |",
