@@ -442,40 +442,35 @@ def test_collect_batch_with_a_crashing_file(examples, tmp_path, kind, signum):
 RECOGNIZE_FRAMES = 30
 
 
-@pytest.mark.parametrize("spec, signum", [("abort:frame:10", 6), ("kill:frame:10", 9), ("abort:frame:*", 6)])
-def test_recognize_with_a_frame_that_kills_the_engine(
-    base_ws, shared_data, tmp_path, monkeypatch, spec, signum
-):
-    """``facefleet recognize CLIP`` whose engine process really dies on frame 10 (SIGABRT, or
-    SIGKILL as the OOM killer sends): that frame only is lost and the run goes on; an engine
-    that dies on every frame ends the run with one clear error (exit 2)."""
+def _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, spec: str) -> tuple[int, str, str]:
+    """``facefleet recognize`` on 30 frames of the hamilton clip on a fresh device workspace
+    (``edge.max_restarts: 2``), the engine's process dying as ``spec`` says."""
     from facefleet.vision.batch import FAULT_ENV
     from facefleet.workspace import Workspace
 
     ws, first = base_ws
     device = Workspace.init(tmp_path / "device", config={"edge": {"max_restarts": 2}})
     shutil.copytree(ws.cache_dir, device.cache_dir, dirs_exist_ok=True)  # converted ONNX models
-    clip = shared_data / "video" / "short_hamilton_clip.mp4"
-    bench = tmp_path / "bench.json"
     monkeypatch.setenv(FAULT_ENV, spec)
     rc, out, err = run_cli(
-        "-w", device.root, "recognize", clip, "--no-display", "--max-frames", RECOGNIZE_FRAMES,
+        "-w", device.root, "recognize", shared_data / "video" / "short_hamilton_clip.mp4",
+        "--no-display", "--max-frames", RECOGNIZE_FRAMES,
         "--model", first.bundle_dir, "--public-key", ws.keys_dir / "signing_key.pub.pem",
-        "--output-dir", tmp_path / "out", "--benchmark", "--json", bench,
+        "--output-dir", tmp_path / "out", "--benchmark", "--json", tmp_path / "bench.json",
     )  # fmt: skip
     assert "Traceback" not in err, err
-    kind = "aborts" if spec.startswith("abort") else "is killed"
-    if spec.endswith("*"):
-        assert rc == 2 and one_line_error(err), err
-        error = err.split("facefleet: error: ", 1)[1].strip()
-        assert error == (
-            f"the face engine crashed on frame 2 (signal {signum}); it crashed 3 times within 60 s "
-            "(more than edge.max_restarts = 2): giving up"
-        )
-        record("every video frame, engine aborts on it", "recognize CLIP", error, rc)
-        return
+    return rc, out, err
+
+
+@pytest.mark.parametrize("spec, signum", [("abort:frame:10", 6), ("kill:frame:10", 9)])
+def test_recognize_with_a_frame_that_kills_the_engine(
+    base_ws, shared_data, tmp_path, monkeypatch, spec, signum
+):
+    """``facefleet recognize CLIP`` whose engine process really dies on frame 10 (SIGABRT, or
+    SIGKILL as the OOM killer sends): that frame only is lost and the run goes on."""
+    rc, out, err = _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, spec)
     assert rc == 0, err
-    figures = json.loads(bench.read_text())
+    figures = json.loads((tmp_path / "bench.json").read_text())
     assert figures["engine_restarts"] == 1 and figures["crashed_frames"] == [10], figures
     assert figures["frames"] == RECOGNIZE_FRAMES - 1  # every frame but the one that crashed
     assert "engine restarts: 1 (frames that crashed it: 10)" in out
@@ -485,7 +480,20 @@ def test_recognize_with_a_frame_that_kills_the_engine(
         f"engine restarted after frame 10 (signal {signum}); "
         f"{figures['frames']} of {RECOGNIZE_FRAMES} frames recognised, {len(events)} events written"
     )
+    kind = "aborts" if spec.startswith("abort") else "is killed"
     record(f"video frame 10, engine {kind} on it", "recognize CLIP", outcome, rc)
+
+
+def test_recognize_gives_up_when_the_engine_keeps_crashing(base_ws, shared_data, tmp_path, monkeypatch):
+    """An engine that dies on every frame ends the run with one clear error (exit 2)."""
+    rc, _, err = _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, "abort:frame:*")
+    assert rc == 2 and one_line_error(err), err
+    error = err.split("facefleet: error: ", 1)[1].strip()
+    assert error == (
+        "the face engine crashed on frame 2 (signal 6); it crashed 3 times within 60 s "
+        "(more than edge.max_restarts = 2): giving up"
+    )
+    record("every video frame, engine aborts on it", "recognize CLIP", error, rc)
 
 
 # -- settings and version YAMLs --------------------------------------------------------------

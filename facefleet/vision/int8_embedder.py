@@ -30,10 +30,10 @@ from facefleet.errors import ModelError
 from facefleet.fileio import atomic_write_bytes
 from facefleet.vision.models import file_sha256
 
-QUANT_RECIPE = "r7"  # in the cache name: a model quantised another way is made anew
 log = logging.getLogger(__name__)
 
 CALIBRATION_PHOTOS = 64
+QUANT_RECIPE = "r7"  # in the cache name: a model quantised another way is made anew
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
 
 
@@ -93,7 +93,7 @@ def quantize(onnx_bytes: bytes, chips: np.ndarray) -> bytes:
             activation_type=QuantType.QUInt8,
             # 7-bit weights: x86 CPUs without VNNI (AVX2 only) multiply u8 x s8 pairs into a
             # saturating int16, which put a face 0.28 away from its fp32 vector; with 7 bits it
-            # is 0.08 at most, and ARM and VNNI cores lose nothing measurable
+            # is 0.08 at most on such a CPU
             reduce_range=True,
         )
         return out.read_bytes()
