@@ -25,6 +25,7 @@ from facefleet.edge import overlay
 from facefleet.edge.events import EventLog, event_record
 from facefleet.edge.model import ModelWatcher
 from facefleet.edge.pipeline import FrameResult, Pipeline, PipelineConfig
+from facefleet.edge.recording import Recording, open_recording
 from facefleet.edge.sources import (
     CameraOptions,
     Frame,
@@ -181,8 +182,7 @@ class Outputs:
         if opts.named_dir is not None and opts.anonymize == "none":
             self.named = UnknownCollector(opts.named_dir, opts.named, device=opts.device, kind="named")
         self.shots = _Screenshots(opts.output_dir, opts.screenshot_every)
-        self.writer = None
-        self.video_path: Path | None = None
+        self.recording: Recording | None = None
 
     def decision(self, track, frame_index: int, ts: float, model) -> None:
         """A track got (or changed) its name: an event, and its face if it is unknown (or
@@ -230,14 +230,18 @@ class Outputs:
         stats.add("draw", time.perf_counter() - t1)
         if self.opts.save:
             t2 = time.perf_counter()
-            if self.writer is None:
-                self.writer, self.video_path = _open_writer(self.opts.output_dir, out, fps_in)
-            self.writer.write(out)
+            if self.recording is None:
+                self.recording = open_recording(self.opts.output_dir, out, fps_in)
+            self.recording.writer.write(out)
             stats.add("write", time.perf_counter() - t2)
         if self.display:
             want_shot = _show(out, stop) or want_shot
         if want_shot:
             self.shots.save(out)
+
+    @property
+    def video_path(self) -> Path | None:
+        return None if self.recording is None else self.recording.path
 
     @property
     def event_count(self) -> int:
@@ -252,8 +256,8 @@ class Outputs:
         return 0 if self.named is None else self.named.saved
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
+        if self.recording is not None:
+            self.recording.writer.release()
         if self.events is not None:
             self.events.close()
         if self.display:
@@ -494,22 +498,6 @@ def _offer_unknown(
             **extra,
         },
     )
-
-
-def _open_writer(folder: Path, first, fps: float):
-    import cv2
-
-    from facefleet.errors import FacefleetError
-
-    path = folder / f"output_{file_stamp()}.mp4"
-    h, w = first.shape[:2]
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 25.0, (w, h)
-    )
-    if not writer.isOpened():
-        raise FacefleetError(f"{path}: cannot write video (mp4v codec unavailable?)")
-    log.info("saving annotated video to %s", path)
-    return writer, path
 
 
 def _show(bgr, stop: threading.Event) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from facefleet.edge.recognize import LoopHooks, RecognizeOptions, RunSummary, new_run_id, run_loop
+from facefleet.edge.recording import repair
 from facefleet.edge.stats import MAX_SAMPLES, RunStats, peak_rss_bytes
 from facefleet.errors import FacefleetError
 
@@ -313,7 +314,7 @@ class _ChildHooks(LoopHooks):
         ints[I_NEXT_TRACK] = self.pipeline.tracker.next_id
         if self.live:
             ints[I_DROPPED] = self.src.dropped
-        if len(outputs.shots.saved) != self.sent_shots or (outputs.video_path and not self.sent_video):
+        if len(outputs.shots.saved) != self.sent_shots or (outputs.recording and not self.sent_video):
             self._send_files(outputs)
 
     def watched(self, watcher, bundle) -> None:
@@ -336,8 +337,9 @@ class _ChildHooks(LoopHooks):
         for path in outputs.shots.saved[self.sent_shots :]:
             self.conn.send(("screenshot", path))
         self.sent_shots = len(outputs.shots.saved)
-        if outputs.video_path and not self.sent_video:
-            self.conn.send(("video", outputs.video_path))
+        rec = outputs.recording
+        if rec is not None and not self.sent_video:
+            self.conn.send(("video", rec.path, rec.width, rec.height, rec.fps))
             self.sent_video = True
 
 
@@ -426,6 +428,8 @@ class Supervisor:
         self.interrupted = False
         self.kill_at: float | None = None
         self.crashed_at: float | None = None  # time.monotonic() of the last crash
+        self.recording: tuple[Path, int, int, float] | None = None  # the video the child writes
+        self.repairs: list[threading.Thread] = []
 
     def run(self) -> RunSummary:
         restore = self._install_signals()
@@ -435,6 +439,8 @@ class Supervisor:
                 outcome, payload = self._one_process(start)
                 reached = self.stats.ints[I_STATE]
                 self.stats.fold()
+                if outcome == "died" and self.recording is not None:
+                    self._repair(*self.recording)
                 if outcome == "error":
                     raise payload
                 if outcome == "done" or self.stopping:
@@ -445,6 +451,8 @@ class Supervisor:
             if self.proc is not None and self.proc.is_alive():
                 self.proc.kill()
                 self.proc.join(5)
+            for t in self.repairs:
+                t.join()
         if self.interrupted:
             raise KeyboardInterrupt
         return self._summary()
@@ -468,6 +476,7 @@ class Supervisor:
             fmt,
         )
         reader, writer = self.ctx.Pipe(duplex=False)
+        self.recording = None
         from facefleet.lifetime import main_script_hidden
 
         self.proc = self.ctx.Process(
@@ -517,6 +526,7 @@ class Supervisor:
                     self.state.screenshots.append(Path(rest[0]))
                 elif kind == "video":
                     self.state.videos.append(Path(rest[0]))
+                    self.recording = (Path(rest[0]), *rest[1:])
                 elif kind == "looping":
                     self.state.display = bool(rest[0])
                     if self.crashed_at is not None:
@@ -559,6 +569,27 @@ class Supervisor:
         self.stats.crashed_frames.append(frame)
         ints[I_CRASHES] += 1
         return frame + 1
+
+    def _repair(self, path: Path, width: int, height: int, fps: float) -> None:
+        """Make the video a crashed engine process left without an index play again, in a
+        thread (it reads and writes the whole file) while the next process starts."""
+
+        def work() -> None:
+            try:
+                kept = repair(path, width, height, fps)
+            except Exception as exc:  # a repair that fails leaves the file as it was
+                log.error("%s: could not repair the video the crashed engine left: %s", path, exc)
+                return
+            if kept == 0:
+                log.warning("%s: the crashed engine left no frame of it; removed", path)
+                with suppress(ValueError):
+                    self.state.videos.remove(path)
+            elif kept:
+                log.warning("%s: repaired after the crash (%d frames kept)", path, kept)
+
+        thread = threading.Thread(target=work, name="facefleet-video-repair", daemon=True)
+        thread.start()
+        self.repairs.append(thread)
 
     def _stop(self) -> None:
         """Ask the engine process to finish (it closes its outputs), within STOP_GRACE."""

@@ -1,0 +1,162 @@
+"""The annotated video ``recognize --save`` writes (``output_<timestamp>.mp4``, MPEG-4 Part 2
+as the Jetson script wrote it), and its repair when the process writing it was killed.
+
+OpenCV's MP4 writer puts the index (``moov``) at the end of the file, so a process killed
+mid-recording leaves frames that no player opens. :func:`repair` makes such a file play
+again: the frames are intact in the ``mdat`` box, and the codec header they need lives only
+in the lost index, but it depends on nothing but the frame size and rate, so it is taken from
+a one-frame file written here. Header and frames make a raw MPEG-4 stream, which is decoded
+and written again as a complete MP4 that replaces the broken one (atomically). What the
+killed process had not yet flushed (its last few frames) is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from facefleet.clock import file_stamp
+from facefleet.errors import FacefleetError
+
+log = logging.getLogger(__name__)
+
+FOURCC = "mp4v"
+VOS_START = b"\x00\x00\x01\xb0"  # MPEG-4 visual object sequence: where the codec header starts
+VOP_START = b"\x00\x00\x01\xb6"  # a frame
+GOV_START = b"\x00\x00\x01\xb3"  # a group of frames, just before a key frame
+
+
+@dataclass(frozen=True)
+class Recording:
+    """An open video: OpenCV's writer and what a repair of its file needs."""
+
+    writer: object
+    path: Path
+    width: int
+    height: int
+    fps: float
+
+
+def open_recording(folder: Path, first, fps: float | None) -> Recording:
+    """A new ``output_<timestamp>.mp4`` in ``folder`` for frames shaped like ``first``."""
+    import cv2
+
+    path = folder / f"output_{file_stamp()}.mp4"
+    h, w = first.shape[:2]
+    rate = fps if fps and fps > 0 else 25.0
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), rate, (w, h))
+    if not writer.isOpened():
+        raise FacefleetError(f"{path}: cannot write video ({FOURCC} codec unavailable?)")
+    log.info("saving annotated video to %s", path)
+    return Recording(writer, path, w, h, rate)
+
+
+def top_level_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:
+    """(type, offset, header length, size) of each top-level ISO-BMFF box; a box whose size
+    runs past the end (a file cut short) is reported as running to the end."""
+    out = []
+    i = 0
+    while i + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        head = 8
+        if size == 1 and i + 16 <= len(data):
+            size, head = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
+        if size == 0 or i + size > len(data):
+            size = len(data) - i
+        out.append((kind, i, head, size))
+        if size < head:
+            break
+        i += size
+    return out
+
+
+def is_complete(path: Path) -> bool:
+    """Whether the MP4 at ``path`` has its index (a cut-off file has none)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return any(kind == b"moov" for kind, *_ in top_level_boxes(data))
+
+
+def codec_header(data: bytes) -> bytes:
+    """The MPEG-4 codec header (decoder specific info of the ``esds`` box) of a complete MP4."""
+    i = data.find(VOS_START)
+    if i < 2:
+        raise FacefleetError("no MPEG-4 codec header in the reference video")
+    n, k, shift = data[i - 1] & 0x7F, i - 2, 7  # its length: a base-128 number before it
+    while k > 0 and data[k] & 0x80:
+        n |= (data[k] & 0x7F) << shift
+        shift += 7
+        k -= 1
+    if data[k] != 0x05:  # DecoderSpecificInfo tag
+        raise FacefleetError("unexpected esds layout in the reference video")
+    return data[i : i + n]
+
+
+def _reference_header(width: int, height: int, fps: float) -> bytes:
+    import cv2
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="facefleet-video-") as tmp:
+        ref = Path(tmp) / "ref.mp4"
+        w = cv2.VideoWriter(str(ref), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
+        w.write(np.zeros((height, width, 3), np.uint8))
+        w.release()
+        return codec_header(ref.read_bytes())
+
+
+def _whole_frames(data: bytes, mdat: tuple[bytes, int, int, int]) -> bytes:
+    """The frames of the ``mdat`` box; when the box was cut short (its size unwritten or past
+    the end), without the last frame, which the cut tore."""
+    _, at, head, size = mdat
+    declared = (
+        struct.unpack(">Q", data[at + 8 : at + 16])[0] if head == 16 else int.from_bytes(data[at : at + 4])
+    )
+    frames = data[at + head : at + size]
+    if declared == 0 or at + declared > len(data):
+        end = frames.rfind(VOP_START)
+        gov = frames.rfind(GOV_START, 0, max(end, 0))
+        if gov != -1 and end - gov <= 16:
+            end = gov
+        frames = frames[: max(end, 0)]
+    return frames
+
+
+def repair(path: Path, width: int, height: int, fps: float) -> int | None:
+    """Make the cut-off MP4 at ``path`` (``width`` x ``height`` at ``fps``) play again; the
+    frames kept, 0 when it held none (the file is then removed), None when it was complete."""
+    import cv2
+
+    data = path.read_bytes()
+    boxes = top_level_boxes(data)
+    if any(kind == b"moov" for kind, *_ in boxes):
+        return None
+    mdat = next((b for b in boxes if b[0] == b"mdat"), None)
+    frames = 0
+    if mdat is not None and mdat[3] > mdat[2]:
+        stream = _reference_header(width, height, fps) + _whole_frames(data, mdat)
+        with tempfile.TemporaryDirectory(prefix=".repair-", dir=path.parent) as tmp:
+            raw = Path(tmp) / "frames.m4v"
+            raw.write_bytes(stream)
+            fixed = Path(tmp) / path.name  # .mp4: OpenCV picks the container by the name
+            cap = cv2.VideoCapture(str(raw), cv2.CAP_FFMPEG)
+            out = cv2.VideoWriter(str(fixed), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
+            try:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    if frame.shape[:2] == (height, width):
+                        out.write(frame)
+                        frames += 1
+            finally:
+                cap.release()
+                out.release()
+            if frames:
+                os.replace(fixed, path)
+    if not frames:
+        path.unlink(missing_ok=True)
+    return frames
