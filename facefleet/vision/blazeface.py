@@ -383,32 +383,18 @@ def build_onnx(model: TfliteModel, variant: Variant, source_sha256: str = "") ->
     out_regs, out_cls = _output_roles(model)
     g.nodes.append(helper.make_node("Identity", [values[out_regs]], ["regressors"], name="regressors"))
     g.nodes.append(helper.make_node("Identity", [values[out_cls]], ["classificators"], name="classificators"))
-    graph = helper.make_graph(
-        g.nodes,
+    return g.model(
         f"blazeface_{variant.name}",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, "height", "width", 3])],
         [
             helper.make_tensor_value_info("regressors", TensorProto.FLOAT, [1, "anchors", 16]),
             helper.make_tensor_value_info("classificators", TensorProto.FLOAT, [1, "anchors", 1]),
         ],
-        g.inits,
+        opset=OPSET,
+        converter_version=CONVERTER_VERSION,
+        source=variant.filename,
+        source_sha256=source_sha256,
     )
-    onnx_model = helper.make_model(
-        graph,
-        producer_name="facefleet",
-        producer_version=str(CONVERTER_VERSION),
-        opset_imports=[helper.make_opsetid("", OPSET)],
-    )
-    onnx_model.ir_version = 7  # readable by older onnxruntime builds on devices
-    helper.set_model_props(
-        onnx_model,
-        {
-            "source": variant.filename,
-            "source_sha256": source_sha256,
-            "converter_version": str(CONVERTER_VERSION),
-        },
-    )
-    return onnx_model
 
 
 def _output_roles(model: TfliteModel) -> tuple[int, int]:

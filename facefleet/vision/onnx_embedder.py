@@ -178,29 +178,15 @@ def build_onnx(net: DlibNet, source_sha256: str = "", *, fold_affine: bool = Tru
         i += 1
     g.nodes.append(helper.make_node("Identity", [x], ["embeddings"], name="embeddings"))
 
-    graph = helper.make_graph(
-        g.nodes,
+    return g.model(
         "dlib_face_resnet_v1",
         [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["N", nr, nc, 3])],
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["N", shape[0]])],
-        g.inits,
+        opset=OPSET,
+        converter_version=CONVERTER_VERSION,
+        source="dlib_face_recognition_resnet_model_v1.dat",
+        source_sha256=source_sha256,
     )
-    model = helper.make_model(
-        graph,
-        producer_name="facefleet",
-        producer_version=str(CONVERTER_VERSION),
-        opset_imports=[helper.make_opsetid("", OPSET)],
-    )
-    model.ir_version = 7  # readable by older onnxruntime builds on devices
-    helper.set_model_props(
-        model,
-        {
-            "source": "dlib_face_recognition_resnet_model_v1.dat",
-            "source_sha256": source_sha256,
-            "converter_version": str(CONVERTER_VERSION),
-        },
-    )
-    return model
 
 
 def _pad_to(g: GraphBuilder, x: str, shape: tuple, target: tuple) -> str:

@@ -42,6 +42,34 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def model(
+        self,
+        name: str,
+        inputs: list,
+        outputs: list,
+        *,
+        opset: int,
+        converter_version: int,
+        source: str,
+        source_sha256: str,
+    ) -> Any:
+        """The ONNX model of the graph, stamped with what it was converted from (the cache
+        checks ``source_sha256`` and ``converter_version``)."""
+        from onnx import helper
+
+        model = helper.make_model(
+            helper.make_graph(self.nodes, name, inputs, outputs, self.inits),
+            producer_name="facefleet",
+            producer_version=str(converter_version),
+            opset_imports=[helper.make_opsetid("", opset)],
+        )
+        model.ir_version = 7  # readable by older onnxruntime builds on devices
+        helper.set_model_props(
+            model,
+            {"source": source, "source_sha256": source_sha256, "converter_version": str(converter_version)},
+        )
+        return model
+
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
