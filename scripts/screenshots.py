@@ -5,9 +5,11 @@
 The demo workspace is built with the library, the way a person would with the CLI: the
 knn_examples people and two five_celebrity people enrolled, v1 trained and promoted, the pbs
 clip recognised on a "camera" with v1, its unknown captures collected and clustered, a second
-version trained, three devices in an inventory with heartbeats (one with a snapshot from the
-clip) and a deployment on record. Then ``facefleet serve`` runs on 127.0.0.1 and headless
-Chromium captures each page. Needs ../shared/data beside the repository.
+version trained, heartbeats of three devices (one with a snapshot from the clip) and a
+deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
+inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures each page,
+and last a deployment started from the fleet page while it runs. Needs ../shared/data beside
+the repository, and sshd.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ ADMIN = ("ada", "demo-password")
 
 def build(root: Path) -> None:
     import cv2
-    import yaml
 
     from facefleet.curate import clusters as cl
     from facefleet.curate.collect import collect
@@ -82,23 +83,7 @@ def build(root: Path) -> None:
     config.name = "beta"
     second = train(ws, config)
     promote(ws, second.version, "validated", why="adds madonna and mindy_kaling")
-    # the fleet: an inventory, heartbeats, a snapshot, a deployment on record
-    inventory = {
-        "all": {
-            "children": {
-                "entrance": {
-                    "hosts": {
-                        "lobby-cam": {"ansible_host": "10.0.0.11"},
-                        "door-cam": {"ansible_host": "10.0.0.12"},
-                    }
-                },
-                "warehouse": {
-                    "hosts": {"dock-jetson": {"ansible_host": "10.0.0.21", "ansible_user": "nvidia"}}
-                },
-            }
-        }
-    }
-    (root / "inventory.yaml").write_text(yaml.safe_dump(inventory))
+    # the fleet (its inventory: start_cameras): heartbeats, a snapshot, a deployment on record
     cap = cv2.VideoCapture(str(clip))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 200)
     ok, frame = cap.read()
@@ -126,8 +111,42 @@ def build(root: Path) -> None:
     st.close()
 
 
+def start_cameras(root: Path) -> list:
+    """Three real sshd "cameras" on 127.0.0.1 in the workspace's inventory (a client key and
+    known_hosts made here); the dock's restart command takes a few seconds, so a deployment
+    started from the console is seen mid-run. The caller stops them."""
+    import yaml
+    from testkit import keygen, known_hosts_for, start_sshd, write_inventory
+
+    base = root.parent / f"{root.name}-cameras"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    key = keygen(base / "id_ed25519")
+    devices: dict = {}
+    try:
+        for name in ("lobby-cam", "door-cam", "dock-jetson"):
+            devices[name] = start_sshd(name, base / name, key)
+    except Exception:
+        for dev in devices.values():
+            dev.stop()
+        raise
+    slow = f'sleep 6; echo "$FACEFLEET_VERSION" >> {devices["dock-jetson"].restarts}'
+    groups = {
+        "entrance": {n: devices[n] for n in ("lobby-cam", "door-cam")},
+        "warehouse": {"dock-jetson": devices["dock-jetson"]},
+    }
+    write_inventory(root / "inventory.yaml", groups, key, {"dock-jetson": {"facefleet_restart": slow}})
+    known = known_hosts_for(base / "known_hosts", devices.values())
+    cfg_path = root / "facefleet.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    cfg["fleet"] = {**cfg.get("fleet", {}), "inventory": "inventory.yaml", "known_hosts": str(known)}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return list(devices.values())
+
+
 def shoot(root: Path, out: Path) -> list[Path]:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
     from webkit import chromium, serving
 
     saved = []
@@ -167,6 +186,20 @@ def shoot(root: Path, out: Path) -> list[Path]:
         grab("diff", "/models/diff?a=1&b=2", 1200)
         grab("fleet", "/fleet")
         grab("events", "/events", 1100)
+        # a deployment of @production to every host, caught while the dock restarts
+        driver.get(url + "/fleet")
+        form = driver.find_element(By.ID, "deploy-form")
+        Select(form.find_element(By.NAME, "alias")).select_by_visible_text("production")
+        form.find_element(By.TAG_NAME, "button").click()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if "/fleet/jobs/" not in driver.current_url:
+                continue
+            done = driver.find_elements(By.CSS_SELECTOR, "#job tr.result-ok")
+            if driver.find_element(By.ID, "job-state").text != "running" or len(done) >= 2:
+                break
+        grab("deploy-job", driver.current_url.replace(url, ""), 560)
     return saved
 
 
@@ -181,8 +214,13 @@ def main() -> int:
         root = args.keep or Path(tmp) / "ws"
         if not (root / "facefleet.yaml").exists():
             build(root)
-        for path in shoot(root, args.out):
-            print(path)
+        cameras = start_cameras(root)
+        try:
+            for path in shoot(root, args.out):
+                print(path)
+        finally:
+            for cam in cameras:
+                cam.stop()
     return 0
 
 
