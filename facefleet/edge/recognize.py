@@ -25,7 +25,7 @@ from facefleet.edge import overlay
 from facefleet.edge.events import EventLog, event_record
 from facefleet.edge.model import ModelWatcher
 from facefleet.edge.pipeline import FrameResult, Pipeline, PipelineConfig
-from facefleet.edge.recording import Recording, open_recording
+from facefleet.edge.recording import Recording, open_recording, repair_left
 from facefleet.edge.sources import (
     CameraOptions,
     Frame,
@@ -232,7 +232,7 @@ class Outputs:
             t2 = time.perf_counter()
             if self.recording is None:
                 self.recording = open_recording(self.opts.output_dir, out, fps_in)
-            self.recording.writer.write(out)
+            self.recording.write(out)
             stats.add("write", time.perf_counter() - t2)
         if self.display:
             want_shot = _show(out, stop) or want_shot
@@ -257,7 +257,7 @@ class Outputs:
 
     def close(self) -> None:
         if self.recording is not None:
-            self.recording.writer.release()
+            self.recording.close()
         if self.events is not None:
             self.events.close()
         if self.display:
@@ -296,6 +296,8 @@ def recognize(
         from facefleet.edge.supervisor import supervise
 
         return supervise(opts)
+    if opts.output_dir.is_dir():
+        repair_left(opts.output_dir)  # videos of a run killed while saving
     return run_loop(opts, engine=engine, source=source, on_frame=on_frame)
 
 

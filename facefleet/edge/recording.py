@@ -8,10 +8,17 @@ in the lost index, but it depends on nothing but the frame size and rate, so it 
 a one-frame file written here. Header and frames make a raw MPEG-4 stream, which is decoded
 and written again as a complete MP4 that replaces the broken one (atomically). What the
 killed process had not yet flushed (its last few frames) is lost.
+
+While a video is open, a hidden marker beside it (``.output_<timestamp>.mp4.open``) holds the
+writer's process id, frame size and rate; a clean close removes it. :func:`repair_left` repairs
+every video whose marker outlived its process: the supervisor calls it after an engine crash,
+and every ``recognize`` calls it when it starts (after a power cut or a SIGKILL of the whole
+run).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
@@ -21,6 +28,7 @@ from pathlib import Path
 
 from facefleet.clock import file_stamp
 from facefleet.errors import FacefleetError
+from facefleet.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -32,27 +40,84 @@ GOV_START = b"\x00\x00\x01\xb3"  # a group of frames, just before a key frame
 
 @dataclass(frozen=True)
 class Recording:
-    """An open video: OpenCV's writer and what a repair of its file needs."""
+    """An open video: OpenCV's writer, its file and the marker that says it is open."""
 
     writer: object
     path: Path
-    width: int
-    height: int
-    fps: float
+    marker: Path
+
+    def write(self, bgr) -> None:
+        self.writer.write(bgr)
+
+    def close(self) -> None:
+        self.writer.release()
+        self.marker.unlink(missing_ok=True)
+
+
+def marker_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.open")
 
 
 def open_recording(folder: Path, first, fps: float | None) -> Recording:
     """A new ``output_<timestamp>.mp4`` in ``folder`` for frames shaped like ``first``."""
     import cv2
 
-    path = folder / f"output_{file_stamp()}.mp4"
+    stem = f"output_{file_stamp()}"
+    path, n = folder / f"{stem}.mp4", 1
+    while path.exists() or marker_for(path).exists():  # an engine restarted within the second
+        n += 1
+        path = folder / f"{stem}_{n}.mp4"
     h, w = first.shape[:2]
     rate = fps if fps and fps > 0 else 25.0
+    marker = marker_for(path)
+    atomic_write_text(marker, json.dumps({"pid": os.getpid(), "width": w, "height": h, "fps": rate}))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), rate, (w, h))
     if not writer.isOpened():
+        marker.unlink(missing_ok=True)
         raise FacefleetError(f"{path}: cannot write video ({FOURCC} codec unavailable?)")
     log.info("saving annotated video to %s", path)
-    return Recording(writer, path, w, h, rate)
+    return Recording(writer, path, marker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def repair_left(folder: Path) -> list[tuple[Path, int | None]]:
+    """Repair the videos in ``folder`` whose writer died with them open (see the module's
+    docstring); (video, frames kept: 0 = removed, None = it was complete) for each."""
+    done = []
+    for marker in sorted(folder.glob(".output_*.mp4.open")):
+        try:
+            info = json.loads(marker.read_text())
+            pid, size, fps = int(info["pid"]), (int(info["width"]), int(info["height"])), float(info["fps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable video marker; removed", marker)
+            marker.unlink(missing_ok=True)
+            continue
+        if _alive(pid):
+            continue  # still being written (another recognize on this folder)
+        video = marker.with_name(marker.name[1 : -len(".open")])
+        kept = None
+        if video.exists():
+            try:
+                kept = repair(video, *size, fps)
+            except Exception as exc:  # noqa: BLE001 - the file stays as it was, said once
+                log.error("%s: could not repair the video its crashed writer left: %s", video, exc)
+                continue
+        marker.unlink(missing_ok=True)
+        if kept == 0:
+            log.warning("%s: its writer died before a frame reached the disk; removed", video)
+        elif kept:
+            log.warning("%s: repaired after its writer died (%d frames kept)", video, kept)
+        done.append((video, kept))
+    return done
 
 
 def top_level_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from facefleet.edge.recognize import LoopHooks, RecognizeOptions, RunSummary, new_run_id, run_loop
-from facefleet.edge.recording import repair
+from facefleet.edge.recording import repair_left
 from facefleet.edge.stats import MAX_SAMPLES, RunStats, peak_rss_bytes
 from facefleet.errors import FacefleetError
 
@@ -337,9 +337,8 @@ class _ChildHooks(LoopHooks):
         for path in outputs.shots.saved[self.sent_shots :]:
             self.conn.send(("screenshot", path))
         self.sent_shots = len(outputs.shots.saved)
-        rec = outputs.recording
-        if rec is not None and not self.sent_video:
-            self.conn.send(("video", rec.path, rec.width, rec.height, rec.fps))
+        if outputs.recording is not None and not self.sent_video:
+            self.conn.send(("video", outputs.recording.path))
             self.sent_video = True
 
 
@@ -428,19 +427,19 @@ class Supervisor:
         self.interrupted = False
         self.kill_at: float | None = None
         self.crashed_at: float | None = None  # time.monotonic() of the last crash
-        self.recording: tuple[Path, int, int, float] | None = None  # the video the child writes
         self.repairs: list[threading.Thread] = []
 
     def run(self) -> RunSummary:
         restore = self._install_signals()
+        self._repair_videos()  # of a run killed while saving
         try:
             start: int | None = 0
             while start is not None and not self.stopping:
                 outcome, payload = self._one_process(start)
                 reached = self.stats.ints[I_STATE]
                 self.stats.fold()
-                if outcome == "died" and self.recording is not None:
-                    self._repair(*self.recording)
+                if outcome == "died":
+                    self._repair_videos()
                 if outcome == "error":
                     raise payload
                 if outcome == "done" or self.stopping:
@@ -476,7 +475,6 @@ class Supervisor:
             fmt,
         )
         reader, writer = self.ctx.Pipe(duplex=False)
-        self.recording = None
         from facefleet.lifetime import main_script_hidden
 
         self.proc = self.ctx.Process(
@@ -526,7 +524,6 @@ class Supervisor:
                     self.state.screenshots.append(Path(rest[0]))
                 elif kind == "video":
                     self.state.videos.append(Path(rest[0]))
-                    self.recording = (Path(rest[0]), *rest[1:])
                 elif kind == "looping":
                     self.state.display = bool(rest[0])
                     if self.crashed_at is not None:
@@ -570,22 +567,18 @@ class Supervisor:
         ints[I_CRASHES] += 1
         return frame + 1
 
-    def _repair(self, path: Path, width: int, height: int, fps: float) -> None:
-        """Make the video a crashed engine process left without an index play again, in a
-        thread (it reads and writes the whole file) while the next process starts."""
+    def _repair_videos(self) -> None:
+        """Repair the videos a dead engine process left open (``recording.repair_left``), in
+        a thread (it reads and writes whole files) while the next process starts."""
+        folder = self.opts.output_dir
+        if not folder.is_dir():
+            return
 
         def work() -> None:
-            try:
-                kept = repair(path, width, height, fps)
-            except Exception as exc:  # a repair that fails leaves the file as it was
-                log.error("%s: could not repair the video the crashed engine left: %s", path, exc)
-                return
-            if kept == 0:
-                log.warning("%s: the crashed engine left no frame of it; removed", path)
-                with suppress(ValueError):
-                    self.state.videos.remove(path)
-            elif kept:
-                log.warning("%s: repaired after the crash (%d frames kept)", path, kept)
+            for video, kept in repair_left(folder):
+                if kept == 0:
+                    with suppress(ValueError):
+                        self.state.videos.remove(video)
 
         thread = threading.Thread(target=work, name="facefleet-video-repair", daemon=True)
         thread.start()
