@@ -428,6 +428,7 @@ class Supervisor:
         self.kill_at: float | None = None
         self.crashed_at: float | None = None  # time.monotonic() of the last crash
         self.repairs: list[threading.Thread] = []
+        self.repair_lock = threading.Lock()  # one repair pass at a time: never a file twice
 
     def run(self) -> RunSummary:
         restore = self._install_signals()
@@ -575,7 +576,9 @@ class Supervisor:
             return
 
         def work() -> None:
-            for video, kept in repair_left(folder):
+            with self.repair_lock:
+                repaired = repair_left(folder)
+            for video, kept in repaired:
                 if kept == 0:
                     with suppress(ValueError):
                         self.state.videos.remove(video)
