@@ -442,9 +442,11 @@ def test_collect_batch_with_a_crashing_file(examples, tmp_path, kind, signum):
 RECOGNIZE_FRAMES = 30
 
 
-def _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, spec: str) -> tuple[int, str, str]:
-    """``facefleet recognize`` on 30 frames of the hamilton clip on a fresh device workspace
-    (``edge.max_restarts: 2``), the engine's process dying as ``spec`` says."""
+def _recognize_with_fault(
+    base_ws, shared_data, tmp_path, monkeypatch, spec: str, frames: int = RECOGNIZE_FRAMES, *extra: str
+) -> tuple[int, str, str]:
+    """``facefleet recognize`` on ``frames`` frames of the hamilton clip on a fresh device
+    workspace (``edge.max_restarts: 2``), the engine's process dying as ``spec`` says."""
     from facefleet.vision.batch import FAULT_ENV
     from facefleet.workspace import Workspace
 
@@ -454,9 +456,9 @@ def _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, spec: str
     monkeypatch.setenv(FAULT_ENV, spec)
     rc, out, err = run_cli(
         "-w", device.root, "recognize", shared_data / "video" / "short_hamilton_clip.mp4",
-        "--no-display", "--max-frames", RECOGNIZE_FRAMES,
+        "--no-display", "--max-frames", frames,
         "--model", first.bundle_dir, "--public-key", ws.keys_dir / "signing_key.pub.pem",
-        "--output-dir", tmp_path / "out", "--benchmark", "--json", tmp_path / "bench.json",
+        "--output-dir", tmp_path / "out", "--benchmark", "--json", tmp_path / "bench.json", *extra,
     )  # fmt: skip
     assert "Traceback" not in err, err
     return rc, out, err
@@ -482,6 +484,36 @@ def test_recognize_with_a_frame_that_kills_the_engine(
     )
     kind = "aborts" if spec.startswith("abort") else "is killed"
     record(f"video frame 10, engine {kind} on it", "recognize CLIP", outcome, rc)
+
+
+def test_recognize_keeps_the_video_the_engine_was_saving(base_ws, shared_data, tmp_path, monkeypatch):
+    """``recognize --save`` whose engine is killed on frame 150: the MP4 it was writing (no
+    index, unplayable as left) is repaired with the frames it had flushed, and the next engine
+    process saves the rest in a second file."""
+    import cv2
+
+    spec = "kill:frame:150"
+    rc, _, err = _recognize_with_fault(base_ws, shared_data, tmp_path, monkeypatch, spec, 200, "--save")
+    assert rc == 0, err
+    out = tmp_path / "out"
+    videos = sorted(out.glob("output_*.mp4"))
+    assert len(videos) == 2, videos
+    counts = []
+    for path in videos:
+        cap = cv2.VideoCapture(str(path))
+        assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 360)
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        counts.append(n)
+    # the first file: what was flushed before the kill (the writer buffers a few frames)
+    assert 100 <= counts[0] < 150 and counts[1] == 49, counts  # frames 151-199
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no marker, no staging folder
+    outcome = (
+        f"the video being written repaired: {counts[0]} of the 150 frames before the kill kept "
+        f"(the rest not yet flushed); frames 151-199 in a second video ({counts[1]} frames)"
+    )
+    record("video frame 150 while saving, engine is killed on it", "recognize CLIP --save", outcome, rc)
 
 
 def test_recognize_gives_up_when_the_engine_keeps_crashing(base_ws, shared_data, tmp_path, monkeypatch):
