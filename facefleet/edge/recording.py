@@ -25,6 +25,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from facefleet.clock import file_stamp
 from facefleet.errors import FacefleetError
@@ -36,6 +37,8 @@ FOURCC = "mp4v"
 VOS_START = b"\x00\x00\x01\xb0"  # MPEG-4 visual object sequence: where the codec header starts
 VOP_START = b"\x00\x00\x01\xb6"  # a frame
 GOV_START = b"\x00\x00\x01\xb3"  # a group of frames, just before a key frame
+CHUNK = 1 << 20  # bytes copied at a time: a repair holds no whole video in memory
+TAIL = 8 << 20  # where the torn last frame is looked for
 
 
 @dataclass(frozen=True)
@@ -120,30 +123,39 @@ def repair_left(folder: Path) -> list[tuple[Path, int | None]]:
     return done
 
 
-def top_level_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:
-    """(type, offset, header length, size) of each top-level ISO-BMFF box; a box whose size
-    runs past the end (a file cut short) is reported as running to the end."""
+def top_level_boxes(f: BinaryIO) -> list[tuple[bytes, int, int, int, bool]]:
+    """(type, offset, header length, size, cut) of each top-level ISO-BMFF box of the open
+    file ``f`` (headers only are read); a box whose size was never written (0) or runs past
+    the end is ``cut``: the file ends inside it, and its size is reported up to the end."""
+    f.seek(0, os.SEEK_END)
+    total = f.tell()
     out = []
     i = 0
-    while i + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[i : i + 8])
+    while i + 8 <= total:
+        f.seek(i)
+        size, kind = struct.unpack(">I4s", f.read(8))
         head = 8
-        if size == 1 and i + 16 <= len(data):
-            size, head = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
-        if size == 0 or i + size > len(data):
-            size = len(data) - i
-        out.append((kind, i, head, size))
-        if size < head:
+        if size == 1:
+            ext = f.read(8)
+            if len(ext) < 8:
+                break
+            size, head = struct.unpack(">Q", ext)[0], 16
+        cut = size == 0 or i + size > total
+        out.append((kind, i, head, total - i if cut else size, cut))
+        if cut or size < head:
             break
         i += size
     return out
 
 
+def _boxes(path: Path) -> list[tuple[bytes, int, int, int, bool]]:
+    with open(path, "rb") as f:
+        return top_level_boxes(f)
+
+
 def is_complete(path: Path) -> bool:
     """Whether the MP4 at ``path`` has its index (a cut-off file has none)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return any(kind == b"moov" for kind, *_ in top_level_boxes(data))
+    return any(kind == b"moov" for kind, *_ in _boxes(path))
 
 
 def codec_header(data: bytes) -> bytes:
@@ -173,21 +185,27 @@ def _reference_header(width: int, height: int, fps: float) -> bytes:
         return codec_header(ref.read_bytes())
 
 
-def _whole_frames(data: bytes, mdat: tuple[bytes, int, int, int]) -> bytes:
-    """The frames of the ``mdat`` box; when the box was cut short (its size unwritten or past
-    the end), without the last frame, which the cut tore."""
-    _, at, head, size = mdat
-    declared = (
-        struct.unpack(">Q", data[at + 8 : at + 16])[0] if head == 16 else int.from_bytes(data[at : at + 4])
-    )
-    frames = data[at + head : at + size]
-    if declared == 0 or at + declared > len(data):
-        end = frames.rfind(VOP_START)
-        gov = frames.rfind(GOV_START, 0, max(end, 0))
-        if gov != -1 and end - gov <= 16:
-            end = gov
-        frames = frames[: max(end, 0)]
-    return frames
+def _copy_frames(src: BinaryIO, mdat: tuple[bytes, int, int, int, bool], dst: BinaryIO) -> None:
+    """Copy the frames of the ``mdat`` box; when the file ends inside it, without its last
+    frame, which the cut tore (found in the last ``TAIL`` bytes: far more than one frame)."""
+    _, at, head, size, cut = mdat
+    start, end = at + head, at + size
+    if cut:
+        tail_at = max(start, end - TAIL)
+        src.seek(tail_at)
+        tail = src.read(end - tail_at)
+        vop = tail.rfind(VOP_START)
+        if vop != -1:
+            gov = tail.rfind(GOV_START, 0, vop)
+            end = tail_at + (gov if gov != -1 and vop - gov <= 16 else vop)
+    src.seek(start)
+    left = end - start
+    while left > 0:
+        chunk = src.read(min(CHUNK, left))
+        if not chunk:
+            break
+        dst.write(chunk)
+        left -= len(chunk)
 
 
 def repair(path: Path, width: int, height: int, fps: float) -> int | None:
@@ -195,17 +213,17 @@ def repair(path: Path, width: int, height: int, fps: float) -> int | None:
     frames kept, 0 when it held none (the file is then removed), None when it was complete."""
     import cv2
 
-    data = path.read_bytes()
-    boxes = top_level_boxes(data)
+    boxes = _boxes(path)
     if any(kind == b"moov" for kind, *_ in boxes):
         return None
     mdat = next((b for b in boxes if b[0] == b"mdat"), None)
     frames = 0
     if mdat is not None and mdat[3] > mdat[2]:
-        stream = _reference_header(width, height, fps) + _whole_frames(data, mdat)
         with tempfile.TemporaryDirectory(prefix=".repair-", dir=path.parent) as tmp:
             raw = Path(tmp) / "frames.m4v"
-            raw.write_bytes(stream)
+            with open(path, "rb") as src, open(raw, "wb") as dst:
+                dst.write(_reference_header(width, height, fps))
+                _copy_frames(src, mdat, dst)
             fixed = Path(tmp) / path.name  # .mp4: OpenCV picks the container by the name
             cap = cv2.VideoCapture(str(raw), cv2.CAP_FFMPEG)
             out = cv2.VideoWriter(str(fixed), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))

@@ -3,6 +3,7 @@ made playable again with the frames it holds, found by the marker its dead write
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
+from facefleet.edge import recording
 from facefleet.edge.recording import (
     is_complete,
     marker_for,
@@ -53,13 +56,17 @@ def _record(tmp_path, n: int):
     return rec, shown
 
 
+def _boxes(data: bytes):
+    return top_level_boxes(io.BytesIO(data))
+
+
 def test_a_video_cut_before_its_index_is_repaired_with_all_its_frames(tmp_path):
     rec, shown = _record(tmp_path, 24)
     data = rec.path.read_bytes()
     assert is_complete(rec.path) and repair(rec.path, W, H, FPS) is None
-    kinds = [kind for kind, *_ in top_level_boxes(data)]
+    kinds = [kind for kind, *_ in _boxes(data)]
     assert kinds[-1] == b"moov" and b"mdat" in kinds
-    moov = top_level_boxes(data)[-1][1]
+    moov = _boxes(data)[-1][1]
     rec.path.write_bytes(data[:moov])  # what a process killed before release() leaves
     assert not is_complete(rec.path) and _frames(rec.path) == []  # no player opens it
     assert repair(rec.path, W, H, FPS) == 24
@@ -72,10 +79,14 @@ def test_a_video_cut_before_its_index_is_repaired_with_all_its_frames(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [rec.path.name]  # no staging file left
 
 
-def test_a_video_cut_inside_a_frame_keeps_the_frames_before_it(tmp_path):
+@pytest.mark.parametrize("window", [None, (1000, 4096)])  # (copy chunk, tail) bytes: many of each
+def test_a_video_cut_inside_a_frame_keeps_the_frames_before_it(tmp_path, monkeypatch, window):
+    if window:
+        monkeypatch.setattr(recording, "CHUNK", window[0])
+        monkeypatch.setattr(recording, "TAIL", window[1])
     rec, _ = _record(tmp_path, 24)
     data = rec.path.read_bytes()
-    _, at, head, size = next(b for b in top_level_boxes(data) if b[0] == b"mdat")
+    _, at, head, size, _ = next(b for b in _boxes(data) if b[0] == b"mdat")
     rec.path.write_bytes(data[: at + head + size // 2])  # half the frames, the last one torn
     kept = repair(rec.path, W, H, FPS)
     assert 8 <= kept <= 16
@@ -85,7 +96,7 @@ def test_a_video_cut_inside_a_frame_keeps_the_frames_before_it(tmp_path):
 def test_a_video_with_no_frame_is_removed(tmp_path):
     rec, _ = _record(tmp_path, 3)
     data = rec.path.read_bytes()
-    _, at, head, _ = next(b for b in top_level_boxes(data) if b[0] == b"mdat")
+    _, at, head, *_ = next(b for b in _boxes(data) if b[0] == b"mdat")
     rec.path.write_bytes(data[: at + head])  # the header flushed, no frame yet
     assert repair(rec.path, W, H, FPS) == 0
     assert not rec.path.exists()
@@ -127,6 +138,8 @@ def test_the_video_of_a_killed_process_is_found_and_repaired(tmp_path):
 
 def test_boxes_of_a_truncated_file_run_to_its_end():
     data = b"\x00\x00\x00\x10ftypisom\x00\x00\x02\x00" + b"\x00\x00\x00\x00mdat" + b"x" * 5
-    assert top_level_boxes(data) == [(b"ftyp", 0, 8, 16), (b"mdat", 16, 8, 13)]
+    assert _boxes(data) == [(b"ftyp", 0, 8, 16, False), (b"mdat", 16, 8, 13, True)]
     big = b"\x00\x00\x00\x01mdat" + (1000).to_bytes(8, "big") + b"y" * 4
-    assert top_level_boxes(big) == [(b"mdat", 0, 16, 20)]
+    assert _boxes(big) == [(b"mdat", 0, 16, 20, True)]
+    whole = b"\x00\x00\x00\x0cmdat" + b"z" * 4 + b"\x00\x00\x00\x08moov"
+    assert _boxes(whole) == [(b"mdat", 0, 8, 12, False), (b"moov", 12, 8, 8, False)]
