@@ -186,7 +186,7 @@ def shoot(root: Path, out: Path) -> list[Path]:
         grab("diff", "/models/diff?a=1&b=2", 1200)
         grab("fleet", "/fleet")
         grab("events", "/events", 1100)
-        # a deployment of @production to every host, caught while the dock restarts
+        # a deployment of @production to every host, caught while the dock's slow restart runs
         driver.get(url + "/fleet")
         form = driver.find_element(By.ID, "deploy-form")
         Select(form.find_element(By.NAME, "alias")).select_by_visible_text("production")
@@ -196,8 +196,9 @@ def shoot(root: Path, out: Path) -> list[Path]:
             time.sleep(0.3)
             if "/fleet/jobs/" not in driver.current_url:
                 continue
+            state = driver.find_element(By.ID, "job-state").text
             done = driver.find_elements(By.CSS_SELECTOR, "#job tr.result-ok")
-            if driver.find_element(By.ID, "job-state").text != "running" or len(done) >= 2:
+            if state in ("done", "failed") or (state == "running" and len(done) >= 2):
                 break
         grab("deploy-job", driver.current_url.replace(url, ""), 560)
     return saved
