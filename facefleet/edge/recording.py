@@ -87,8 +87,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # alive, someone else's
+        pass
     return True
 
 
@@ -153,9 +153,13 @@ def _boxes(path: Path) -> list[tuple[bytes, int, int, int, bool]]:
         return top_level_boxes(f)
 
 
+def _has_index(boxes: list[tuple[bytes, int, int, int, bool]]) -> bool:
+    return any(kind == b"moov" for kind, *_ in boxes)
+
+
 def is_complete(path: Path) -> bool:
     """Whether the MP4 at ``path`` has its index (a cut-off file has none)."""
-    return any(kind == b"moov" for kind, *_ in _boxes(path))
+    return _has_index(_boxes(path))
 
 
 def codec_header(data: bytes) -> bytes:
@@ -214,7 +218,7 @@ def repair(path: Path, width: int, height: int, fps: float) -> int | None:
     import cv2
 
     boxes = _boxes(path)
-    if any(kind == b"moov" for kind, *_ in boxes):
+    if _has_index(boxes):
         return None
     mdat = next((b for b in boxes if b[0] == b"mdat"), None)
     frames = 0

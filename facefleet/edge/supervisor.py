@@ -314,7 +314,8 @@ class _ChildHooks(LoopHooks):
         ints[I_NEXT_TRACK] = self.pipeline.tracker.next_id
         if self.live:
             ints[I_DROPPED] = self.src.dropped
-        if len(outputs.shots.saved) != self.sent_shots or (outputs.recording and not self.sent_video):
+        new_video = outputs.recording is not None and not self.sent_video
+        if len(outputs.shots.saved) != self.sent_shots or new_video:
             self._send_files(outputs)
 
     def watched(self, watcher, bundle) -> None:
