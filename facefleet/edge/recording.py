@@ -13,7 +13,8 @@ While a video is open, a hidden marker beside it (``.output_<timestamp>.mp4.open
 writer's process id, frame size and rate; a clean close removes it. :func:`repair_left` repairs
 every video whose marker outlived its process: the supervisor calls it after an engine crash,
 and every ``recognize`` calls it when it starts (after a power cut or a SIGKILL of the whole
-run).
+run). A repair stages its files in ``.repair-<pid>-*`` beside the video; the staging folder of
+a process killed mid-repair is removed by the next :func:`repair_left`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -95,6 +97,7 @@ def _alive(pid: int) -> bool:
 def repair_left(folder: Path) -> list[tuple[Path, int | None]]:
     """Repair the videos in ``folder`` whose writer died with them open (see the module's
     docstring); (video, frames kept: 0 = removed, None = it was complete) for each."""
+    _remove_dead_staging(folder)
     done = []
     for marker in sorted(folder.glob(".output_*.mp4.open")):
         try:
@@ -121,6 +124,15 @@ def repair_left(folder: Path) -> list[tuple[Path, int | None]]:
             log.warning("%s: repaired after its writer died (%d frames kept)", video, kept)
         done.append((video, kept))
     return done
+
+
+def _remove_dead_staging(folder: Path) -> None:
+    """Remove the staging folders of repairs whose process is gone (killed mid-repair)."""
+    for tmp in folder.glob(".repair-*"):
+        pid = tmp.name.split("-")[1]
+        if tmp.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("%s: removed the staging folder of an interrupted repair", tmp)
 
 
 def top_level_boxes(f: BinaryIO) -> list[tuple[bytes, int, int, int, bool]]:
@@ -223,7 +235,7 @@ def repair(path: Path, width: int, height: int, fps: float) -> int | None:
     mdat = next((b for b in boxes if b[0] == b"mdat"), None)
     frames = 0
     if mdat is not None and mdat[3] > mdat[2]:
-        with tempfile.TemporaryDirectory(prefix=".repair-", dir=path.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f".repair-{os.getpid()}-", dir=path.parent) as tmp:
             raw = Path(tmp) / "frames.m4v"
             with open(path, "rb") as src, open(raw, "wb") as dst:
                 dst.write(_reference_header(width, height, fps))

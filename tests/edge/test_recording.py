@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -128,11 +129,17 @@ def test_the_video_of_a_killed_process_is_found_and_repaired(tmp_path):
     live.write_bytes(b"")
     marker_for(live).write_text(json.dumps({"pid": 1, "width": W, "height": H, "fps": FPS}))
     (tmp_path / ".output_bad.mp4.open").write_text("{not json")
+    # staging folders: of a repair killed midway (its process gone), and of one running now
+    dead = json.loads(marker_for(video).read_text())["pid"]
+    (tmp_path / f".repair-{dead}-x1").mkdir()
+    (tmp_path / f".repair-{dead}-x1" / "frames.m4v").write_bytes(b"\0" * 100)
+    (tmp_path / f".repair-{os.getpid()}-x2").mkdir()
     ((done_video, kept),) = repair_left(tmp_path)
     assert done_video == video and 300 <= kept < 400  # the frames the buffer had not flushed are lost
     assert is_complete(video) and len(_frames(video)) == kept
     assert not marker_for(video).exists() and marker_for(live).exists()
     assert not (tmp_path / ".output_bad.mp4.open").exists()
+    assert sorted(p.name for p in tmp_path.glob(".repair-*")) == [f".repair-{os.getpid()}-x2"]
     assert repair_left(tmp_path) == []
 
 
