@@ -15,8 +15,9 @@ each rule is scored in milliseconds. Per rule, one threshold for everybody:
 
 Also prints how stranger scores vary with face size and sharpness (quality-aware thresholds),
 and whether the training's estimate (``fit_open_set``, default rule) predicts strangers of the
-enrolled people's own population: over random halves of the people, one half enrolled, every
-photo of the other half played as a stranger, next to the strangers of ``lfw_dev/strangers``.
+enrolled people's own population: over random halves of a group of people (all, the most
+photographed, the others), one half enrolled, every photo of the other half played as a
+stranger, next to the people outside the group and the strangers of ``lfw_dev/strangers``.
 ``--enrol last`` enrols the last 3 photos of each person instead (another split).
 """
 
@@ -160,37 +161,62 @@ def main() -> None:
 
 
 def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
-    """The training's estimate against held-out halves of the enrolled population and against
-    the strangers folder, default rule and thresholds, averaged over random halves."""
+    """The training's estimate against strangers of the enrolled people's own population and
+    of others, default rule and thresholds, averaged over random halves: of all the people, of
+    those with 6 or more photos (the most photographed) and of those with 4-5. One half is
+    enrolled (3 photos each); every photo of the other half is a stranger of the same
+    population, every photo of the people outside the group one of another, and so is the
+    strangers folder (people with one LFW photo)."""
     from facefleet.registry.inference import pairwise_distances
     from facefleet.train.thresholds import OpenSetParams, centroids, fit_open_set, margin_scores
 
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
-    rng = np.random.default_rng(0)
-    rows = []
-    for _ in range(halves):
-        perm = rng.permutation(k)
-        enrolled, out = perm[: k // 2], perm[k // 2 :]
-        me = np.isin(yg, enrolled)
-        remap = np.full(k, -1)
-        remap[enrolled] = np.arange(len(enrolled))
-        ye = remap[yg[me]]
-        C = centroids(Xg[me], ye, len(enrolled))
-        fit = fit_open_set(pairwise_distances(Xg[me], C), ye, params)
+    photos = np.bincount(yg, minlength=k) + np.bincount(yk[yk >= 0], minlength=k)
+    X = np.vstack([Xg, Xk])
+    y = np.concatenate([yg, yk])
+    print(f"\npopulation check ({halves} random halves, target {target}): strangers named")
+    head = f"{'people (half enrolled)':28} {'estimate':>9} {'same pop.':>10} {'other pop.':>11} {'folder':>8}"
+    print(f"{head} {'known named':>12}")
+    for group, members in (
+        ("all", np.arange(k)),
+        ("with 6+ photos", np.flatnonzero(photos >= 6)),
+        ("with 4-5 photos", np.flatnonzero(photos <= 5)),
+    ):
+        rng = np.random.default_rng(0)
+        outside = np.setdiff1d(np.arange(k), members)
+        rows = []
+        for _ in range(halves):
+            perm = rng.permutation(members)
+            enrolled, out = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+            me = np.isin(yg, enrolled)
+            remap = np.full(k, -1)
+            remap[enrolled] = np.arange(len(enrolled))
+            ye = remap[yg[me]]
+            C = centroids(Xg[me], ye, len(enrolled))
+            fit = fit_open_set(pairwise_distances(Xg[me], C), ye, params)
 
-        def named(X, C=C, fit=fit):
-            s = margin_scores(pairwise_distances(X, C), params)
-            return (s.score <= fit.thresholds[s.candidate]) & (s.distance <= params.max_threshold)
+            def named(X, C=C, fit=fit):
+                s = margin_scores(pairwise_distances(X, C), params)
+                ok = (s.score <= fit.thresholds[s.candidate]) & (s.distance <= params.max_threshold)
+                return ok, s.candidate
 
-        held = np.vstack([Xg[~me], Xk[np.isin(yk, out)]])
-        rows.append((fit.far.rate, named(held).mean(), named(Xs).mean()))
-    est, held, folder = np.mean(rows, axis=0)
-    print(
-        f"population check ({halves} random halves of the people enrolled, target {target}): "
-        f"estimate {100 * est:.2f} %, the other half's photos named {100 * held:.2f} % "
-        f"(ratio {est / held:.2f}), strangers folder named {100 * folder:.2f} % (ratio {est / folder:.2f})"
-    )
+            probes = np.isin(yk, enrolled)
+            hit, cand = named(Xk[probes])
+            other = named(X[np.isin(y, outside)])[0].mean() if len(outside) else np.nan
+            rows.append(
+                (
+                    fit.far.rate,
+                    named(X[np.isin(y, out)])[0].mean(),
+                    other,
+                    named(Xs)[0].mean(),
+                    (hit & (cand == remap[yk[probes]])).mean(),
+                )
+            )
+        est, same, other, folder, known = 100 * np.mean(rows, axis=0)
+        label = f"{group} ({len(members)})"
+        cells = f"{est:8.2f}% {same:9.2f}% {'-' if np.isnan(other) else f'{other:.2f}%':>11} {folder:7.2f}%"
+        print(f"{label:28} {cells} {known:11.1f}%")
 
 
 if __name__ == "__main__":
