@@ -17,8 +17,8 @@ a threshold calibrated without that trial's person, and its Wilson interval coun
 of one person as correlated (:func:`effective_trials`). It predicts strangers drawn from the
 same population as the enrolled people (lfw_dev people held out whole, ORL); strangers who
 look less alike than the enrolled people do among themselves are named less often than
-estimated. Faces labelled "not <person>" then lower that one person's threshold below their
-score.
+estimated, and strangers who look more alike more often (``bench/bench_open_set_rules.py``).
+Faces labelled "not <person>" then lower that one person's threshold below their score.
 """
 
 from __future__ import annotations
