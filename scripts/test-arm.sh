@@ -2,8 +2,9 @@
 # Prove the device side installs and runs on arm64: an arm64 Debian root (debootstrap +
 # qemu-user-static), facefleet installed into it offline the way a device gets it (a wheel of
 # facefleet + aarch64 wheels of its dependencies, then the model through `facefleet package`'s
-# install.sh), `facefleet recognize` on 60 frames of the hamilton clip, and `facefleet edge
-# sync` against `facefleet serve` on the host's loopback (the chroot shares the host network).
+# install.sh), `facefleet recognize` on 60 frames of the hamilton clip, `facefleet edge
+# sync` against `facefleet serve` on the host's loopback (the chroot shares the host network),
+# and the int8 embedder's distance from fp32 on an emulated Cortex-A72.
 #
 #   sudo bash scripts/test-arm.sh            # FACEFLEET_ARM_CACHE=/var/cache/facefleet-arm
 #
@@ -220,6 +221,51 @@ print(f"  arm64 recognize --detector {sys.argv[4]}: {frames} frames, {bench.get(
 EOF
   cp "$ROOTFS/work/out/bench.json" "$WORK/bench-$DET.json"
   log "recognize --detector $DET: $(($(date +%s) - T0)) s"
+done
+
+# --- 7. the int8 embedder on arm64 kernels ------------------------------------------------
+# ONNX Runtime picks its int8 kernels by CPU feature: Cortex-A72 (Raspberry Pi 4; the Jetson
+# Nano's A57 alike) has no dot-product instructions, "max" has them (as Cortex-A76, Pi 5, or
+# the Orin's A78AE). Both gave the same vectors (docs/edge.md); CI runs the A72 only (about
+# 2 minutes each): FACEFLEET_ARM_INT8_CPUS="cortex-a72 max" runs both. qemu does the integer maths exactly, so the distance from the fp32 vector
+# is what those cores compute; its timings mean nothing. The models are converted and
+# quantised on the host, as a device gets them from the server (calibrating under qemu takes
+# about 5 minutes), and the same face chips are embedded on both sides.
+"$PY" "$REPO/bench/bench_int8.py" --faces 20 --reps 1 --cache "$WORK/int8-cache" \
+  --chips "$WORK/int8-cache/chips.npy" --vectors "$WORK/int8-host.npz" \
+  --json "$WORK/int8-host.json" >"$WORK/int8-host.log" 2>&1 \
+  || { tail -n 20 "$WORK/int8-host.log" >&2; fail "bench_int8.py failed on the host"; }
+cp "$REPO/bench/bench_int8.py" "$ROOTFS/work/"
+for CPU in ${FACEFLEET_ARM_INT8_CPUS:-cortex-a72}; do
+  T0=$(date +%s)
+  rm -rf "$ROOTFS/work/int8-cache" && cp -r "$WORK/int8-cache" "$ROOTFS/work/int8-cache"
+  in_arm env QEMU_CPU="$CPU" FACEFLEET_SHARED_DATA=/data python - <<'EOF' >"$WORK/int8-$CPU.log" 2>&1 \
+    || { tail -n 20 "$WORK/int8-$CPU.log" >&2; fail "bench_int8.py failed on an emulated $CPU"; }
+import runpy, struct, sys
+auxv = open("/proc/self/auxv", "rb").read()  # qemu reports the emulated CPU's features here
+hwcap = dict(struct.iter_unpack("<QQ", auxv)).get(16, 0)
+print(f"dot product instructions: {'yes' if hwcap & (1 << 20) else 'no'}", flush=True)
+sys.argv = ["bench_int8.py", "--faces", "20", "--reps", "1", "--cache", "/work/int8-cache",
+            "--chips", "/work/int8-cache/chips.npy", "--vectors", "/work/int8.npz", "--json", "/work/int8.json"]
+runpy.run_path("/work/bench_int8.py", run_name="__main__")
+EOF
+  "$PY" - "$ROOTFS/work" "$WORK" "$CPU" <<'EOF' || fail "int8 on an emulated $CPU is too far from fp32"
+import json, sys
+import numpy as np
+arm, host, cpu = sys.argv[1:]
+r, h = json.load(open(f"{arm}/int8.json")), json.load(open(f"{host}/int8-host.json"))["l2_to_fp32"]
+va, vh = np.load(f"{arm}/int8.npz"), np.load(f"{host}/int8-host.npz")
+dot = open(f"{host}/int8-{cpu}.log").readline().strip()
+l2 = r["l2_to_fp32"]
+fp32_gap = float(np.abs(va["fp32"] - vh["fp32"]).max())
+int8_gap = float(np.linalg.norm(va["int8"] - vh["int8"], axis=1).max())
+print(f"  arm64 {cpu} ({dot}): int8 vs fp32 L2 over {r['faces']} faces: median {l2['median']}, "
+      f"max {l2['max']} (this x86 host: {h['median']}, {h['max']}); same chips, arm64 vs x86: "
+      f"fp32 differ by {fp32_gap:.1e} at most, int8 vectors by L2 {int8_gap:.3f} at most")
+assert r["quantise_s"] < 30, "the int8 model was quantised again instead of taken from the host"
+assert l2["max"] < 0.2, l2  # as on x86 (tests/vision/test_int8_embedder.py); same person: 0.6
+EOF
+  log "int8 on $CPU: $(($(date +%s) - T0)) s"
 done
 
 log "PASS (arm64 via qemu, $(($(date +%s) - START)) s)"
