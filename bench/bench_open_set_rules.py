@@ -13,9 +13,10 @@ each rule is scored in milliseconds. Per rule, one threshold for everybody:
   of the gallery (each enrolled face against the others, its own person removed), as
   training does; the estimate, the measured strangers named, and known named correctly.
 
-Also prints how stranger scores vary with face size and sharpness (quality-aware thresholds),
-and whether the training's estimate (``fit_open_set``, default rule) predicts strangers of the
-enrolled people's own population: over random halves of a group of people (all, the most
+Views: the plain embeddings, the average with the mirrored chip's, and the embeddings
+whitened by the enrolled faces' within-person covariance. Also prints how stranger scores
+vary with face size and sharpness (quality-aware thresholds), and whether the training's
+estimate (``fit_open_set``, default rule) predicts strangers of the enrolled people's own population: over random halves of a group of people (all, the most
 photographed, the others), one half enrolled, every photo of the other half played as a
 stranger, next to the people outside the group and the strangers of ``lfw_dev/strangers``.
 ``--enrol last`` enrols the last 3 photos of each person instead (another split).
@@ -97,6 +98,7 @@ def main() -> None:
     print(f"{gal.sum()} enrolled faces of {K} people, {known.sum()} known probes, {stranger.sum()} strangers")
 
     views = {"plain": z["E"].astype(np.float64), "flip-averaged": (z["E"] + z["F"]).astype(np.float64) / 2}
+    views["within-person whitened (WCCN, shrunk halfway)"] = whiten(views["plain"], gal, yg, K, shrink=0.5)
 
     def first_second(D):
         two = np.sort(D, axis=1)[:, :2]
@@ -158,6 +160,19 @@ def main() -> None:
             r_sharp = np.corrcoef(ss, q[:, 1])[0, 1]
             print(f"quality: stranger scores vs face size r={r_size:+.3f}, vs sharpness r={r_sharp:+.3f}")
             population_check(Xg, yg, V[known], yk, Xs, args.target, args.halves)
+
+
+def whiten(E: np.ndarray, gal: np.ndarray, yg: np.ndarray, k: int, shrink: float) -> np.ndarray:
+    """``E`` seen through the enrolled faces' pooled within-person covariance (WCCN), shrunk
+    toward its mean variance: directions in which one person's photos vary count less."""
+    from facefleet.train.thresholds import centroids
+
+    X = E[gal]
+    R = X - centroids(X, yg, k)[yg]
+    within = R.T @ R / (len(X) - k)
+    s2 = float(np.trace(within)) / len(within)
+    ev, V = np.linalg.eigh((1 - shrink) * within + shrink * s2 * np.eye(len(within)))
+    return E @ (V @ np.diag(np.sqrt(s2 / ev)) @ V.T)
 
 
 def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
