@@ -13,12 +13,13 @@ each rule is scored in milliseconds. Per rule, one threshold for everybody:
   of the gallery (each enrolled face against the others, its own person removed), as
   training does; the estimate, the measured strangers named, and known named correctly.
 
-Views: the plain embeddings, the average with the mirrored chip's, and the embeddings
-whitened by the enrolled faces' within-person covariance. Also prints how stranger scores
-vary with face size and sharpness (quality-aware thresholds), and whether the training's
-estimate (``fit_open_set``, default rule) predicts strangers of the enrolled people's own population: over random halves of a group of people (all, the most
-photographed, the others), one half enrolled, every photo of the other half played as a
-stranger, next to the people outside the group and the strangers of ``lfw_dev/strangers``.
+Views: the plain embeddings, the average with the mirrored chip's, and the embeddings whitened
+by the enrolled faces' within-person covariance. Also prints how stranger scores vary with
+face size and sharpness (quality-aware thresholds), and whether the training's estimate
+(``fit_open_set``, default rule) predicts strangers of the enrolled people's own population:
+over random halves of a group of people (all, the most photographed, the others), one half
+enrolled, every photo of the other half played as a stranger, next to the people outside the
+group and the strangers of ``lfw_dev/strangers``.
 ``--enrol last`` enrols the last 3 photos of each person instead (another split).
 """
 
