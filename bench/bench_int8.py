@@ -45,6 +45,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
         cache = args.cache or Path(tmp)
+        from_cache = any((cache / "onnx").glob("*-int8-*.onnx"))  # then it is used, not made
         t0 = time.perf_counter()
         int8 = create_int8_embedder(cache, calibration_dir=DATA / "faces/lfw_dev/strangers", threads=1)
         quantise_s = time.perf_counter() - t0
@@ -77,6 +78,7 @@ def main() -> int:
         "faces": len(chips),
         "reps": args.reps,
         "quantise_s": round(quantise_s, 1),
+        "int8_from_cache": from_cache,
         "l2_to_fp32": {"median": round(float(np.median(l2)), 4), "max": round(float(l2.max()), 4)},
         "ms_per_face": {
             k: {"p50": round(float(np.median(v)) * 1000, 2), "min": round(float(np.min(v)) * 1000, 2)}
