@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal: left-aligned columns two spaces apart."""
+"""Plain text for the terminal: tables with left-aligned columns, lists of skipped inputs."""
 
 from __future__ import annotations
 
@@ -14,3 +14,11 @@ def text_table(rows: Sequence[Sequence[str]], *, rule: bool = False) -> str:
     if rule:
         lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def skipped_lines(skipped: Sequence[tuple[str, str]], limit: int = 20) -> list[str]:
+    """One indented line per skipped input (where, why), the first ``limit`` of them."""
+    lines = [f"  skipped {where}: {why}" for where, why in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return lines

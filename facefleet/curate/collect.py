@@ -26,6 +26,7 @@ import numpy as np
 from facefleet import compute
 from facefleet.errors import FacefleetError, ImageError
 from facefleet.store.ingest import ingest_found_face, keep_copy
+from facefleet.texttable import skipped_lines
 from facefleet.vision.batch import Failed, Pool, worker_count
 from facefleet.workspace import Workspace
 
@@ -55,10 +56,7 @@ class CollectReport:
             f"{len(self.added)} candidate faces added, {self.duplicates} already in the "
             f"store, {len(self.skipped)} skipped"
         ]
-        lines += [f"  skipped {where}: {why}" for where, why in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
+        return "\n".join(lines + skipped_lines(self.skipped))
 
 
 @dataclass

@@ -39,6 +39,7 @@ from facefleet.formats import (  # noqa: F401 - SentinelCam's formats, re-export
     parse_status,
 )
 from facefleet.store.ingest import ingest_face
+from facefleet.texttable import skipped_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.store import Store
@@ -68,10 +69,7 @@ class ImportReport:
             f"{self.source}: {self.faces_added} faces added, {len(self.people_added)} new people, "
             f"{self.already_present} already in the store, {len(self.skipped)} skipped"
         ]
-        lines += [f"  skipped {where}: {why}" for where, why in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
+        return "\n".join(lines + skipped_lines(self.skipped))
 
 
 # -- pure helpers ---------------------------------------------------------------------------

@@ -151,6 +151,14 @@ def _bool(value: Any, key: str, where: str) -> bool:
     return value
 
 
+def _choices(value: Any, allowed: Any, error: str) -> tuple[str, ...]:
+    """A name or a non-empty list of names, each one of ``allowed``; ``error`` otherwise."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or any(n not in allowed for n in names):
+        raise ConfigError(error)
+    return tuple(names)
+
+
 def config_from_dict(
     doc: dict[str, Any], where: str = "config", defaults: TrainConfig | None = None
 ) -> TrainConfig:
@@ -175,11 +183,9 @@ def config_from_dict(
 
     statuses = cfg.statuses
     if "statuses" in inp:
-        st = inp["statuses"]
-        st = [st] if isinstance(st, str) else st
-        if not isinstance(st, list) or not st or any(s not in STATUSES for s in st):
-            raise ConfigError(f"{where}: 'inputs.statuses' must list some of {', '.join(STATUSES)}")
-        statuses = tuple(st)
+        statuses = _choices(
+            inp["statuses"], STATUSES, f"{where}: 'inputs.statuses' must list some of {', '.join(STATUSES)}"
+        )
     name = out.get("name", cfg.name)
     model_name = out.get("model_name", cfg.model_name)
     if name is not None and (not isinstance(name, str) or not name.strip() or "/" in name):
@@ -190,11 +196,9 @@ def config_from_dict(
     s = cfg.search
     kernels = s.kernels
     if "kernels" in par:
-        k = par["kernels"]
-        k = [k] if isinstance(k, str) else k
-        if not isinstance(k, list) or not k or any(x not in KERNELS for x in k):
-            raise ConfigError(f"{where}: 'parameters.kernels' must list rbf and/or linear")
-        kernels = tuple(k)
+        kernels = _choices(
+            par["kernels"], KERNELS, f"{where}: 'parameters.kernels' must list rbf and/or linear"
+        )
     method = par.get("method", s.method)
     if method not in METHODS:
         raise ConfigError(f"{where}: 'parameters.method' must be one of {', '.join(METHODS)}")
