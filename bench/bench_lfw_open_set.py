@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_lfw_open_set.py [--data ../shared/data/faces/lfw_dev]
         [--compare-src DIR]   # also run another facefleet checkout (e.g. the previous default)
+        [--reviewed N]        # first review N strangers the cameras "saw" (the curation loop)
 
 Enrols the first 3 photos (sorted by name) of each person in ``lfw_dev/people`` with
 ``enroll --folder --largest`` (LFW photos often show a second face; the subject is the
@@ -15,6 +16,11 @@ Prints, per decider: strangers named, known people named correctly, rejected, na
 else, the false-accept estimate the training reported, and images/s of each step.
 ``--compare-src`` runs the same script on another source tree (a checkout of an older commit)
 in a subprocess and prints its trained-model column next to this one.
+
+``--reviewed N`` plays the curation loop before training: N of the stranger photos (every
+other one, sorted by name) are collected as captures (``collect``) and labelled as nobody
+enrolled (``label --stranger``); the other strangers are the probes. From 499 reviewed
+strangers at the default target they alone set the operating point.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def figures(decided: dict[str, str | None], truth: dict[str, str | None]) -> dic
     }
 
 
-def run(data: Path, workers: int) -> dict:
+def run(data: Path, workers: int, reviewed: int = 0) -> dict:
     os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import numpy as np
@@ -86,12 +92,16 @@ def run(data: Path, workers: int) -> dict:
         ws = Workspace.init(tmp / "ws")
         gallery, rest = link_first(data / "people", tmp / "gallery", 3)
         strangers = sorted(p for p in (data / "strangers").iterdir() if p.is_file())
+        seen = strangers[0::2][:reviewed]
+        strangers = [p for p in strangers if p not in set(seen)]
         truth = {str(p): p.parent.name for p in rest} | {str(p): None for p in strangers}
         items = plan_folder(gallery)
         t0 = time.perf_counter()
         rep = enroll(ws, items, largest=True, workers=workers)
         out["enrol"] = {"photos": len(items), "accepted": len(rep.accepted)}
         out["enrol"]["images_s"] = len(items) / (time.perf_counter() - t0)
+        if seen:
+            out["reviewed"] = review_strangers(ws, seen, tmp / "captures")
         t0 = time.perf_counter()
         res = train(ws)
         took = time.perf_counter() - t0
@@ -130,6 +140,24 @@ def run(data: Path, workers: int) -> dict:
     return out
 
 
+def review_strangers(ws, photos: list[Path], folder: Path) -> dict:
+    """``collect`` the photos as a folder of captures, then ``label --stranger`` every face."""
+    from facefleet.curate.collect import collect
+    from facefleet.curate.labels import stranger
+
+    folder.mkdir()
+    for p in photos:
+        (folder / p.name).symlink_to(p)
+    t0 = time.perf_counter()
+    report = collect(ws, [folder])
+    store = ws.open_store()
+    try:
+        labelled = stranger(store, report.added)
+    finally:
+        store.close()
+    return {"photos": len(photos), "labelled": len(labelled), "seconds": time.perf_counter() - t0}
+
+
 def metric(trained: dict | None, key: str, fmt) -> str:
     return fmt(trained["metrics"][key]) if trained and key in trained["metrics"] else "-"
 
@@ -145,6 +173,7 @@ def main() -> None:
     parser.add_argument("--compare-src", type=Path, help="another source tree, run in a subprocess")
     parser.add_argument("--compare-json", type=Path, help="a --json file of an earlier run to show beside")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reviewed", type=int, default=0, help="strangers reviewed before training (<= 500)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--show", type=Path, help="only print the table of a --json file written before")
     args = parser.parse_args()
@@ -158,11 +187,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             dest = Path(tmp) / "other.json"
             cmd = [sys.executable, __file__, "--data", str(args.data), "--src", str(args.compare_src)]
-            cmd += ["--workers", str(args.workers), "--json", str(dest)]
+            cmd += ["--workers", str(args.workers), "--reviewed", str(args.reviewed), "--json", str(dest)]
             env = {**os.environ, "PYTHONPATH": str(args.compare_src.resolve())}
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             other = json.loads(dest.read_text())["mine"]
-    mine = run(args.data, args.workers)
+    mine = run(args.data, args.workers, args.reviewed)
     if args.json:
         args.json.write_text(json.dumps({"mine": mine, "other": other}, indent=1))
     print_table(mine, other)
@@ -174,6 +203,9 @@ def print_table(mine: dict, other: dict | None) -> None:
         f"lfw_dev: {mine['enrol']['accepted']} of {mine['enrol']['photos']} enrolment photos accepted, "
         f"{m['known']} known probe photos, {m['strangers']} strangers"
     )
+    if "reviewed" in mine:
+        r = mine["reviewed"]
+        print(f"reviewed before training: {r['labelled']} of {r['photos']} stranger photos (collect, label)")
     cols = [("nearest neighbour, 0.6", mine["nn_0.6"], None, mine)]
     if other is not None:
         cols.append((f"trained ({Path(other['source']).name})", other["model"], other["train"], other))
@@ -195,6 +227,14 @@ def print_table(mine: dict, other: dict | None) -> None:
         (
             "  stranger trials behind it",
             lambda c, t, r: metric(t, "far_trials", lambda v: str(int(v))),
+        ),
+        (
+            "  of them reviewed strangers",
+            lambda c, t, r: metric(t, "far_reviewed_share", lambda v: f"{100 * v:.0f} %"),
+        ),
+        (
+            "  enrolled people as strangers",
+            lambda c, t, r: metric(t, "gallery_far", lambda v: pct(v)),
         ),
         ("enrol, images/s", lambda c, t, r: f"{r['enrol']['images_s']:.1f}"),
         ("train, faces/s", lambda c, t, r: f"{t['faces_s']:.1f} ({t['seconds']:.0f} s)" if t else "-"),

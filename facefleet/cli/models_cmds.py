@@ -60,7 +60,7 @@ def _show(args: argparse.Namespace) -> int:
     if info.description:
         print(f"  notes:    {info.description}")
     if "far" in info.metrics:
-        from facefleet.cli.train_cmds import far_line
+        from facefleet.train.model import far_line
 
         print(f"  open set: {far_line(info.metrics)}")
     for title, mapping in (("tags", info.tags), ("params", info.params), ("metrics", info.metrics)):

@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facefleet.train.config import load_config
+    from facefleet.train.model import far_line
     from facefleet.train.pipeline import train
 
     ws = Workspace.find(args.workspace)
@@ -117,17 +118,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if res.report:
         print(f"  report notebook {res.report}")
     return 0
-
-
-def far_line(m: dict) -> str:
-    """The false-accept estimate as a person reads it (``models show`` prints it too)."""
-    if "far_trials" not in m:  # trained before the estimate existed
-        return f"false accepts (per impostor pair, older estimate): {m.get('far', float('nan')):.4f}"
-    return (
-        f"strangers named (estimate): {100 * m['far']:.2f} % "
-        f"(95 % interval {100 * m['far_low']:.2f}-{100 * m['far_high']:.2f} %, "
-        f"{int(m['far_trials'])} stranger trials; target {100 * m['target_far']:.2f} %)"
-    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -87,7 +87,7 @@ def build_model(
     cv_pred = cv_predictions(X, y, fitted, seed=space.seed)
     metrics: dict[str, float] = {
         "target_far": open_set.target_far,
-        "far": fit.far.rate,  # strangers named: leave-whole-person-out estimate
+        "far": fit.far.rate,  # strangers named, estimated on the trials that set the threshold
         "far_low": fit.far.low,
         "far_high": fit.far.high,
         "far_trials": float(fit.far.trials),
@@ -108,6 +108,11 @@ def build_model(
     if fit.stranger_far is not None:
         metrics["stranger_far"] = fit.stranger_far.rate
         metrics["stranger_trials"] = float(fit.stranger_far.trials)
+        # share of the trials behind ``far`` that are reviewed strangers (1: they alone)
+        metrics["far_reviewed_share"] = fit.stranger_far.trials / fit.far.trials if fit.far.trials else 0.0
+    if fit.gallery_far is not None:
+        metrics["gallery_far"] = fit.gallery_far.rate  # enrolled people played as strangers
+        metrics["gallery_trials"] = float(fit.gallery_far.trials)
     if np.bincount(y).max() >= 2:  # with one photo of everyone there is nothing to cross-validate
         metrics["cv_accuracy"] = float((cv_pred == y).mean())
     for fam, score in fitted.scores.items():
@@ -135,3 +140,25 @@ def build_model(
             "strangers": len(sdist),
         },
     )
+
+
+def far_line(m: dict) -> str:
+    """The false-accept estimate as a person reads it (``models show`` prints it too)."""
+    if "far_trials" not in m:  # trained before the estimate existed
+        return f"false accepts (per impostor pair, older estimate): {m.get('far', float('nan')):.4f}"
+    trials = int(m["far_trials"])
+    reviewed = round(trials * m.get("far_reviewed_share", 0.0))
+    if reviewed == trials:
+        source = f"{reviewed} reviewed strangers"
+    elif reviewed:
+        source = f"{trials - reviewed} enrolled people's trials as strangers + {reviewed} reviewed strangers"
+    else:
+        source = f"{trials} trials of enrolled people played as strangers"
+    line = (
+        f"strangers named (estimate): {100 * m['far']:.2f} % "
+        f"(95 % interval {100 * m['far_low']:.2f}-{100 * m['far_high']:.2f} %, "
+        f"{source}; target {100 * m['target_far']:.2f} %)"
+    )
+    if reviewed == trials and "gallery_far" in m:
+        line += f"; enrolled people played as strangers named {100 * m['gallery_far']:.2f} %"
+    return line

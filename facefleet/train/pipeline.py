@@ -311,6 +311,7 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
     from sklearn.metrics import classification_report
 
     from facefleet.train.plots import strangers_missed_png
+    from facefleet.train.thresholds import CALIBRATION_SOURCES
 
     f = trained.fitted
     params = {
@@ -348,7 +349,7 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
                 fit.curve["known_missed"],
                 fit.curve["strangers_named"],
                 (fit.frr, fit.far.rate),
-                f"Training estimate ({fit.far.trials} stranger trials, leave-whole-person-out)",
+                f"Training estimate ({fit.far.trials} trials: {CALIBRATION_SOURCES[fit.calibrated_on]})",
                 interval=(fit.far.low, fit.far.high),
             )
         )

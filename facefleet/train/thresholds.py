@@ -11,13 +11,18 @@ its candidate's score is within the candidate's threshold and its centroid dista
 The thresholds come from one system-level target, "at most ``target_far`` of the strangers
 named by the whole gallery": every enrolled person in turn plays the stranger against all the
 others (leave-whole-person-out; the other people's centroids do not depend on them), and
-faces reviewed as strangers join those trials. The threshold is the largest score admitting at
-most ``target_far`` of the trials. The reported estimate is honest: each trial is decided by
-a threshold calibrated without that trial's person, and its Wilson interval counts the trials
-of one person as correlated (:func:`effective_trials`). It predicts strangers drawn from the
-same population as the enrolled people (lfw_dev people held out whole, ORL); strangers who
-look less alike than the enrolled people do among themselves are named less often than
-estimated, and strangers who look more alike more often (``bench/bench_open_set_rules.py``).
+faces reviewed as strangers join those trials. The threshold is the largest score at which a
+new trial of the same population is named with probability at most ``target_far``
+(:func:`admitted`: k of n trials, k = floor(target (n+1)) - 1). The reported estimate is
+honest: each trial is decided by a threshold calibrated without that trial's person, and its
+Wilson interval counts the trials of one person as correlated (:func:`effective_trials`).
+
+The gallery's trials predict strangers drawn from the same population as the enrolled people
+(lfw_dev people held out whole, ORL); strangers who look less alike than the enrolled people
+do among themselves are named less often than estimated, and strangers who look more alike
+more often (``bench/bench_open_set_rules.py``). Strangers the cameras saw, once reviewed, are
+the population itself: from :data:`MIN_ADMITTED_STRANGERS` admitted of them (499 at 1 %)
+they set the threshold and the estimate alone, and the gallery's trials are only reported.
 Faces labelled "not <person>" then lower that one person's threshold below their score.
 """
 
@@ -111,19 +116,40 @@ def genuine_trials(dist: np.ndarray, y: np.ndarray, params: OpenSetParams) -> tu
     return margin_scores(d[ok], params), ok
 
 
+def admitted(n: int, target: float) -> int:
+    """How many of ``n`` calibration trials a threshold may admit so that a new trial from
+    the same population is named with probability at most ``target``.
+
+    A threshold just below the (k+1)-th smallest of n scores names a new score with
+    probability (k+1) / (n+1) (its rank among the n+1 is uniform), so k = floor(target (n+1)) - 1,
+    one fewer than ``target`` of the trials would suggest: with 500 trials at 1 % that is 4, not 5
+    (1.2 % of new strangers named). -1 (fewer than 1 / target - 1 trials): no threshold can
+    promise the target, and ``calibrate`` admits none of the trials.
+    """
+    return int(math.floor(target * (n + 1) + 1e-9)) - 1
+
+
 def calibrate(scores: np.ndarray, target: float) -> float:
-    """The largest threshold naming at most ``target`` of the trials (``score <= t``)."""
+    """The largest threshold (``score <= t`` names) that names a new trial from the trials'
+    population with probability at most ``target`` (:func:`admitted`)."""
     s = np.sort(np.asarray(scores, dtype=np.float64))
     if len(s) == 0:
         return math.inf
-    k = int(math.floor(target * len(s) + 1e-9))
+    k = admitted(len(s), target)
+    if k < 0:
+        return float(np.nextafter(s[0], -np.inf))
     return float(np.nextafter(s[k], -np.inf)) if k < len(s) else math.inf
 
 
 def leave_group_out_thresholds(scores: np.ndarray, groups: np.ndarray, target: float) -> np.ndarray:
-    """Per trial: ``calibrate`` over all trials except those of the trial's own group (its
-    person), computed without refitting from scratch (one sort, then a walk past the group's
-    own positions)."""
+    """Per trial: the threshold ``calibrate`` would give, at the rank it gives on all trials,
+    over all trials except those of the trial's own group (its person), computed without
+    refitting from scratch (one sort, then a walk past the group's own positions).
+
+    The rank is the full fit's (:func:`admitted` of all n trials) so that each trial meets the
+    threshold the model ships, only without its own person's scores; the rank of n - 1 trials
+    would be one lower whenever target (n+1) is a whole number (at 499 trials and 1 %: an
+    estimate of 0.80 % for a threshold naming 1.0 % of new strangers)."""
     s = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
     order = np.argsort(s, kind="stable")
@@ -135,10 +161,10 @@ def leave_group_out_thresholds(scores: np.ndarray, groups: np.ndarray, target: f
     members = [[] for _ in uniq]
     for i, g in enumerate(inverse):
         members[g].append(pos[i])
+    k = max(admitted(len(s), target), 0)
     for g, own in enumerate(members):
         own.sort()
         rest = len(s) - len(own)
-        k = int(math.floor(target * rest + 1e-9))
         if rest == 0 or k >= rest:
             t = math.inf
         else:
@@ -206,11 +232,28 @@ def estimate(named: np.ndarray, groups: np.ndarray | None = None) -> Estimate:
     return Estimate(k / n if n else 0.0, low, high, k, n, n_eff)
 
 
+# Reviewed strangers alone set the operating point once the threshold may admit this many of
+# them (499 at a target of 1 %, 99 at 5 %): fewer, and one stranger more or less moves it a lot.
+MIN_ADMITTED_STRANGERS = 4
+CALIBRATION_SOURCES = {
+    "gallery": "enrolled people played as strangers",
+    "gallery+strangers": "enrolled people played as strangers and reviewed strangers",
+    "strangers": "reviewed strangers",
+}
+
+
+def strangers_take_over(n_strangers: int, target: float) -> bool:
+    """Whether ``n_strangers`` reviewed strangers are enough to calibrate on alone."""
+    return admitted(n_strangers, target) >= MIN_ADMITTED_STRANGERS
+
+
 @dataclass
 class OpenSetFit:
     thresholds: np.ndarray  # K per-person thresholds on the score
     system_threshold: float  # before negatives lowered single people's thresholds
-    far: Estimate  # strangers named (leave-whole-person-out + reviewed strangers)
+    far: Estimate  # strangers named, from the trials that set the threshold
+    calibrated_on: str  # "gallery", "gallery+strangers" or "strangers" (reviewed strangers)
+    gallery_far: Estimate | None  # enrolled people played as strangers (leave-whole-person-out)
     stranger_far: Estimate | None  # the reviewed strangers alone
     frr: float  # gallery faces (leave-one-out) not named correctly
     genuine_trials: int
@@ -229,28 +272,31 @@ def fit_open_set(
     ``dist``: N x K centroid distances of the gallery faces (``y`` their classes);
     ``strangers``: Ns x K centroid distances of faces reviewed as nobody enrolled;
     ``negatives``: (Nn x K centroid distances, Nn classes the faces are *not*).
+
+    The gallery's own trials stand in for strangers until enough reviewed ones exist
+    (:func:`strangers_take_over`): those are the strangers the cameras really see, while the
+    gallery's trials predict strangers who look like the enrolled people among themselves
+    (on lfw_dev up to five times as often named as the people of its strangers folder).
     """
     dist = np.asarray(dist, dtype=np.float64)
     y = np.asarray(y)
     n, k = dist.shape
-    trials = stranger_trials(dist, y, params) if k > 1 else Scores(*(np.zeros(0),) * 3)
-    groups = list(y[: len(trials.score)])
-    scores = [trials.score]
-    cands = [trials.candidate]
-    dists = [trials.distance]
-    n_s = 0
-    if strangers is not None and len(strangers):
-        st = margin_scores(strangers, params)
-        scores.append(st.score)
-        cands.append(st.candidate)
-        dists.append(st.distance)
-        n_s = len(st.score)
-        groups += list(range(k, k + n_s))  # each reviewed stranger is their own person
-    s = np.concatenate(scores)
-    c = np.concatenate(cands).astype(np.int64)
-    far_enough = np.concatenate(dists) > params.max_threshold
-    s_eff = np.where(far_enough, np.inf, s)  # never named, whatever the threshold
-    g = np.asarray(groups)
+    gal = stranger_trials(dist, y, params) if k > 1 else Scores(*(np.zeros(0),) * 3)
+    st = margin_scores(strangers, params) if strangers is not None and len(strangers) else None
+    n_s = 0 if st is None else len(st.score)
+    n_g = len(gal.score)
+    takeover = strangers_take_over(n_s, params.target_far)
+    parts = [("gallery", gal, y[:n_g])] if not takeover else []
+    if st is not None:
+        parts.append(("strangers", st, np.arange(k, k + n_s)))  # each reviewed stranger is their own person
+    calibrated_on = "+".join(name for name, _, _ in parts) or "gallery"
+
+    def effective(sc: Scores) -> np.ndarray:  # never named, whatever the threshold, if too far
+        return np.where(sc.distance > params.max_threshold, np.inf, sc.score)
+
+    s_eff = np.concatenate([effective(sc) for _, sc, _ in parts]) if parts else np.zeros(0)
+    c = np.concatenate([sc.candidate for _, sc, _ in parts]).astype(np.int64) if parts else np.zeros(0, int)
+    g = np.concatenate([grp for _, _, grp in parts]) if parts else np.zeros(0, int)
     # no score of a face within max_threshold of its centroid exceeds max_threshold
     system = min(calibrate(s_eff, params.target_far), params.max_threshold)
     below = np.full(k, np.inf)  # per person: just below their "not this person" faces
@@ -265,6 +311,8 @@ def fit_open_set(
         named = s_eff <= np.minimum(own, below[c])
     else:
         named = np.zeros(0, dtype=bool)
+    # calibrated on reviewed strangers alone, the threshold never saw the gallery's trials
+    gal_named = effective(gal) <= thr[gal.candidate.astype(np.int64)] if takeover else named[:n_g]
     gen, ok = genuine_trials(dist, y, params)
     yg = y[ok]
     correct = (gen.candidate == yg) & (gen.score <= thr[yg]) & (gen.distance <= params.max_threshold)
@@ -278,7 +326,9 @@ def fit_open_set(
         thresholds=thr,
         system_threshold=system,
         far=estimate(named, g),
-        stranger_far=estimate(named[len(trials.score) :]) if n_s else None,
+        calibrated_on=calibrated_on,
+        gallery_far=estimate(gal_named, y[:n_g]) if n_g else None,
+        stranger_far=estimate(named[len(s_eff) - n_s :]) if n_s else None,
         frr=frr,
         genuine_trials=int(ok.sum()),
         curve={"threshold": grid.tolist(), "strangers_named": sn, "known_missed": gm},

@@ -88,6 +88,9 @@ def test_report_shows_the_stranger_estimate_and_its_plot(tmp_path_factory):
     out = report.run_report(ws, run.info.run_id, {})
     nb = nbformat.read(out, as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "strangers named (estimate): 1.15 % (95 % interval 0.70-1.89 %) over 1303 stranger trials" in text
+    assert (
+        "strangers named (estimate): 1.15 % (95 % interval 0.70-1.89 %, 1303 trials of enrolled people "
+        "played as strangers; target 1.00 %); known faces missed (leave-one-out) 10.8 %"
+    ) in text
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) == 2  # the training's curve and the metrics plot

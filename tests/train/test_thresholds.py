@@ -11,6 +11,7 @@ import pytest
 from facefleet.registry.inference import pairwise_distances, softmax_scores
 from facefleet.train.thresholds import (
     OpenSetParams,
+    admitted,
     calibrate,
     centroids,
     class_distances,
@@ -24,6 +25,7 @@ from facefleet.train.thresholds import (
     loo_class_distances,
     margin_scores,
     stranger_trials,
+    strangers_take_over,
     wilson,
 )
 
@@ -55,25 +57,43 @@ def test_a_ranker_other_than_the_nearest_centroid_never_scores_better():
     assert np.all(other >= best - 1e-12)  # so the nearest-centroid estimate bounds them all
 
 
-def test_calibrate_names_at_most_the_target():
+def test_calibrate_admits_what_keeps_a_new_trial_within_the_target():
+    # a threshold just below the (k+1)-th of n scores names a new score with chance (k+1)/(n+1)
+    assert [admitted(n, 0.01) for n in (98, 99, 499, 500, 1303)] == [-1, 0, 4, 4, 12]
+    assert admitted(99, 0.05) == 4 and admitted(19, 0.05) == 0
     s = np.arange(100) / 100.0
-    for target in (0.0, 0.01, 0.05, 0.5):
+    for target in (0.01, 0.05, 0.5):
         t = calibrate(s, target)
-        assert (s <= t).mean() <= target
-        assert (s <= np.nextafter(t, np.inf) + 1e-9).mean() > target  # and is the largest such
+        k = int((s <= t).sum())
+        assert k == max(admitted(100, target), 0) and (k + 1) / 101 <= target
+        assert (k + 2) / 101 > target or k == 100  # and the largest such
+    assert calibrate(s, 0.0) < 0.0  # below every trial: nothing can do better
     assert calibrate([0.2, 0.2, 0.2], 0.5) < 0.2  # ties are not split
     assert calibrate([], 0.1) == math.inf
 
 
-def test_leave_group_out_equals_refitting_without_the_group():
+def test_calibrated_threshold_names_new_trials_at_the_target_on_average():
+    rng = np.random.default_rng(4)
+    for n, target in ((200, 0.05), (500, 0.01), (60, 0.1)):
+        # uniform scores: a threshold t names a new trial with probability t
+        rates = [min(max(calibrate(rng.uniform(size=n), target), 0.0), 1.0) for _ in range(3000)]
+        assert 0.85 * target <= float(np.mean(rates)) <= 1.02 * target, (n, target, np.mean(rates))
+
+
+def test_leave_group_out_equals_the_full_fits_rank_without_the_group():
     rng = np.random.default_rng(0)
     s = rng.normal(size=300)
     groups = rng.integers(0, 40, size=300)
     for target in (0.01, 0.1, 0.3):
         fast = leave_group_out_thresholds(s, groups, target)
+        k = max(admitted(len(s), target), 0)  # the rank of the full fit
         for g in np.unique(groups):
             mine = groups == g
-            assert np.all(fast[mine] == calibrate(s[~mine], target))
+            assert np.all(fast[mine] == np.nextafter(np.sort(s[~mine])[k], -np.inf))
+    # one trial a group: a trial below the shipped rank is named, one above it is not
+    s = np.arange(500.0)
+    named = s <= leave_group_out_thresholds(s, np.arange(500), 0.01)
+    assert named.sum() == admitted(500, 0.01) + 1 and named[:5].all()
 
 
 def test_trials_use_the_right_centroids():
@@ -119,12 +139,50 @@ def test_fit_open_set_honest_estimate_negatives_and_strangers():
     negatives = (pairwise_distances(face, C), np.array([5]))
     fit2 = fit_open_set(pairwise_distances(X, C), y, params, strangers=strangers, negatives=negatives)
     assert fit2.far.trials == 100 and fit2.stranger_far is not None and fit2.stranger_far.trials == 10
+    assert fit.calibrated_on == "gallery" and fit2.calibrated_on == "gallery+strangers"
+    assert fit2.gallery_far is not None and fit2.gallery_far.named == 6
     assert fit2.stranger_far.named == 0  # far from everybody: beyond max_threshold
     score5 = class_scores(negatives[0], params)[0, 5]
     assert fit2.thresholds[5] < score5 and np.all(np.delete(fit2.thresholds, 5) == fit2.system_threshold)
     curve = fit2.curve
     assert len(curve["threshold"]) == len(curve["strangers_named"]) == len(curve["known_missed"])
     assert curve["strangers_named"] == sorted(curve["strangers_named"])  # grows with the threshold
+
+
+def test_enough_reviewed_strangers_set_the_threshold_alone():
+    # the gallery is two tight look-alike pairs among 20 people; the strangers the cameras saw
+    # are spread widely, some of them near enrolled people
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(0, 4, size=(20, 8))
+    centres[1], centres[3] = centres[0] + 0.05, centres[2] + 0.05
+    X = np.repeat(centres, 3, axis=0) + rng.normal(scale=0.02, size=(60, 8))
+    y = np.repeat(np.arange(20), 3)
+    C = centroids(X, y, 20)
+    params = OpenSetParams(target_far=0.05, margin=0.5, far_distance=1.0, max_threshold=0.6)
+    near = centres[rng.integers(0, 20, size=150)] + rng.normal(scale=0.12, size=(150, 8))
+    assert not strangers_take_over(98, 0.05) and strangers_take_over(99, 0.05)
+    few = fit_open_set(pairwise_distances(X, C), y, params, strangers=pairwise_distances(near[:40], C))
+    assert few.calibrated_on == "gallery+strangers" and few.far.trials == 100
+    fit = fit_open_set(pairwise_distances(X, C), y, params, strangers=pairwise_distances(near[:100], C))
+    assert fit.calibrated_on == "strangers"
+    assert fit.far.trials == 100 and fit.stranger_far is not None and fit.stranger_far.trials == 100
+    assert fit.far.named == admitted(99, 0.05) + 1  # each stranger against the other 99
+    assert fit.system_threshold == min(calibrate(_scores(near[:100], C, params), 0.05), 0.6)
+    # the gallery's trials are judged against the strangers' threshold, not calibrated on:
+    # the look-alike pairs' 12 faces are named as their twin
+    assert fit.gallery_far is not None and fit.gallery_far.trials == 60 and fit.gallery_far.named == 12
+    named = _named(near[100:], C, fit.thresholds, params)
+    assert 0 < named.sum() <= 10  # 50 new strangers of the same population: about 5 % named
+
+
+def _scores(V, C, params):
+    s = margin_scores(pairwise_distances(V, C), params)
+    return np.where(s.distance > params.max_threshold, np.inf, s.score)
+
+
+def _named(V, C, thresholds, params):
+    s = margin_scores(pairwise_distances(V, C), params)
+    return (s.score <= thresholds[s.candidate]) & (s.distance <= params.max_threshold)
 
 
 def test_effective_trials_discount_a_persons_correlated_trials():

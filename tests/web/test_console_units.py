@@ -81,8 +81,11 @@ def test_settings_are_validated():
 
 
 def test_summary_metrics_finds_prefixed_keys():
-    got = summary_metrics({"val_accuracy": 0.9, "stranger_far": 0.01, "val_known_false_reject_rate": 0.02})
+    got = summary_metrics({"val_accuracy": 0.9, "far": 0.01, "val_known_false_reject_rate": 0.02})
     assert got == {"accuracy": 0.9, "strangers named": 0.01, "known rejected": 0.02}
+    trained = {"target_far": 0.01, "gallery_far": 0.03, "stranger_far": 0.02, "far": 0.012, "frr": 0.1}
+    assert summary_metrics(trained)["strangers named"] == 0.012  # the estimate behind the threshold
+    assert summary_metrics({**trained, "val_unknown_false_accept_rate": 0.004})["strangers named"] == 0.004
     assert summary_metrics({}) == {"accuracy": None, "strangers named": None, "known rejected": None}
 
 

@@ -19,21 +19,26 @@ from facefleet.web.console.app import console_of, writer
 
 router = APIRouter()
 
-# what people ask about a version, and the metric keys that answer it (first found wins)
+# what people ask about a version, and the metric keys that answer it (first found wins):
+# measured on held-out photos (validate, evaluate), else the training's own estimate
 SUMMARY = {
     "accuracy": ("accuracy", "val_accuracy", "test_accuracy", "closed_set_accuracy", "cv_accuracy"),
-    "strangers named": ("unknown_false_accept_rate", "stranger_far", "far"),
+    "strangers named": ("unknown_false_accept_rate", "far"),
     "known rejected": ("known_false_reject_rate", "frr"),
 }
 
 
 def summary_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
-    """The headline figures of a version from its metrics, under any prefix (pure)."""
+    """The headline figures of a version from its metrics (pure). A key also matches under a
+    prefix (``val_known_false_reject_rate``) when it is a multi-word name; a short one such as
+    ``far`` only as itself (``target_far`` and ``gallery_far`` are other figures)."""
     out: dict[str, float | None] = {}
     for label, keys in SUMMARY.items():
         out[label] = None
         for key in keys:
-            hit = next((v for k, v in metrics.items() if k == key or k.endswith("_" + key)), None)
+            hit = metrics.get(key)
+            if hit is None and "_" in key:
+                hit = next((v for k, v in metrics.items() if k.endswith("_" + key)), None)
             if hit is not None:
                 out[label] = hit
                 break
