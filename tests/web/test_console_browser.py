@@ -186,6 +186,17 @@ def test_admin_promotes_with_a_reason(browser, server, console_ws):
     assert "checked on the pbs clip" in browser.find_element(By.ID, "history").text
 
 
+def test_a_version_says_what_its_stranger_estimate_rests_on(browser, server, console_ws):
+    from facefleet.registry.versions import resolve_version
+    from facefleet.train.model import far_line
+
+    metrics = resolve_version(console_ws, 1).metrics
+    sign_in(browser, server, "vic", "/models/1")
+    text = browser.find_element(By.ID, "estimate").text
+    assert text == far_line(metrics) and text.startswith("strangers named (estimate): ")
+    assert f"{int(metrics['far_trials'])} trials of enrolled people played as strangers" in text
+
+
 def test_admin_deploys_to_a_group_and_watches_it(browser, server, console_ws, console_devices):
     from facefleet.fleet import status
     from facefleet.layout import CURRENT, link_target

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry import versions as reg
 from facefleet.registry.format import read_manifest
+from facefleet.train.model import far_line
 from facefleet.web.console import auth
 from facefleet.web.console.app import console_of, writer
 
@@ -172,6 +173,7 @@ def version(version: int, request: Request) -> Response:
         "version.html",
         info=info,
         summary=summary_metrics(info.metrics),
+        estimate=far_line(info.metrics) if "far_trials" in info.metrics else None,
         thresholds=sorted((manifest.get("thresholds") or {}).items()),
         plots=_plots(c, info),
         aliases=reg.ALIASES,
