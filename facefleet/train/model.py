@@ -7,6 +7,7 @@ figures a bundle and an MLflow run need.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from facefleet.train.thresholds import (
     RULE,
     OpenSetFit,
     OpenSetParams,
+    admitted,
     centroids,
     fit_open_set,
     fit_temperature,
@@ -161,4 +163,8 @@ def far_line(m: dict) -> str:
     )
     if reviewed == trials and "gallery_far" in m:
         line += f"; enrolled people played as strangers named {100 * m['gallery_far']:.2f} %"
+    if admitted(trials, m["target_far"]) < 0:
+        needed = math.ceil(1.0 / m["target_far"] - 1e-9) - 1  # the fewest with admitted(n) = 0
+        line += f"; {trials} trials cannot promise the target: that needs {needed}"
+        line += " (enrol more people or review strangers)"
     return line

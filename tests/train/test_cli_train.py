@@ -88,3 +88,26 @@ def test_evaluate_unknown_model(tmp_path, faces_dir, capsys, ref):
     )
     assert code == 2
     assert "face_model" in capsys.readouterr().err
+
+
+def test_far_line_says_what_the_estimate_rests_on():
+    from facefleet.train.model import far_line
+    from facefleet.train.thresholds import admitted
+
+    base = {"far": 0.0107, "far_low": 0.0058, "far_high": 0.0197, "target_far": 0.01}
+    gallery = far_line({**base, "far_trials": 1303.0})
+    assert gallery == (
+        "strangers named (estimate): 1.07 % (95 % interval 0.58-1.97 %, 1303 trials of enrolled "
+        "people played as strangers; target 1.00 %)"
+    )
+    pooled = far_line({**base, "far_trials": 1403.0, "far_reviewed_share": 100 / 1403})
+    assert "1303 enrolled people's trials as strangers + 100 reviewed strangers" in pooled
+    alone = far_line({**base, "far_trials": 500.0, "far_reviewed_share": 1.0, "gallery_far": 0.0192})
+    assert "500 reviewed strangers; target" in alone and alone.endswith("as strangers named 1.92 %")
+    small = far_line({**base, "far_trials": 47.0})
+    assert small.endswith(
+        "47 trials cannot promise the target: that needs 99 (enrol more people or review strangers)"
+    )
+    assert admitted(98, 0.01) < 0 <= admitted(99, 0.01)
+    assert "cannot promise" not in far_line({**base, "far_trials": 99.0})
+    assert "older estimate" in far_line({"far": 0.0002})
