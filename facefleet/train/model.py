@@ -145,11 +145,15 @@ def build_model(
 
 
 def far_line(m: dict) -> str:
-    """The false-accept estimate as a person reads it (``models show`` prints it too)."""
+    """The false-accept estimate as a person reads it, from a version's metrics, with what it
+    rests on (``train``, ``models show``, the report and the console print it)."""
     if "far_trials" not in m:  # trained before the estimate existed
         return f"false accepts (per impostor pair, older estimate): {m.get('far', float('nan')):.4f}"
     trials = int(m["far_trials"])
-    reviewed = round(trials * m.get("far_reviewed_share", 0.0))
+    if "far_reviewed_share" in m:
+        reviewed = round(trials * m["far_reviewed_share"])
+    else:  # trained before the share was recorded: reviewed strangers were always pooled
+        reviewed = int(m.get("stranger_trials", 0))
     if reviewed == trials:
         source = f"{reviewed} reviewed strangers"
     elif reviewed:

@@ -102,6 +102,7 @@ def test_far_line_says_what_the_estimate_rests_on():
     )
     pooled = far_line({**base, "far_trials": 1403.0, "far_reviewed_share": 100 / 1403})
     assert "1303 enrolled people's trials as strangers + 100 reviewed strangers" in pooled
+    assert far_line({**base, "far_trials": 1403.0, "stranger_trials": 100.0}) == pooled  # older runs
     alone = far_line({**base, "far_trials": 500.0, "far_reviewed_share": 1.0, "gallery_far": 0.0192})
     assert "500 reviewed strangers; target" in alone and alone.endswith("as strangers named 1.92 %")
     small = far_line({**base, "far_trials": 47.0})

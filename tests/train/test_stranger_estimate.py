@@ -82,8 +82,8 @@ def lfw_slice(faces_dir, tmp_path_factory):
         if faces:
             vectors[a.path] = largest(faces).embedding
     enrolled = [p for p in gallery if p in vectors]
-    seen = np.stack([vectors[p] for p in strangers if p in vectors])
-    return np.stack([vectors[p] for p in enrolled]), [gallery[p] for p in enrolled], seen
+    others = np.stack([vectors[p] for p in strangers if p in vectors])
+    return np.stack([vectors[p] for p in enrolled]), [gallery[p] for p in enrolled], others
 
 
 @pytest.mark.parametrize("target", [0.05, 0.1])
