@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     print("  " + far_line(m))
     line = f"  known faces missed (leave-one-out) {100 * m['frr']:.1f} % of {int(m['genuine_trials'])}"
-    if "stranger_far" in m:
+    if "stranger_far" in m and m.get("far_reviewed_share", 0.0) < 1.0:  # else the estimate is theirs
         line += f"; reviewed strangers named {100 * m['stranger_far']:.2f} % of {int(m['stranger_trials'])}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
