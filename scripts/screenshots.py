@@ -145,6 +145,7 @@ def start_cameras(root: Path) -> list:
 
 
 def shoot(root: Path, out: Path) -> list[Path]:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
     from webkit import chromium, serving
@@ -196,8 +197,11 @@ def shoot(root: Path, out: Path) -> list[Path]:
             time.sleep(0.3)
             if "/fleet/jobs/" not in driver.current_url:
                 continue
-            state = driver.find_element(By.ID, "job-state").text
-            done = driver.find_elements(By.CSS_SELECTOR, "#job tr.result-ok")
+            try:
+                state = driver.find_element(By.ID, "job-state").text
+                done = driver.find_elements(By.CSS_SELECTOR, "#job tr.result-ok")
+            except StaleElementReferenceException:  # the fragment was swapped as it was read
+                continue
             if state in ("done", "failed") or (state == "running" and len(done) >= 2):
                 break
         grab("deploy-job", driver.current_url.replace(url, ""), 560)

@@ -449,6 +449,15 @@ class Store:
             face_ids=[int(r["id"]) for r in rows],
         )
 
+    def stranger_count(self, embedder_id: str) -> int:
+        """How many faces :meth:`stranger_set` would return."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM faces f JOIN embeddings e ON e.face_id = f.id AND e.embedder_id = ? "
+            "WHERE f.person_id IS NULL AND f.status IN ('selected', 'in_use')",
+            (embedder_id,),
+        ).fetchone()
+        return int(row[0])
+
     def stranger_set(self, embedder_id: str) -> np.ndarray:
         """Faces a reviewer marked as nobody enrolled (no person, status selected or in_use)."""
         rows = self.conn.execute(

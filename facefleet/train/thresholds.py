@@ -247,6 +247,14 @@ def strangers_take_over(n_strangers: int, target: float) -> bool:
     return admitted(n_strangers, target) >= MIN_ADMITTED_STRANGERS
 
 
+def strangers_needed(target: float) -> int:
+    """The fewest reviewed strangers that calibrate on their own at ``target``."""
+    n = max(0, math.ceil((MIN_ADMITTED_STRANGERS + 1) / target) - 2)
+    while not strangers_take_over(n, target):
+        n += 1
+    return n
+
+
 @dataclass
 class OpenSetFit:
     thresholds: np.ndarray  # K per-person thresholds on the score

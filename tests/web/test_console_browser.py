@@ -121,6 +121,22 @@ def test_review_names_one_cluster_and_marks_another_not(browser, server, console
     assert not browser.find_elements(By.ID, f"cluster-{first.id}")
 
 
+def test_review_says_what_the_reviewed_strangers_do(browser, server, console_ws):
+    from facefleet.train.pipeline import current_embedder_id
+
+    emb = current_embedder_id(console_ws)
+    st = console_ws.open_store()
+    try:
+        n = st.stranger_count(emb)
+        assert n == len(st.stranger_set(emb))
+    finally:
+        st.close()
+    sign_in(browser, server, "vic", "/review")
+    text = browser.find_element(By.ID, "strangers-reviewed").text
+    assert text.startswith(f"{n} face(s) reviewed as strangers")
+    assert "from 499 they set the next model's operating point alone (target 1.00 %)" in text
+
+
 def test_reviewer_enrols_by_upload_and_sees_rejections(browser, server, console_ws, shared_data, tmp_path):
     person = shared_data / "faces/five_celebrity/train/ben_afflek"
     photos = sorted(p for p in person.iterdir() if p.is_file())
