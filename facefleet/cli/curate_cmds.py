@@ -142,6 +142,10 @@ def _clusters(args: argparse.Namespace) -> int:
             f"cluster {args.cluster}: {len(ids)} face(s) "
             + ("kept as strangers" if args.stranger else "discarded (revoked)")
         )
+        if args.stranger:
+            from facefleet.curate.labels import reviewed_strangers_note
+
+            print(reviewed_strangers_note(ws, store, emb))
         return 0
     finally:
         store.close()
@@ -160,7 +164,8 @@ def _label(args: argparse.Namespace) -> int:
         ids = [int(i) for i in items]
     except ValueError:
         raise FacefleetError(f"face ids are numbers (as on the montage tiles), got {items}") from None
-    ws, store, _ = _store_and_embedder(args)
+    ws, store, emb = _store_and_embedder(args)
+    note = None
     try:
         if args.not_name:
             done = labels.label_not(store, ids, args.not_name)
@@ -171,11 +176,14 @@ def _label(args: argparse.Namespace) -> int:
             done, what = labels.remove(store, ids), "removed"
         elif args.stranger:
             done, what = labels.stranger(store, ids), "kept as strangers (selected)"
+            note = labels.reviewed_strangers_note(ws, store, emb)
         else:
             done, what = labels.label(store, ids, name), f"labelled {name!r} (selected)"
     finally:
         store.close()
     print(f"{len(done)} face(s) {what}")
+    if note:
+        print(note)
     return 0
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from facefleet.errors import StoreError
 from facefleet.store import Store
+from facefleet.train.config import load_config
+from facefleet.train.thresholds import strangers_needed
 
 
 def _check(store: Store, face_ids: Iterable[int]) -> list[int]:
@@ -88,3 +90,21 @@ def promote_selected(store: Store) -> list[int]:
         ids = selected_ids(store)
         store.set_status(ids, "in_use")
     return ids
+
+
+def strangers_note(reviewed: int, target: float) -> str:
+    """What ``reviewed`` faces reviewed as strangers do to the next training at ``target`` (pure)."""
+    need = strangers_needed(target)
+    head = f"{reviewed} face(s) reviewed as strangers"
+    if reviewed >= need:
+        return f"{head}: they set the next model's operating point (target {100 * target:.2f} %)."
+    return (
+        f"{head}; from {need} they set the next model's operating point alone (target "
+        f"{100 * target:.2f} %), until then they join the enrolled people's own trials."
+    )
+
+
+def reviewed_strangers_note(ws, store: Store, embedder_id: str) -> str:
+    """:func:`strangers_note` for the workspace: its reviewed strangers and its training target."""
+    target = load_config(workspace_train=ws.settings.train or None).open_set.target_far
+    return strangers_note(store.stranger_count(embedder_id), target)

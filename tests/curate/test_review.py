@@ -192,6 +192,25 @@ def test_labels_statuses_and_facelist_export(fresh_ws, camera_runs, tmp_path, ca
     rows = list(csv.DictReader(out.open()))
     assert [r["name"] for r in rows] == ["visitor", "visitor"]
     assert rows[0]["status"] == "in_use" and rows[0]["event"] and rows[0]["dist"]
+    capsys.readouterr()
+    assert main(["-w", root, "label", str(ids[3]), "--stranger"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 face(s) kept as strangers (selected)\n")
+    assert "1 face(s) reviewed as strangers; from 499 they set the next model's operating point" in out
+
+
+def test_strangers_note_says_when_reviewed_strangers_take_over():
+    from facefleet.train.thresholds import strangers_needed, strangers_take_over
+
+    assert [strangers_needed(t) for t in (0.01, 0.05, 0.1)] == [499, 99, 49]
+    assert strangers_take_over(499, 0.01) and not strangers_take_over(498, 0.01)
+    assert labels.strangers_note(12, 0.01) == (
+        "12 face(s) reviewed as strangers; from 499 they set the next model's operating point "
+        "alone (target 1.00 %), until then they join the enrolled people's own trials."
+    )
+    assert labels.strangers_note(99, 0.05) == (
+        "99 face(s) reviewed as strangers: they set the next model's operating point (target 5.00 %)."
+    )
 
 
 def test_schedule_files(fresh_ws, tmp_path, capsys):

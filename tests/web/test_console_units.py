@@ -125,18 +125,3 @@ def test_users_remove_photo_and_revoke_from_the_cli(knn_workspace, copy_workspac
     assert os.path.exists(copy)  # a file outside this workspace is never deleted
     assert main([*w, "people", "remove-photo", "999999"]) == 2
     assert main([*w, "users", "remove", "nobody"]) == 2
-
-
-def test_strangers_note_says_when_reviewed_strangers_take_over():
-    from facefleet.train.thresholds import strangers_needed, strangers_take_over
-    from facefleet.web.console.review import strangers_note
-
-    assert [strangers_needed(t) for t in (0.01, 0.05, 0.1)] == [499, 99, 49]
-    assert strangers_take_over(499, 0.01) and not strangers_take_over(498, 0.01)
-    assert strangers_note(12, 0.01) == (
-        "12 face(s) reviewed as strangers; from 499 they set the next model's operating point "
-        "alone (target 1.00 %), until then they join the enrolled people's own trials."
-    )
-    assert strangers_note(99, 0.05) == (
-        "99 face(s) reviewed as strangers: they set the next model's operating point (target 5.00 %)."
-    )

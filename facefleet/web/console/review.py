@@ -17,7 +17,6 @@ from facefleet.curate import candidates as cand
 from facefleet.curate import clusters as cl
 from facefleet.curate import labels
 from facefleet.errors import FacefleetError
-from facefleet.train.thresholds import strangers_needed
 from facefleet.web.console import auth
 from facefleet.web.console.app import console_of, is_htmx, page_args, writer
 
@@ -43,24 +42,6 @@ def _card(info: cl.ClusterInfo, nots: dict[int, list[str]]) -> dict[str, Any]:
 
 def _names(st: Any) -> list[str]:
     return [p.name for p in st.people()]
-
-
-def strangers_note(reviewed: int, target: float) -> str:
-    """What the faces reviewed as strangers do to the next training (pure)."""
-    need = strangers_needed(target)
-    head = f"{reviewed} face(s) reviewed as strangers"
-    if reviewed >= need:
-        return f"{head}: they set the next model's operating point (target {100 * target:.2f} %)."
-    return (
-        f"{head}; from {need} they set the next model's operating point alone (target "
-        f"{100 * target:.2f} %), until then they join the enrolled people's own trials."
-    )
-
-
-def _target_far(c: Any) -> float:
-    from facefleet.train.config import load_config
-
-    return load_config(workspace_train=c.ws.settings.train or None).open_set.target_far
 
 
 @router.get("/review")
@@ -91,14 +72,14 @@ def review(request: Request) -> Response:
         infos, total = cl.open_clusters_page(st, emb, offset=offset, limit=size)
         nots = cand.negatives_by_face(st)
         cards = [_card(i, nots) for i in infos]
-        reviewed = st.stranger_count(emb)
+        strangers = labels.reviewed_strangers_note(c.ws, st, emb)
     return c.render(
         request,
         "review.html",
         tab="clusters",
         people=names,
         clusters=cards,
-        strangers=strangers_note(reviewed, _target_far(c)),
+        strangers=strangers,
         total=total,
         page=page,
         pages=max(1, -(-total // size)),
