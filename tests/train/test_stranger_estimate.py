@@ -86,7 +86,7 @@ def lfw_slice(faces_dir, tmp_path_factory):
     return np.stack([vectors[p] for p in enrolled]), [gallery[p] for p in enrolled], others
 
 
-@pytest.mark.parametrize("target", [0.05, 0.1])
+@pytest.mark.parametrize("target", [0.1, 0.2])
 def test_reviewed_strangers_set_an_honest_operating_point(tmp_path, lfw_slice, target):
     X, names, strangers = lfw_slice
     assert len(set(names)) == 113 and len(strangers) >= 990
@@ -97,7 +97,8 @@ def test_reviewed_strangers_set_an_honest_operating_point(tmp_path, lfw_slice, t
     assert m["far_reviewed_share"] == 1.0 and m["far_trials"] == m["stranger_trials"] == len(reviewed)
     assert m["gallery_trials"] == len(X) and 0 < m["gallery_far"] < 1
     named = np.array([d.name is not None for d in _bundle(tmp_path, model).classify(probes)])
-    assert named.sum() >= 10 and m["far"] * m["far_trials"] >= 10  # enough events to compare
+    # 40 or more events a side: a factor 1.5 is about 2.5 binomial standard deviations
+    assert named.sum() >= 30 and m["far"] * m["far_trials"] >= 30
     ratio = m["far"] / named.mean()
     assert 1 / 1.5 <= ratio <= 1.5, (m["far"], named.mean())
     # with too few reviewed strangers to calibrate on, they join the gallery's trials
