@@ -7,7 +7,6 @@ figures a bundle and an MLflow run need.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +19,7 @@ from facefleet.train.thresholds import (
     OpenSetParams,
     admitted,
     centroids,
+    fewest_trials,
     fit_open_set,
     fit_temperature,
     loo_class_distances,
@@ -111,7 +111,7 @@ def build_model(
         metrics["stranger_far"] = fit.stranger_far.rate
         metrics["stranger_trials"] = float(fit.stranger_far.trials)
         # share of the trials behind ``far`` that are reviewed strangers (1: they alone)
-        metrics["far_reviewed_share"] = fit.stranger_far.trials / fit.far.trials if fit.far.trials else 0.0
+        metrics["far_reviewed_share"] = fit.stranger_far.trials / fit.far.trials
     if fit.gallery_far is not None:
         metrics["gallery_far"] = fit.gallery_far.rate  # enrolled people played as strangers
         metrics["gallery_trials"] = float(fit.gallery_far.trials)
@@ -168,7 +168,6 @@ def far_line(m: dict) -> str:
     if reviewed == trials and "gallery_far" in m:
         line += f"; enrolled people played as strangers named {100 * m['gallery_far']:.2f} %"
     if admitted(trials, m["target_far"]) < 0:
-        needed = math.ceil(1.0 / m["target_far"] - 1e-9) - 1  # the fewest with admitted(n) = 0
-        line += f"; {trials} trials cannot promise the target: that needs {needed}"
+        line += f"; {trials} trials cannot promise the target: that needs {fewest_trials(m['target_far'])}"
         line += " (enrol more people or review strangers)"
     return line

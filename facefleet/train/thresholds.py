@@ -247,12 +247,17 @@ def strangers_take_over(n_strangers: int, target: float) -> bool:
     return admitted(n_strangers, target) >= MIN_ADMITTED_STRANGERS
 
 
-def strangers_needed(target: float) -> int:
-    """The fewest reviewed strangers that calibrate on their own at ``target``."""
-    n = max(0, math.ceil((MIN_ADMITTED_STRANGERS + 1) / target) - 2)
-    while not strangers_take_over(n, target):
+def fewest_trials(target: float, k: int = 0) -> int:
+    """The fewest trials at which the threshold may admit ``k`` of them (:func:`admitted`)."""
+    n = max(0, math.ceil((k + 1) / target) - 2)  # the closed form, less one for rounding
+    while admitted(n, target) < k:
         n += 1
     return n
+
+
+def strangers_needed(target: float) -> int:
+    """The fewest reviewed strangers that calibrate on their own at ``target``."""
+    return fewest_trials(target, MIN_ADMITTED_STRANGERS)
 
 
 @dataclass
@@ -297,14 +302,14 @@ def fit_open_set(
     parts = [("gallery", gal, y[:n_g])] if not takeover else []
     if st is not None:
         parts.append(("strangers", st, np.arange(k, k + n_s)))  # each reviewed stranger is their own person
-    calibrated_on = "+".join(name for name, _, _ in parts) or "gallery"
+    calibrated_on = "+".join(name for name, _, _ in parts)  # never empty: takeover needs strangers
 
     def effective(sc: Scores) -> np.ndarray:  # never named, whatever the threshold, if too far
         return np.where(sc.distance > params.max_threshold, np.inf, sc.score)
 
-    s_eff = np.concatenate([effective(sc) for _, sc, _ in parts]) if parts else np.zeros(0)
-    c = np.concatenate([sc.candidate for _, sc, _ in parts]).astype(np.int64) if parts else np.zeros(0, int)
-    g = np.concatenate([grp for _, _, grp in parts]) if parts else np.zeros(0, int)
+    s_eff = np.concatenate([effective(sc) for _, sc, _ in parts])
+    c = np.concatenate([sc.candidate for _, sc, _ in parts]).astype(np.int64)
+    g = np.concatenate([grp for _, _, grp in parts])
     # no score of a face within max_threshold of its centroid exceeds max_threshold
     system = min(calibrate(s_eff, params.target_far), params.max_threshold)
     below = np.full(k, np.inf)  # per person: just below their "not this person" faces
