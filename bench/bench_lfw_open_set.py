@@ -233,6 +233,10 @@ def print_table(mine: dict, other: dict | None) -> None:
             lambda c, t, r: metric(t, "far_reviewed_share", lambda v: f"{100 * v:.0f} %"),
         ),
         (
+            "  reviewed strangers, as people",
+            lambda c, t, r: metric(t, "stranger_people", lambda v: str(int(v))),
+        ),
+        (
             "  enrolled people as strangers",
             lambda c, t, r: metric(t, "gallery_far", lambda v: pct(v)),
         ),

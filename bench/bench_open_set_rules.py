@@ -75,9 +75,12 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.01)
     parser.add_argument("--enrol", choices=("first", "last"), default="first", help="which 3 photos to enrol")
     parser.add_argument("--halves", type=int, default=100, help="random halves for the population check")
+    parser.add_argument(
+        "--only", choices=("rules", "population", "reviewed", "regulars"), help="run one part alone"
+    )
     args = parser.parse_args()
     from facefleet.registry.inference import pairwise_distances
-    from facefleet.train.thresholds import OpenSetParams, calibrate, centroids, class_distances
+    from facefleet.train.thresholds import OpenSetParams, centroids, class_distances
 
     default_margin = OpenSetParams().margin
 
@@ -143,25 +146,39 @@ def main() -> None:
         S[np.arange(len(yg)), yg] = np.nan
         zstats = (np.nanmean(S, 0), np.nanstd(S, 0))
         rt, rk, rs = rules(Dt, Ct, zstats), rules(Dk, Ck, zstats), rules(Ds, Cs, zstats)
-        print(f"\n{view} embeddings; oracle: 1 % of the test strangers named; calibrated: {args.target}")
-        print(f"{'rule':42} {'oracle: known named':>20} {'est.':>7} {'measured':>9} {'known named':>12}")
-        for name in rt:
-            (st, _), (sk, ck), (ss, _) = rt[name], rk[name], rs[name]
-            o = np.nextafter(np.sort(ss)[len(ss) // 100], -np.inf)  # names exactly 1 %
-            oracle = float(((sk <= o) & (ck == yk)).mean())
-            t = calibrate(st, args.target)
-            est, meas = float((st <= t).mean()), float((ss <= t).mean())
-            named = float(((sk <= t) & (ck == yk)).mean())
-            cells = f"{100 * oracle:19.1f}% {100 * est:6.2f}% {100 * meas:8.2f}% {100 * named:11.1f}%"
-            print(f"{name:42} {cells}")
-        if view == "plain":
+        if args.only and view != "plain":
+            continue
+        if args.only in (None, "rules"):
+            rule_table(view, rt, rk, rs, yk, args.target)
+        if view == "plain" and args.only in (None, "rules"):
             (ss, _) = rs[f"centroid, margin {default_margin} (default)"]
             q = z["Q"][stranger]
             r_size = np.corrcoef(ss, q[:, 0])[0, 1]
             r_sharp = np.corrcoef(ss, q[:, 1])[0, 1]
             print(f"quality: stranger scores vs face size r={r_size:+.3f}, vs sharpness r={r_sharp:+.3f}")
+        if view == "plain" and args.only in (None, "population"):
             population_check(Xg, yg, V[known], yk, Xs, args.target, args.halves)
-            reviewed_check(Cg, yg, Ck, yk, Cs, args.target, args.halves)
+        if view == "plain" and args.only in (None, "reviewed"):
+            reviewed_check(Cg, yg, Ck, yk, Cs, Xs, args.target, args.halves)
+        if view == "plain" and args.only in (None, "regulars"):
+            repeat_check(Xg, yg, V[known], yk, args.target, args.halves)
+
+
+def rule_table(view: str, rt: dict, rk: dict, rs: dict, yk: np.ndarray, target: float) -> None:
+    """Each rule at the oracle threshold and calibrated on the leave-whole-person-out trials."""
+    from facefleet.train.thresholds import calibrate
+
+    print(f"\n{view} embeddings; oracle: 1 % of the test strangers named; calibrated: {target}")
+    print(f"{'rule':42} {'oracle: known named':>20} {'est.':>7} {'measured':>9} {'known named':>12}")
+    for name in rt:
+        (st, _), (sk, ck), (ss, _) = rt[name], rk[name], rs[name]
+        o = np.nextafter(np.sort(ss)[len(ss) // 100], -np.inf)  # names exactly 1 %
+        oracle = float(((sk <= o) & (ck == yk)).mean())
+        t = calibrate(st, target)
+        est, meas = float((st <= t).mean()), float((ss <= t).mean())
+        named = float(((sk <= t) & (ck == yk)).mean())
+        cells = f"{100 * oracle:19.1f}% {100 * est:6.2f}% {100 * meas:8.2f}% {100 * named:11.1f}%"
+        print(f"{name:42} {cells}")
 
 
 def whiten(E: np.ndarray, gal: np.ndarray, yg: np.ndarray, k: int, shrink: float) -> np.ndarray:
@@ -177,6 +194,20 @@ def whiten(E: np.ndarray, gal: np.ndarray, yg: np.ndarray, k: int, shrink: float
     return E @ (V @ np.diag(np.sqrt(s2 / ev)) @ V.T)
 
 
+def enrol_part(Xg, yg, enrolled):
+    """Only the ``enrolled`` people's gallery faces: the old-to-new class map, their classes,
+    centroids and centroid distances."""
+    from facefleet.registry.inference import pairwise_distances
+    from facefleet.train.thresholds import centroids
+
+    me = np.isin(yg, enrolled)
+    remap = np.full(int(yg.max()) + 1, -1)
+    remap[enrolled] = np.arange(len(enrolled))
+    ye = remap[yg[me]]
+    C = centroids(Xg[me], ye, len(enrolled))
+    return remap, ye, C, pairwise_distances(Xg[me], C)
+
+
 def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
     """The training's estimate against strangers of the enrolled people's own population and
     of others, default rule and thresholds, averaged over random halves: of all the people, of
@@ -185,7 +216,7 @@ def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
     population, every photo of the people outside the group one of another, and so is the
     strangers folder (people with one LFW photo)."""
     from facefleet.registry.inference import pairwise_distances
-    from facefleet.train.thresholds import OpenSetParams, centroids, fit_open_set, margin_scores
+    from facefleet.train.thresholds import OpenSetParams, fit_open_set, margin_scores
 
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
@@ -206,12 +237,7 @@ def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
         for _ in range(halves):
             perm = rng.permutation(members)
             enrolled, out = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-            me = np.isin(yg, enrolled)
-            remap = np.full(k, -1)
-            remap[enrolled] = np.arange(len(enrolled))
-            ye = remap[yg[me]]
-            C = centroids(Xg[me], ye, len(enrolled))
-            D = pairwise_distances(Xg[me], C)
+            remap, ye, C, D = enrol_part(Xg, yg, enrolled)
             fit = fit_open_set(D, ye, params)
             probes = np.isin(yk, enrolled)
 
@@ -241,11 +267,13 @@ def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
         print(f"{f'{group} ({len(members)})':52} {cells} {known:11.1f}%")
 
 
-def reviewed_check(Cg, yg, Ck, yk, Cs, target: float, splits: int) -> None:
+def reviewed_check(Cg, yg, Ck, yk, Cs, Xs, target: float, splits: int) -> None:
     """Strangers the cameras saw: a random part of the strangers folder is reviewed, the rest
     probed. Pooled with the gallery's own trials (what training does below 4 admitted) against
     the reviewed strangers alone (what it does from there on); estimate, strangers named and
-    known named, averaged over random splits, with the spread of the rate one split gets."""
+    known named, averaged over random splits, with the spread of the rate one split gets.
+    The reviewed faces are grouped by person as training groups them (``train.grouping``)."""
+    from facefleet.train.grouping import agglomerate
     from facefleet.train.thresholds import (
         OpenSetParams,
         calibrate,
@@ -278,9 +306,11 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, target: float, splits: int) -> None:
         for _ in range(splits):
             perm = rng.permutation(len(Cs))
             seen, rest = Cs[perm[:n]], Cs[perm[n:]]
-            fit = fit_open_set(Cg, yg, params, strangers=seen)
-            pooled = (fit.thresholds, fit.far.rate) if not strangers_take_over(n, target) else None
-            for name, got in (("gallery + reviewed", pooled), ("reviewed alone", alone(seen))):
+            fit = fit_open_set(Cg, yg, params, strangers=seen, stranger_groups=agglomerate(Xs[perm[:n]]))
+            training = (fit.thresholds, fit.far.rate)
+            takes = strangers_take_over(n, target)
+            pooled, own = (None, training) if takes else (training, alone(seen))
+            for name, got in (("gallery + reviewed", pooled), ("reviewed alone", own)):
                 if got is None:
                     continue
                 hit, cand = named(Ck, got[0])
@@ -293,6 +323,64 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, target: float, splits: int) -> None:
             training = " (training)" if (name == "reviewed alone") == strangers_take_over(n, target) else ""
             cells = f"{r[:, 0].mean():8.2f}% {rest_cell:>24} {r[:, 2].mean():11.1f}%"
             print(f"{n:8d} {name + training:30} {cells}")
+
+
+def repeat_check(Xg, yg, Xk, yk, target: float, splits: int) -> None:
+    """Regulars: strangers the cameras see again and again. Half the people are enrolled (3
+    photos each); every photo of 100 of the others is a reviewed capture (about 530 faces of
+    100 people); the rest of the others are new strangers of the same population. Each
+    reviewed face counted as its own person against the faces grouped by person
+    (``train.grouping``, what training does): which trials set the threshold, the estimate
+    and its interval against the new strangers named, and known photos named."""
+    from facefleet.registry.inference import pairwise_distances
+    from facefleet.train.grouping import agglomerate
+    from facefleet.train.thresholds import OpenSetParams, fit_open_set, margin_scores
+
+    params = OpenSetParams(target_far=target)
+    k = int(yg.max()) + 1
+    X, y = np.vstack([Xg, Xk]), np.concatenate([yg, yk])
+    print(f"\nregulars ({splits} random splits: {k // 2} enrolled, 100 reviewed with all their photos)")
+    head = f"{'reviewed faces counted as':28} {'calibrated on':>24} {'estimate (interval)':>22}"
+    print(f"{head} {'new named (sd)':>15} {'covered':>8} {'known named':>12}")
+    rng = np.random.default_rng(0)
+    rows: dict[str, list] = {"one person each": [], "grouped by person (training)": []}
+    for _ in range(splits):
+        perm = rng.permutation(k)
+        enrolled, regulars, new = perm[: k // 2], perm[k // 2 : k // 2 + 100], perm[k // 2 + 100 :]
+        remap, ye, C, D = enrol_part(Xg, yg, enrolled)
+        captures = X[np.isin(y, regulars)]
+        S = pairwise_distances(captures, C)
+        probes = np.isin(yk, enrolled)
+        for name, groups in zip(rows, (None, agglomerate(captures)), strict=True):
+            fit = fit_open_set(D, ye, params, strangers=S, stranger_groups=groups)
+
+            def named(V, fit=fit, C=C):
+                s = margin_scores(pairwise_distances(V, C), params)
+                hit = (s.score <= fit.thresholds[s.candidate]) & (s.distance <= params.max_threshold)
+                return hit, s.candidate
+
+            rate = named(X[np.isin(y, new)])[0].mean()
+            hit, cand = named(Xk[probes])
+            rows[name].append(
+                (
+                    fit.calibrated_on == "strangers",
+                    fit.far.rate,
+                    fit.far.low,
+                    fit.far.high,
+                    rate,
+                    fit.far.low <= rate <= fit.far.high,
+                    (hit & (cand == remap[yk[probes]])).mean(),
+                    fit.stranger_people,
+                )
+            )
+    for name, r in rows.items():
+        r = np.array(r, dtype=np.float64)
+        alone = f"reviewed alone {100 * r[:, 0].mean():.0f} %"
+        est = f"{100 * r[:, 1].mean():.2f}% ({100 * r[:, 2].mean():.2f}-{100 * r[:, 3].mean():.2f})"
+        new_cell = f"{100 * r[:, 4].mean():.2f}% ({100 * r[:, 4].std(ddof=1):.2f})"
+        covered, known = 100 * r[:, 5].mean(), 100 * r[:, 6].mean()
+        cells = f"{alone:>24} {est:>22} {new_cell:>15} {covered:7.0f}% {known:11.1f}%"
+        print(f"{name:28} {cells}   ({r[:, 7].mean():.0f} people)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Clusters of unknown captures (across cameras and days), so a reviewer names a person once.
 
-Average-linkage agglomerative clustering on embeddings, cut at a distance (dlib's ~0.5).
+Average-linkage clustering of the embeddings (``train.grouping``), cut at dlib's ~0.5.
 Cluster ids are stable: they live in the store (``curate_clusters``/``curate_cluster_members``);
 a re-clustering only places faces that have no cluster yet, joining the existing cluster most
 of their group already belongs to, or opening a new one. Existing clusters never split or
@@ -18,8 +18,7 @@ from facefleet.curate import labels
 from facefleet.errors import StoreError
 from facefleet.registry.inference import pairwise_distances
 from facefleet.store import FaceRow, Store, now_iso
-
-CLUSTER_DISTANCE = 0.5
+from facefleet.train.grouping import SAME_PERSON_DISTANCE, agglomerate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS curate_clusters (
@@ -64,23 +63,6 @@ class ClusterInfo:
 
 
 # -- pure ----------------------------------------------------------------------------------
-def agglomerate(X: np.ndarray, threshold: float = CLUSTER_DISTANCE) -> np.ndarray:
-    """Group labels (0..k-1, in order of first appearance) from average-linkage clustering cut
-    at ``threshold``: two groups merge while their mean pairwise distance is below it."""
-    n = len(X)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if n == 1:
-        return np.zeros(1, dtype=np.int64)
-    from sklearn.cluster import AgglomerativeClustering
-
-    raw = AgglomerativeClustering(
-        n_clusters=None, distance_threshold=threshold, linkage="average", metric="euclidean"
-    ).fit_predict(X)
-    order: dict[int, int] = {}
-    return np.array([order.setdefault(int(r), len(order)) for r in raw], dtype=np.int64)
-
-
 def assign(groups: np.ndarray, existing: list[int | None], next_id: int) -> list[int]:
     """A stable cluster id per face: faces with one keep it; the others join the existing
     cluster most of their group holds, else a new id per group (from ``next_id``)."""
@@ -109,7 +91,7 @@ def _unknown_candidates(store: Store) -> list[FaceRow]:
     ]
 
 
-def update_clusters(store: Store, embedder_id: str, threshold: float = CLUSTER_DISTANCE) -> list[int]:
+def update_clusters(store: Store, embedder_id: str, threshold: float = SAME_PERSON_DISTANCE) -> list[int]:
     """Cluster the unknown candidates; returns the ids of faces placed in a cluster now."""
     store.ensure_schema(SCHEMA)
     faces = _unknown_candidates(store)

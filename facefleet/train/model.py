@@ -13,6 +13,7 @@ import numpy as np
 
 from facefleet.registry.inference import pairwise_distances
 from facefleet.train.classifier import Fitted, SearchSpace, cv_predictions, fit_classifier, svm_arrays
+from facefleet.train.grouping import agglomerate
 from facefleet.train.thresholds import (
     RULE,
     OpenSetFit,
@@ -75,7 +76,14 @@ def build_model(
         if strangers is not None and len(strangers)
         else np.zeros((0, k))
     )
-    fit = fit_open_set(pairwise_distances(X, cents), y, open_set, strangers=sdist, negatives=neg)
+    fit = fit_open_set(
+        pairwise_distances(X, cents),
+        y,
+        open_set,
+        strangers=sdist,
+        negatives=neg,
+        stranger_groups=agglomerate(np.asarray(strangers, np.float32)) if len(sdist) else None,
+    )
     thr = fit.thresholds
     temperature = fit_temperature(loo_class_distances(X, y, k), y)
     arrays: dict[str, np.ndarray] = {
@@ -110,6 +118,7 @@ def build_model(
     if fit.stranger_far is not None:
         metrics["stranger_far"] = fit.stranger_far.rate
         metrics["stranger_trials"] = float(fit.stranger_far.trials)
+        metrics["stranger_people"] = float(fit.stranger_people)  # their faces grouped by person
         # share of the trials behind ``far`` that are reviewed strangers (1: they alone)
         metrics["far_reviewed_share"] = fit.stranger_far.trials / fit.far.trials
     if fit.gallery_far is not None:
@@ -154,10 +163,14 @@ def far_line(m: dict) -> str:
         reviewed = round(trials * m["far_reviewed_share"])
     else:  # trained before the share was recorded: reviewed strangers were always pooled
         reviewed = int(m.get("stranger_trials", 0))
+    faces = f"{reviewed} reviewed strangers"
+    people = int(m.get("stranger_people", reviewed))  # older runs: each face its own person
+    if people < reviewed:
+        faces = f"{reviewed} faces of {people} reviewed strangers"
     if reviewed == trials:
-        source = f"{reviewed} reviewed strangers"
+        source = faces
     elif reviewed:
-        source = f"{trials - reviewed} enrolled people's trials as strangers + {reviewed} reviewed strangers"
+        source = f"{trials - reviewed} enrolled people's trials as strangers + {faces}"
     else:
         source = f"{trials} trials of enrolled people played as strangers"
     line = (

@@ -22,7 +22,9 @@ The gallery's trials predict strangers drawn from the same population as the enr
 do among themselves are named less often than estimated, and strangers who look more alike
 more often (``bench/bench_open_set_rules.py``). Strangers the cameras saw, once reviewed, are
 the population itself: from :data:`MIN_ADMITTED_STRANGERS` admitted of them (499 at 1 %)
-they set the threshold and the estimate alone, and the gallery's trials are only reported.
+they set the threshold and the estimate alone, and the gallery's trials are only reported. A
+stranger's faces are one group (``train.grouping``): each is judged without the others, and
+the interval counts the person once.
 Faces labelled "not <person>" then lower that one person's threshold below their score.
 """
 
@@ -243,7 +245,7 @@ CALIBRATION_SOURCES = {
 
 
 def strangers_take_over(n_strangers: int, target: float) -> bool:
-    """Whether ``n_strangers`` reviewed strangers are enough to calibrate on alone."""
+    """Whether ``n_strangers`` faces reviewed as strangers are enough to calibrate on alone."""
     return admitted(n_strangers, target) >= MIN_ADMITTED_STRANGERS
 
 
@@ -268,6 +270,7 @@ class OpenSetFit:
     calibrated_on: str  # "gallery", "gallery+strangers" or "strangers" (reviewed strangers)
     gallery_far: Estimate | None  # enrolled people played as strangers (leave-whole-person-out)
     stranger_far: Estimate | None  # the reviewed strangers alone
+    stranger_people: int  # how many different people the reviewed strangers are
     frr: float  # gallery faces (leave-one-out) not named correctly
     genuine_trials: int
     curve: dict[str, list[float]]  # threshold, strangers named, known missed
@@ -279,12 +282,17 @@ def fit_open_set(
     params: OpenSetParams,
     strangers: np.ndarray | None = None,
     negatives: tuple[np.ndarray, np.ndarray] | None = None,
+    stranger_groups: np.ndarray | None = None,
 ) -> OpenSetFit:
     """Per-person thresholds for the system target, and what they do to strangers.
 
     ``dist``: N x K centroid distances of the gallery faces (``y`` their classes);
     ``strangers``: Ns x K centroid distances of faces reviewed as nobody enrolled;
-    ``negatives``: (Nn x K centroid distances, Nn classes the faces are *not*).
+    ``negatives``: (Nn x K centroid distances, Nn classes the faces are *not*);
+    ``stranger_groups``: per reviewed stranger face, the person it is (``train.grouping``;
+    ``None``: each face a different person). A person's faces are one group in the estimate
+    and its interval: a regular's capture judged against a threshold that saw their other
+    captures says little about the next regular.
 
     The gallery's own trials stand in for strangers until enough reviewed ones exist
     (:func:`strangers_take_over`): those are the strangers the cameras really see, while the
@@ -298,10 +306,19 @@ def fit_open_set(
     st = margin_scores(strangers, params) if strangers is not None and len(strangers) else None
     n_s = 0 if st is None else len(st.score)
     n_g = len(gal.score)
+    if stranger_groups is None or n_s == 0:
+        sg = np.arange(n_s)
+    else:
+        sg = np.unique(np.asarray(stranger_groups), return_inverse=True)[1].reshape(-1)
+        if len(sg) != n_s:
+            raise ValueError(f"{len(sg)} stranger groups for {n_s} reviewed strangers")
+    people = int(sg.max()) + 1 if n_s else 0
+    # counted in faces, as the threshold's rank is: counted in people, a few regulars would
+    # join the gallery's trials, which say little about them (names far more of them)
     takeover = strangers_take_over(n_s, params.target_far)
     parts = [("gallery", gal, y[:n_g])] if not takeover else []
     if st is not None:
-        parts.append(("strangers", st, np.arange(k, k + n_s)))  # each reviewed stranger is their own person
+        parts.append(("strangers", st, k + sg))  # group ids after the enrolled people's
     calibrated_on = "+".join(name for name, _, _ in parts)  # never empty: takeover needs strangers
 
     def effective(sc: Scores) -> np.ndarray:  # never named, whatever the threshold, if too far
@@ -341,7 +358,8 @@ def fit_open_set(
         far=estimate(named, g),
         calibrated_on=calibrated_on,
         gallery_far=estimate(gal_named, y[:n_g]) if n_g else None,
-        stranger_far=estimate(named[len(s_eff) - n_s :]) if n_s else None,
+        stranger_far=estimate(named[len(s_eff) - n_s :], sg) if n_s else None,
+        stranger_people=people,
         frr=frr,
         genuine_trials=int(ok.sum()),
         curve={"threshold": grid.tolist(), "strangers_named": sn, "known_missed": gm},

@@ -105,6 +105,10 @@ def test_far_line_says_what_the_estimate_rests_on():
     assert far_line({**base, "far_trials": 1403.0, "stranger_trials": 100.0}) == pooled  # older runs
     alone = far_line({**base, "far_trials": 500.0, "far_reviewed_share": 1.0, "gallery_far": 0.0192})
     assert "500 reviewed strangers; target" in alone and alone.endswith("as strangers named 1.92 %")
+    grouped = far_line(
+        {**base, "far_trials": 1403.0, "far_reviewed_share": 100 / 1403, "stranger_people": 12.0}
+    )
+    assert "1303 enrolled people's trials as strangers + 100 faces of 12 reviewed strangers;" in grouped
     small = far_line({**base, "far_trials": 47.0})
     assert small.endswith(
         "47 trials cannot promise the target: that needs 99 (enrol more people or review strangers)"

@@ -175,6 +175,55 @@ def test_enough_reviewed_strangers_set_the_threshold_alone():
     assert 0 < named.sum() <= 10  # 50 new strangers of the same population: about 5 % named
 
 
+def _regulars_world(seed: int, n_regulars: int = 20, captures: int = 6):
+    """30 people enrolled far apart; regulars near them, each captured ``captures`` times
+    alike (one camera, one door); new regulars from the same population."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 4, size=(30, 8))
+    X = np.repeat(centres, 3, axis=0) + rng.normal(scale=0.02, size=(90, 8))
+    y = np.repeat(np.arange(30), 3)
+    C = centroids(X, y, 30)
+
+    def regulars(n):
+        faces = centres[rng.integers(0, 30, size=n)] + rng.normal(scale=0.1, size=(n, 8))
+        who = np.repeat(np.arange(n), captures)
+        return faces[who] + rng.normal(scale=0.01, size=(n * captures, 8)), who
+
+    (seen, who), (new, _) = regulars(n_regulars), regulars(500)
+    return pairwise_distances(X, C), y, pairwise_distances(seen, C), who, new, C
+
+
+def test_a_strangers_repeat_captures_count_as_one_person():
+    params = OpenSetParams(target_far=0.05, margin=0.5, far_distance=1.0, max_threshold=0.6)
+    D, y, S, who, _, _ = _regulars_world(11)
+    as_faces = fit_open_set(D, y, params, strangers=S)
+    fit = fit_open_set(D, y, params, strangers=S, stranger_groups=who * 7)  # any labels
+    # 120 faces calibrate alone at 5 % either way (the rank counts faces), on the same threshold
+    assert as_faces.calibrated_on == fit.calibrated_on == "strangers"
+    assert fit.system_threshold == as_faces.system_threshold
+    assert as_faces.stranger_people == 120 and fit.stranger_people == 20
+    assert fit.far.trials == 120 and fit.far.named == as_faces.far.named == 6
+    # one regular named on all six captures: the interval counts about 20 people, not 120 faces
+    assert as_faces.far.effective_trials > 100 and fit.far.effective_trials < 21
+    assert fit.far.high > 2 * as_faces.far.high
+    with pytest.raises(ValueError, match="5 stranger groups for 120"):
+        fit_open_set(D, y, params, strangers=S, stranger_groups=np.arange(5))
+
+
+def test_grouped_interval_covers_what_new_regulars_see():
+    # over 100 such worlds, how often the interval holds the share of 500 new regulars named
+    params = OpenSetParams(target_far=0.05, margin=0.5, far_distance=1.0, max_threshold=0.6)
+    covered = {"faces": 0, "people": 0}
+    for seed in range(100):
+        D, y, S, who, new, C = _regulars_world(seed)
+        for key, groups in (("faces", None), ("people", who)):
+            fit = fit_open_set(D, y, params, strangers=S, stranger_groups=groups)
+            rate = _named(new, C, fit.thresholds, params).mean()
+            covered[key] += fit.far.low <= rate <= fit.far.high
+    # measured: 49 of 100 with each capture its own person, 80 grouped
+    assert covered["people"] >= 75 and covered["people"] >= covered["faces"] + 15, covered
+
+
 def _scores(V, C, params):
     s = margin_scores(pairwise_distances(V, C), params)
     return np.where(s.distance > params.max_threshold, np.inf, s.score)
