@@ -132,6 +132,8 @@ def main() -> None:
         return out
 
     for view, V in views.items():
+        if args.only and view != "plain":
+            continue
         Xg, Xk, Xs = V[gal], V[known], V[stranger]
         C = centroids(Xg, yg, K)
         Dg, Dk, Ds = (class_distances(X, Xg, yg, K) for X in (Xg, Xk, Xs))
@@ -146,21 +148,21 @@ def main() -> None:
         S[np.arange(len(yg)), yg] = np.nan
         zstats = (np.nanmean(S, 0), np.nanstd(S, 0))
         rt, rk, rs = rules(Dt, Ct, zstats), rules(Dk, Ck, zstats), rules(Ds, Cs, zstats)
-        if args.only and view != "plain":
-            continue
         if args.only in (None, "rules"):
             rule_table(view, rt, rk, rs, yk, args.target)
-        if view == "plain" and args.only in (None, "rules"):
+        if view != "plain":
+            continue
+        if args.only in (None, "rules"):
             (ss, _) = rs[f"centroid, margin {default_margin} (default)"]
             q = z["Q"][stranger]
             r_size = np.corrcoef(ss, q[:, 0])[0, 1]
             r_sharp = np.corrcoef(ss, q[:, 1])[0, 1]
             print(f"quality: stranger scores vs face size r={r_size:+.3f}, vs sharpness r={r_sharp:+.3f}")
-        if view == "plain" and args.only in (None, "population"):
+        if args.only in (None, "population"):
             population_check(Xg, yg, V[known], yk, Xs, args.target, args.halves)
-        if view == "plain" and args.only in (None, "reviewed"):
+        if args.only in (None, "reviewed"):
             reviewed_check(Cg, yg, Ck, yk, Cs, Xs, args.target, args.halves)
-        if view == "plain" and args.only in (None, "regulars"):
+        if args.only in (None, "regulars"):
             repeat_check(Xg, yg, V[known], yk, args.target, args.halves)
 
 
@@ -194,6 +196,14 @@ def whiten(E: np.ndarray, gal: np.ndarray, yg: np.ndarray, k: int, shrink: float
     return E @ (V @ np.diag(np.sqrt(s2 / ev)) @ V.T)
 
 
+def decide(D: np.ndarray, thresholds: np.ndarray, params) -> tuple[np.ndarray, np.ndarray]:
+    """Named or not, and the candidate, per face from its centroid distances ``D``."""
+    from facefleet.train.thresholds import margin_scores
+
+    s = margin_scores(D, params)
+    return (s.score <= thresholds[s.candidate]) & (s.distance <= params.max_threshold), s.candidate
+
+
 def enrol_part(Xg, yg, enrolled):
     """Only the ``enrolled`` people's gallery faces: the old-to-new class map, their classes,
     centroids and centroid distances."""
@@ -216,7 +226,7 @@ def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
     population, every photo of the people outside the group one of another, and so is the
     strangers folder (people with one LFW photo)."""
     from facefleet.registry.inference import pairwise_distances
-    from facefleet.train.thresholds import OpenSetParams, fit_open_set, margin_scores
+    from facefleet.train.thresholds import OpenSetParams, fit_open_set
 
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
@@ -241,9 +251,8 @@ def population_check(Xg, yg, Xk, yk, Xs, target: float, halves: int) -> None:
             fit = fit_open_set(D, ye, params)
             probes = np.isin(yk, enrolled)
 
-            def named(X, C=C, t=fit.system_threshold):
-                s = margin_scores(pairwise_distances(X, C), params)
-                return (s.score <= t) & (s.distance <= params.max_threshold), s.candidate
+            def named(X, C=C, fit=fit):  # no negatives: every threshold is the system's
+                return decide(pairwise_distances(X, C), fit.thresholds, params)
 
             hit, cand = named(Xk[probes])
             other = named(X[np.isin(y, outside)])[0].mean() if len(outside) else np.nan
@@ -287,10 +296,6 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, Xs, target: float, splits: int) -> None:
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
 
-    def named(D, thr):
-        s = margin_scores(D, params)
-        return (s.score <= thr[s.candidate]) & (s.distance <= params.max_threshold), s.candidate
-
     def alone(D):  # calibrated on the reviewed strangers alone, whatever their number
         s = margin_scores(D, params)
         s = np.where(s.distance > params.max_threshold, np.inf, s.score)
@@ -313,8 +318,10 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, Xs, target: float, splits: int) -> None:
             for name, got in (("gallery + reviewed", pooled), ("reviewed alone", own)):
                 if got is None:
                     continue
-                hit, cand = named(Ck, got[0])
-                rows[name].append((got[1], named(rest, got[0])[0].mean(), (hit & (cand == yk)).mean()))
+                hit, cand = decide(Ck, got[0], params)
+                rows[name].append(
+                    (got[1], decide(rest, got[0], params)[0].mean(), (hit & (cand == yk)).mean())
+                )
         for name, r in rows.items():
             if not r:
                 continue
@@ -334,7 +341,7 @@ def repeat_check(Xg, yg, Xk, yk, target: float, splits: int) -> None:
     and its interval against the new strangers named, and known photos named."""
     from facefleet.registry.inference import pairwise_distances
     from facefleet.train.grouping import agglomerate
-    from facefleet.train.thresholds import OpenSetParams, fit_open_set, margin_scores
+    from facefleet.train.thresholds import OpenSetParams, fit_open_set
 
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
@@ -355,9 +362,7 @@ def repeat_check(Xg, yg, Xk, yk, target: float, splits: int) -> None:
             fit = fit_open_set(D, ye, params, strangers=S, stranger_groups=groups)
 
             def named(V, fit=fit, C=C):
-                s = margin_scores(pairwise_distances(V, C), params)
-                hit = (s.score <= fit.thresholds[s.candidate]) & (s.distance <= params.max_threshold)
-                return hit, s.candidate
+                return decide(pairwise_distances(V, C), fit.thresholds, params)
 
             rate = named(X[np.isin(y, new)])[0].mean()
             hit, cand = named(Xk[probes])

@@ -82,7 +82,7 @@ def build_model(
         open_set,
         strangers=sdist,
         negatives=neg,
-        stranger_groups=agglomerate(np.asarray(strangers, np.float32)) if len(sdist) else None,
+        stranger_groups=agglomerate(strangers) if len(sdist) else None,
     )
     thr = fit.thresholds
     temperature = fit_temperature(loo_class_distances(X, y, k), y)
