@@ -296,11 +296,11 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, Xs, target: float, splits: int) -> None:
     params = OpenSetParams(target_far=target)
     k = int(yg.max()) + 1
 
-    def alone(D):  # calibrated on the reviewed strangers alone, whatever their number
+    def alone(D, groups):  # calibrated on the reviewed strangers alone, whatever their number
         s = margin_scores(D, params)
         s = np.where(s.distance > params.max_threshold, np.inf, s.score)
-        own = leave_group_out_thresholds(s, np.arange(len(s)), target)
-        return np.full(k, min(calibrate(s, target), params.max_threshold)), estimate(s <= own).rate
+        own = leave_group_out_thresholds(s, groups, target)
+        return np.full(k, min(calibrate(s, target), params.max_threshold)), estimate(s <= own, groups).rate
 
     print(f"\nreviewed strangers ({splits} random splits of the strangers folder, target {target})")
     head = f"{'reviewed':>8} {'calibrated on':30} {'estimate':>9} {'rest named (sd, max)':>24}"
@@ -311,10 +311,11 @@ def reviewed_check(Cg, yg, Ck, yk, Cs, Xs, target: float, splits: int) -> None:
         for _ in range(splits):
             perm = rng.permutation(len(Cs))
             seen, rest = Cs[perm[:n]], Cs[perm[n:]]
-            fit = fit_open_set(Cg, yg, params, strangers=seen, stranger_groups=agglomerate(Xs[perm[:n]]))
+            groups = agglomerate(Xs[perm[:n]])
+            fit = fit_open_set(Cg, yg, params, strangers=seen, stranger_groups=groups)
             training = (fit.thresholds, fit.far.rate)
             takes = strangers_take_over(n, target)
-            pooled, own = (None, training) if takes else (training, alone(seen))
+            pooled, own = (None, training) if takes else (training, alone(seen, groups))
             for name, got in (("gallery + reviewed", pooled), ("reviewed alone", own)):
                 if got is None:
                     continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -211,6 +212,34 @@ def test_strangers_note_says_when_reviewed_strangers_take_over():
     assert labels.strangers_note(99, 0.05) == (
         "99 face(s) reviewed as strangers: they set the next model's operating point (target 5.00 %)."
     )
+    assert labels.strangers_note(12, 0.01, people=3).startswith(
+        "12 face(s) reviewed as strangers, about 3 people (the estimate counts each once); from 499"
+    )
+    one = labels.strangers_note(2, 0.01, people=1)
+    assert one.startswith("2 face(s) reviewed as strangers, about 1 person (")
+    assert labels.strangers_note(3, 0.01, people=3) == labels.strangers_note(3, 0.01)  # all different
+
+
+def test_strangers_note_counts_people(fresh_ws, shared_data, tmp_path, capsys):
+    """Two ORL subjects' photos collected as crops and all kept as strangers: the note says
+    they are a few people, grouped as training groups them, not one person per face."""
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for subject in ("s21", "s22"):
+        for photo in sorted((shared_data / "faces" / "orl" / subject).iterdir()):
+            os.symlink(photo, crops / f"{subject}_{photo.name}")
+    collect(fresh_ws, [crops])
+    store = fresh_ws.open_store()
+    try:
+        ids = [str(f.id) for f in store.faces(status="candidate")]
+    finally:
+        store.close()
+    assert len(ids) >= 15
+    capsys.readouterr()
+    assert main(["-w", str(fresh_ws.root), "label", *ids, "--stranger"]) == 0
+    note = capsys.readouterr().out.splitlines()[1]
+    got = re.match(rf"{len(ids)} face\(s\) reviewed as strangers, about (\d+) people \(", note)
+    assert got and 2 <= int(got[1]) <= 4, note
 
 
 def test_schedule_files(fresh_ws, tmp_path, capsys):
