@@ -10,6 +10,7 @@ counts as impostor evidence for NAME when thresholds are fitted.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib.util import find_spec
 
 from facefleet.errors import StoreError
 from facefleet.store import Store
@@ -117,6 +118,6 @@ def reviewed_strangers_note(ws, store: Store, embedder_id: str) -> str:
     target = load_config(workspace_train=ws.settings.train or None).open_set.target_far
     reviewed = store.stranger_count(embedder_id)
     people = None
-    if 1 < reviewed <= GROUPED_NOTE_LIMIT:
+    if 1 < reviewed <= GROUPED_NOTE_LIMIT and find_spec("sklearn"):  # a device-only install has none
         people = int(agglomerate(store.stranger_set(embedder_id)).max()) + 1
     return strangers_note(reviewed, target, people)
