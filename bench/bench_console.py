@@ -3,9 +3,10 @@
     python bench/bench_console.py                    # 500 people, 20,000 events, ...
     python bench/bench_console.py --repeat 30 --keep /tmp/bench-ws
 
-The workspace: 500 people (3 enrolled faces each), 20,000 recognition events and 5,000
-unknown captures in 300 clusters from 50 devices over 30 days (rows written through the
-store API; the images are small generated JPEGs shared between rows), 50 devices with
+The workspace: 500 people (3 enrolled faces each), 20,000 recognition events, 5,000
+unknown captures in 300 clusters and 1,500 faces reviewed as strangers (5 of each of 300
+people) from 50 devices over 30 days (rows written through the store API; the images are
+small generated JPEGs shared between rows), 50 devices with
 heartbeats and three deployments each in an inventory of five groups, and two trained model
 versions (real training, nearest-centroid, MLflow). Then a real ``facefleet serve`` runs on
 127.0.0.1 and every page is fetched ``--repeat`` times by a signed-in client; the server
@@ -75,65 +76,55 @@ def build(root: Path, args: argparse.Namespace) -> None:
         st.ensure_schema(CLUSTER_SCHEMA)
         accounts.ensure(st)
         n = 0
+
+        def face(status: str, person_id=None, meta=None, vector=None, source="collect:bench") -> int:
+            """A face row on one of the generated images (under its own sha256), and its vector."""
+            nonlocal n
+            image_id, _ = st.add_image(files[n % len(files)], source=source, sha256=f"{n:064x}")
+            n += 1
+            fid = st.add_face(
+                image_id, person_id=person_id, box=box, quality=quality, status=status, meta=meta
+            )
+            if vector is not None:
+                st.add_embedding(fid, emb, unit(vector))
+            return fid
+
+        def when() -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + pyrng.randrange(30 * 86400)))
+
         with st.transaction():
             people = [st.add_person(f"person_{p:03d}") for p in range(args.people)]
             for p, pid in enumerate(people):
                 for _k in range(3):
-                    image_id, _ = st.add_image(files[n % len(files)], source="enrol", sha256=f"{n:064x}")
-                    n += 1
-                    fid = st.add_face(image_id, person_id=pid, box=box, quality=quality, status="in_use")
-                    st.add_embedding(fid, emb, unit(centres[p] + 0.05 * rng.normal(size=128)))
+                    face("in_use", pid, vector=centres[p] + 0.05 * rng.normal(size=128), source="enrol")
             for _e in range(args.events):
                 p = pyrng.randrange(args.people)
-                ts = time.strftime(
-                    "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + pyrng.randrange(30 * 86400))
-                )
-                image_id, _ = st.add_image(files[n % len(files)], source="collect:bench", sha256=f"{n:064x}")
-                n += 1
-                st.add_face(
-                    image_id,
-                    person_id=None,
-                    box=box,
-                    quality=quality,
-                    status="selected",  # reviewed already: events, not review work
-                    meta={
-                        "origin": "events",
-                        "device": pyrng.choice(devices),
-                        "event_time": ts,
-                        "name": f"person_{p:03d}",
-                        "proba": 0.995,
-                        "dist": round(pyrng.uniform(0.2, 0.5), 3),
-                        "margin": 0.2,
-                    },
-                )
-            ucentres = unit(rng.normal(size=(args.clusters, 128)))
+                meta = {
+                    "origin": "events",
+                    "device": pyrng.choice(devices),
+                    "event_time": when(),
+                    "name": f"person_{p:03d}",
+                    "proba": 0.995,
+                    "dist": round(pyrng.uniform(0.2, 0.5), 3),
+                    "margin": 0.2,
+                }
+                face("selected", meta=meta)  # reviewed already: events, not review work
+            ucentres = rng.normal(size=(args.clusters, 128))
             now = now_iso()
             for c in range(1, args.clusters + 1):
                 st.conn.execute("INSERT INTO curate_clusters (id, created) VALUES (?, ?)", (c, now))
             for u in range(args.unknowns):
                 c = u % args.clusters
-                ts = time.strftime(
-                    "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + pyrng.randrange(30 * 86400))
-                )
-                image_id, _ = st.add_image(files[n % len(files)], source="collect:bench", sha256=f"{n:064x}")
-                n += 1
-                fid = st.add_face(
-                    image_id,
-                    person_id=None,
-                    box=box,
-                    quality=quality,
-                    status="candidate",
-                    meta={
-                        "origin": "capture",
-                        "device": pyrng.choice(devices),
-                        "event_time": ts,
-                        "name": None,
-                    },
-                )
-                st.add_embedding(fid, emb, unit(ucentres[c] + 0.04 * rng.normal(size=128)))
+                device = pyrng.choice(devices)
+                meta = {"origin": "capture", "device": device, "event_time": when(), "name": None}
+                fid = face("candidate", meta=meta, vector=unit(ucentres[c]) + 0.04 * rng.normal(size=128))
                 st.conn.execute(
                     "INSERT INTO curate_cluster_members (face_id, cluster_id) VALUES (?, ?)", (fid, c + 1)
                 )
+            scentres = rng.normal(size=(max(1, args.strangers // 5), 128))
+            for u in range(args.strangers):  # reviewed strangers: 5 faces of each person
+                vector = unit(scentres[u // 5 % len(scentres)]) + 0.04 * rng.normal(size=128)
+                face("selected", meta={"origin": "capture"}, vector=vector)
         fst = records.open_store(ws)
         for d, name in enumerate(devices):
             records.record_heartbeat(fst, name, "face_model", 2, 20 + d % 30, "127.0.0.1")
@@ -223,6 +214,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--unknowns", type=int, default=5_000)
     ap.add_argument("--clusters", type=int, default=300)
+    ap.add_argument("--strangers", type=int, default=1_500, help="faces reviewed as strangers")
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--keep", type=Path, help="build (or reuse) the workspace here and keep it")

@@ -113,11 +113,25 @@ def strangers_note(reviewed: int, target: float, people: int | None = None) -> s
     )
 
 
+def training_target(ws) -> float:
+    """The strangers-named target the workspace's next training aims at."""
+    return load_config(workspace_train=ws.settings.train or None).open_set.target_far
+
+
+def stranger_people(store: Store, embedder_id: str) -> int | None:
+    """About how many people the reviewed strangers are, grouped as training groups them;
+    None above :data:`GROUPED_NOTE_LIMIT` faces or where scikit-learn is not installed (a
+    device-only install)."""
+    reviewed = store.stranger_count(embedder_id)
+    if reviewed < 2:
+        return reviewed
+    if reviewed > GROUPED_NOTE_LIMIT or not find_spec("sklearn"):
+        return None
+    return int(agglomerate(store.stranger_set(embedder_id)).max()) + 1
+
+
 def reviewed_strangers_note(ws, store: Store, embedder_id: str) -> str:
     """:func:`strangers_note` for the workspace: its reviewed strangers and its training target."""
-    target = load_config(workspace_train=ws.settings.train or None).open_set.target_far
-    reviewed = store.stranger_count(embedder_id)
-    people = None
-    if 1 < reviewed <= GROUPED_NOTE_LIMIT and find_spec("sklearn"):  # a device-only install has none
-        people = int(agglomerate(store.stranger_set(embedder_id)).max()) + 1
-    return strangers_note(reviewed, target, people)
+    return strangers_note(
+        store.stranger_count(embedder_id), training_target(ws), stranger_people(store, embedder_id)
+    )

@@ -9,7 +9,9 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -220,7 +222,7 @@ def test_strangers_note_says_when_reviewed_strangers_take_over():
     assert labels.strangers_note(3, 0.01, people=3) == labels.strangers_note(3, 0.01)  # all different
 
 
-def test_strangers_note_counts_people(fresh_ws, shared_data, tmp_path, capsys):
+def test_strangers_note_counts_people(fresh_ws, shared_data, tmp_path, capsys, monkeypatch):
     """Two ORL subjects' photos collected as crops and all kept as strangers: the note says
     they are a few people, grouped as training groups them, not one person per face."""
     crops = tmp_path / "crops"
@@ -240,6 +242,21 @@ def test_strangers_note_counts_people(fresh_ws, shared_data, tmp_path, capsys):
     note = capsys.readouterr().out.splitlines()[1]
     got = re.match(rf"{len(ids)} face\(s\) reviewed as strangers, about (\d+) people \(", note)
     assert got and 2 <= int(got[1]) <= 4, note
+    # the console remembers the grouping until a verdict changes which faces are strangers
+    from facefleet.web.console import review
+
+    console = SimpleNamespace(cache={}, cache_lock=threading.Lock(), ws=fresh_ws)
+    emb = fresh_ws.engine().embedder.id
+    store = fresh_ws.open_store()
+    try:
+        assert review._strangers_note(console, store, emb) == note
+        monkeypatch.setattr(labels, "stranger_people", lambda *a: pytest.fail("grouped again"))
+        assert review._strangers_note(console, store, emb) == note
+        monkeypatch.undo()
+        labels.label(store, [int(ids[0])], "now_enrolled")
+        assert review._strangers_note(console, store, emb).startswith(f"{len(ids) - 1} face(s)")
+    finally:
+        store.close()
 
 
 def test_schedule_files(fresh_ws, tmp_path, capsys):

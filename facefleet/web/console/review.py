@@ -72,7 +72,7 @@ def review(request: Request) -> Response:
         infos, total = cl.open_clusters_page(st, emb, offset=offset, limit=size)
         nots = cand.negatives_by_face(st)
         cards = [_card(i, nots) for i in infos]
-        strangers = labels.reviewed_strangers_note(c.ws, st, emb)
+        strangers = _strangers_note(c, st, emb)
     return c.render(
         request,
         "review.html",
@@ -93,6 +93,25 @@ def _fingerprint(st: Any) -> tuple:
         "(SELECT COALESCE(MAX(id), 0) FROM faces) FROM faces WHERE status = 'candidate'"
     ).fetchone()
     return tuple(row)
+
+
+def _strangers_note(c: Any, st: Any, emb: str) -> str:
+    """``labels.reviewed_strangers_note`` with the grouping of the reviewed strangers (up to
+    0.2 s) remembered until a verdict changes which faces are strangers."""
+    row = st.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(MAX(id), 0) FROM faces "
+        "WHERE person_id IS NULL AND status IN ('selected', 'in_use')"
+    ).fetchone()
+    key = (emb, *row)
+    with c.cache_lock:
+        hit = c.cache.get("stranger-people")
+    if hit and hit[0] == key:
+        people = hit[1]
+    else:
+        people = labels.stranger_people(st, emb)
+        with c.cache_lock:
+            c.cache["stranger-people"] = (key, people)
+    return labels.strangers_note(st.stranger_count(emb), labels.training_target(c.ws), people)
 
 
 def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
