@@ -118,11 +118,10 @@ def training_target(ws) -> float:
     return load_config(workspace_train=ws.settings.train or None).open_set.target_far
 
 
-def stranger_people(store: Store, embedder_id: str) -> int | None:
-    """About how many people the reviewed strangers are, grouped as training groups them;
+def stranger_people(store: Store, embedder_id: str, reviewed: int) -> int | None:
+    """About how many people the ``reviewed`` strangers are, grouped as training groups them;
     None above :data:`GROUPED_NOTE_LIMIT` faces or where scikit-learn is not installed (a
     device-only install)."""
-    reviewed = store.stranger_count(embedder_id)
     if reviewed < 2:
         return reviewed
     if reviewed > GROUPED_NOTE_LIMIT or not find_spec("sklearn"):
@@ -132,6 +131,5 @@ def stranger_people(store: Store, embedder_id: str) -> int | None:
 
 def reviewed_strangers_note(ws, store: Store, embedder_id: str) -> str:
     """:func:`strangers_note` for the workspace: its reviewed strangers and its training target."""
-    return strangers_note(
-        store.stranger_count(embedder_id), training_target(ws), stranger_people(store, embedder_id)
-    )
+    reviewed = store.stranger_count(embedder_id)
+    return strangers_note(reviewed, training_target(ws), stranger_people(store, embedder_id, reviewed))

@@ -449,22 +449,29 @@ class Store:
             face_ids=[int(r["id"]) for r in rows],
         )
 
-    def stranger_count(self, embedder_id: str) -> int:
-        """How many faces :meth:`stranger_set` would return."""
+    # The faces a reviewer marked as nobody enrolled: no person, status selected or in_use.
+    _STRANGERS = (
+        "FROM faces f JOIN embeddings e ON e.face_id = f.id AND e.embedder_id = ? "
+        "WHERE f.person_id IS NULL AND f.status IN ('selected', 'in_use')"
+    )
+
+    def stranger_fingerprint(self, embedder_id: str) -> tuple[int, int, int]:
+        """How many faces :meth:`stranger_set` would return, the sum and the largest of their
+        ids: changes whenever a verdict adds, removes or relabels one of them."""
         row = self.conn.execute(
-            "SELECT COUNT(*) FROM faces f JOIN embeddings e ON e.face_id = f.id AND e.embedder_id = ? "
-            "WHERE f.person_id IS NULL AND f.status IN ('selected', 'in_use')",
+            f"SELECT COUNT(*), COALESCE(SUM(f.id), 0), COALESCE(MAX(f.id), 0) {self._STRANGERS}",
             (embedder_id,),
         ).fetchone()
-        return int(row[0])
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def stranger_count(self, embedder_id: str) -> int:
+        """How many faces :meth:`stranger_set` would return."""
+        return self.stranger_fingerprint(embedder_id)[0]
 
     def stranger_set(self, embedder_id: str) -> np.ndarray:
         """Faces a reviewer marked as nobody enrolled (no person, status selected or in_use)."""
-        rows = self.conn.execute(
-            "SELECT e.vector FROM faces f JOIN embeddings e ON e.face_id = f.id AND e.embedder_id = ? "
-            "WHERE f.person_id IS NULL AND f.status IN ('selected', 'in_use') ORDER BY f.id",
-            (embedder_id,),
-        ).fetchall()
+        query = f"SELECT e.vector {self._STRANGERS} ORDER BY f.id"
+        rows = self.conn.execute(query, (embedder_id,)).fetchall()
         if not rows:
             return np.zeros((0, 128), dtype=np.float32)
         return np.stack([_blob_to_vec(r["vector"]) for r in rows])

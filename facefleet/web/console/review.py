@@ -98,20 +98,17 @@ def _fingerprint(st: Any) -> tuple:
 def _strangers_note(c: Any, st: Any, emb: str) -> str:
     """``labels.reviewed_strangers_note`` with the grouping of the reviewed strangers (up to
     0.2 s) remembered until a verdict changes which faces are strangers."""
-    row = st.conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(MAX(id), 0) FROM faces "
-        "WHERE person_id IS NULL AND status IN ('selected', 'in_use')"
-    ).fetchone()
-    key = (emb, *row)
+    key = (emb, *st.stranger_fingerprint(emb))
+    reviewed = key[1]
     with c.cache_lock:
         hit = c.cache.get("stranger-people")
     if hit and hit[0] == key:
         people = hit[1]
     else:
-        people = labels.stranger_people(st, emb)
+        people = labels.stranger_people(st, emb, reviewed)
         with c.cache_lock:
             c.cache["stranger-people"] = (key, people)
-    return labels.strangers_note(st.stranger_count(emb), labels.training_target(c.ws), people)
+    return labels.strangers_note(reviewed, labels.training_target(c.ws), people)
 
 
 def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
