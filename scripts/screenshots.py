@@ -4,7 +4,8 @@
 
 The demo workspace is built with the library, the way a person would with the CLI: the
 knn_examples people and two five_celebrity people enrolled, v1 trained and promoted, the pbs
-clip recognised on a "camera" with v1, its unknown captures collected and clustered, a second
+clip recognised on a "camera" with v1, its unknown captures collected and clustered, 20
+captures of two ORL people collected from a second camera and kept as strangers, a second
 version trained, heartbeats of three devices (one with a snapshot from the clip) and a
 deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
 inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures each page,
@@ -31,15 +32,13 @@ ADMIN = ("ada", "demo-password")
 
 def build(root: Path) -> None:
     import cv2
+    from testkit import camera_run
 
     from facefleet.curate import clusters as cl
+    from facefleet.curate import labels
     from facefleet.curate.collect import collect
-    from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import RecognizeOptions, recognize
-    from facefleet.edge.unknowns import UnknownConfig
     from facefleet.enrol import enroll, plan_folder
     from facefleet.fleet import records, snapshots
-    from facefleet.layout import switch
     from facefleet.registry.keys import generate_keypair
     from facefleet.registry.versions import promote
     from facefleet.train.config import load_config
@@ -56,26 +55,23 @@ def build(root: Path) -> None:
     promote(ws, first.version, "production", why="first model, checked on knn_examples/test")
     clip = DATA / "video/pbs_whitehouse_meeting_17s.mp4"
     dev = root.parent / "lobby-cam"
-    models = dev / "models" / first.model
-    shutil.copytree(first.bundle_dir, models / str(first.version))
-    switch(models, str(first.version))
-    recognize(
-        RecognizeOptions(
-            source=str(clip),
-            model=models,
-            public_key=ws.keys_dir / "signing_key.pub.pem",
-            output_dir=dev / "output",
-            unknown_dir=dev / "few_shot_examples" / "unknown",
-            display=False,
-            cache_dir=ws.cache_dir,
-            device="lobby-cam",
-            pipeline=PipelineConfig(crop_margin=0.3),
-            unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
-        )
-    )
+    shutil.rmtree(dev, ignore_errors=True)
+    camera_run(ws, first, clip, dev, margin=0.3)
     collect(ws, [dev])
+    # a courier the door camera saw ten times each on two rounds, kept as strangers: the Review
+    # page's note and the next version's stranger estimate count them as the people they are
+    courier = root.parent / "door-cam-captures"
+    shutil.rmtree(courier, ignore_errors=True)
+    courier.mkdir()
+    for subject in ("s31", "s32"):
+        for photo in sorted((DATA / "faces/orl" / subject).iterdir()):
+            (courier / f"{subject}_{photo.name}").symlink_to(photo)
+    with ws.open_store() as st:
+        before = {f.id for f in st.faces(status="candidate")}
+    collect(ws, [courier], device="door-cam")
     emb = current_embedder_id(ws)
     with ws.open_store() as st:
+        labels.stranger(st, [f.id for f in st.faces(status="candidate") if f.id not in before])
         cl.update_clusters(st, emb)
     celeb = DATA / "faces/five_celebrity/train"
     items = [(p.name, f) for p in (celeb / "madonna", celeb / "mindy_kaling") for f in sorted(p.iterdir())]

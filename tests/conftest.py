@@ -9,12 +9,11 @@ clip recognised on two cameras) are shared by the curate and web console tests.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from testkit import SSH_KEYGEN, SSHD, Device, clone_workspace, keygen, start_sshd
+from testkit import SSH_KEYGEN, SSHD, Device, camera_run, clone_workspace, keygen, start_sshd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("FACEFLEET_NO_PROGRESS", "1")
@@ -142,34 +141,14 @@ def base_ws(tmp_path_factory, shared_data: Path):
 def camera_runs(base_ws, tmp_path_factory, shared_data: Path):
     """Two device folders (cam1, cam2: different crop margins) after recognising the pbs
     clip with model v1: ``<dev>/output/events.jsonl`` and ``<dev>/few_shot_examples/unknown``."""
-    from facefleet.edge.pipeline import PipelineConfig
-    from facefleet.edge.recognize import RecognizeOptions, recognize
-    from facefleet.edge.unknowns import UnknownConfig
-    from facefleet.layout import switch
-
     ws, first = base_ws
     root = tmp_path_factory.mktemp("devices")
     devices = {}
+    clip = shared_data / "video/pbs_whitehouse_meeting_17s.mp4"
     for name, margin in (("cam1", 0.25), ("cam2", 0.4)):
         dev = root / name
-        models = dev / "models" / first.model
-        shutil.copytree(first.bundle_dir, models / str(first.version))
-        switch(models, str(first.version))
-        summary = recognize(
-            RecognizeOptions(
-                source=str(shared_data / "video/pbs_whitehouse_meeting_17s.mp4"),
-                model=models,
-                public_key=ws.keys_dir / "signing_key.pub.pem",
-                output_dir=dev / "output",
-                unknown_dir=dev / "few_shot_examples" / "unknown",
-                display=False,
-                cache_dir=ws.cache_dir,
-                device=name,
-                detector="hog",  # the scenes these tests were written on (HOG every 3rd frame)
-                pipeline=PipelineConfig(crop_margin=margin),
-                unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
-            )
-        )
+        # the scenes these tests were written on (HOG every 3rd frame)
+        summary = camera_run(ws, first, clip, dev, margin=margin, detector="hog")
         assert summary.unknown_saved >= 2, (name, summary.unknown_saved)
         devices[name] = dev
     return devices

@@ -1,5 +1,6 @@
 """Helpers the test folders share: free loopback ports, real OpenSSH servers standing for
-devices with their inventory and known_hosts, and consistent copies of workspaces.
+devices with their inventory and known_hosts, a camera's run of a clip, and consistent
+copies of workspaces.
 (Fixtures built on them live in conftest.py.)"""
 
 from __future__ import annotations
@@ -264,3 +265,32 @@ def signed_bundle(
     key = load_private_key(private_key_path(ws.keys_dir))
     out = folder or ws.models_dir / model / str(version)
     return write_bundle(out, manifest=manifest, arrays=arrays, private_key=key)
+
+
+def camera_run(ws, trained, clip: Path, dev: Path, *, margin: float, detector: str | None = None):
+    """A device folder ``dev`` that ran the clip with the trained version, as a camera does:
+    the bundle installed under ``dev/models``, ``dev/output/events.jsonl`` and its unknown
+    captures in ``dev/few_shot_examples/unknown`` (every new face kept). The run's summary."""
+    from facefleet.edge.pipeline import PipelineConfig
+    from facefleet.edge.recognize import RecognizeOptions, recognize
+    from facefleet.edge.unknowns import UnknownConfig
+    from facefleet.layout import switch
+
+    models = dev / "models" / trained.model
+    shutil.copytree(trained.bundle_dir, models / str(trained.version))
+    switch(models, str(trained.version))
+    return recognize(
+        RecognizeOptions(
+            source=str(clip),
+            model=models,
+            public_key=ws.keys_dir / "signing_key.pub.pem",
+            output_dir=dev / "output",
+            unknown_dir=dev / "few_shot_examples" / "unknown",
+            display=False,
+            cache_dir=ws.cache_dir,
+            device=dev.name,
+            **({"detector": detector} if detector else {}),
+            pipeline=PipelineConfig(crop_margin=margin),
+            unknowns=UnknownConfig(dedup_distance=0.25, min_interval=0.0),
+        )
+    )

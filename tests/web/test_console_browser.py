@@ -211,6 +211,10 @@ def test_a_version_says_what_its_stranger_estimate_rests_on(browser, server, con
     text = browser.find_element(By.ID, "estimate").text
     assert text == far_line(metrics) and text.startswith("strangers named (estimate): ")
     assert f"{int(metrics['far_trials'])} trials of enrolled people played as strangers" in text
+    # the thresholds are margin scores, said so, with the numbers the bundle decides with
+    head = browser.find_element(By.CSS_SELECTOR, "#thresholds th:nth-child(2)").text
+    rule = browser.find_element(By.ID, "threshold-rule").text
+    assert head == "score threshold" and "minus 0.6 x its distance to the next person" in rule, rule
 
 
 def test_admin_deploys_to_a_group_and_watches_it(browser, server, console_ws, console_devices):

@@ -12,7 +12,7 @@ from facefleet.errors import ConfigError, FacefleetError
 from facefleet.fleet import snapshots
 from facefleet.settings import Settings
 from facefleet.web.console import accounts, files
-from facefleet.web.console.models import summary_metrics
+from facefleet.web.console.models import summary_metrics, threshold_rule
 
 
 def test_backoff_and_throttle():
@@ -58,6 +58,24 @@ def test_inside_refuses_escapes(tmp_path):
             files.inside(root, bad)
 
 
+def test_thumbnails_of_photos_a_browser_cannot_show(tmp_path, shared_data):
+    """An ORL photo (PGM) inside the workspace gets a JPEG thumbnail; the file itself is not
+    served raw (no browser shows PGM), and a non-image is refused either way."""
+    import cv2
+
+    root = tmp_path / "ws"
+    (root / "images").mkdir(parents=True)
+    photo = root / "images" / "s1_1.pgm"
+    photo.write_bytes((shared_data / "faces/orl/s1/1.pgm").read_bytes())
+    thumb = files.thumbnail(root, root / "cache", 7, str(photo), "ab" * 32, (10, 20, 80, 100))
+    assert thumb.name == "7-abababababab.jpg" and cv2.imread(str(thumb)).shape[2] == 3
+    with pytest.raises(files.PathRefusedError, match="not an image"):
+        files.inside(root, "images/s1_1.pgm")
+    (root / "images" / "notes.txt").write_text("not a photo")
+    with pytest.raises(files.PathRefusedError, match="not an image"):
+        files.thumbnail(root, root / "cache", 8, str(root / "images/notes.txt"), "cd" * 32, (0, 0, 5, 5))
+
+
 def test_crop_box_and_safe_name():
     assert files.crop_box((100, 100), (40, 40, 60, 60), margin=0.5) == (30, 30, 70, 70)
     assert files.crop_box((50, 80), (0, 0, 80, 50)) == (0, 0, 80, 50)
@@ -87,6 +105,14 @@ def test_summary_metrics_finds_prefixed_keys():
     assert summary_metrics(trained)["strangers named"] == 0.012  # the estimate behind the threshold
     assert summary_metrics({**trained, "val_unknown_false_accept_rate": 0.004})["strangers named"] == 0.004
     assert summary_metrics({}) == {"accuracy": None, "strangers named": None, "known rejected": None}
+
+
+def test_threshold_heading_follows_the_bundles_rule():
+    rule = {"rule": "centroid_margin", "margin": 0.6, "far_distance": 1.0, "max_distance": 0.6}
+    head, says = threshold_rule(rule)
+    assert head == "score threshold"
+    assert "minus 0.6 x" in says and "at most 1)" in says and "at most 0.6; lower is surer" in says
+    assert threshold_rule({})[0] == "distance threshold"  # bundles from before the margin rule
 
 
 def test_snapshot_checks():

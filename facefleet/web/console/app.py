@@ -82,8 +82,11 @@ class Console:
             return self._embedder_id
 
     def file_url(self, path: str | Path) -> str | None:
+        """The console's address of a workspace file a browser can show, else None (no link)."""
         rel = files.relative(self.ws.root, path)
-        return None if rel is None else "/files/" + quote(rel)
+        if rel is None or Path(rel).suffix.lower() not in files.IMAGE_SUFFIXES:
+            return None
+        return "/files/" + quote(rel)
 
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         session = getattr(request.state, "session", None)

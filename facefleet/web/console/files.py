@@ -1,9 +1,10 @@
 """Files the console shows: workspace paths resolved safely, face thumbnails, upload checks.
 
 A path is served only when, after resolving every symlink, it is a regular image file inside
-the resolved workspace root: ``../`` and symlinks pointing out are refused. Thumbnails
-(face box plus a margin, longest side ``THUMB_PX``) are cached as JPEG in
-``cache/thumbs/<face id>-<image sha[:12]>.jpg``.
+the resolved workspace root: ``../`` and symlinks pointing out are refused. Files go to the
+browser as they are, so only the types a browser shows; thumbnails (face box plus a margin,
+longest side ``THUMB_PX``) are made from any photo facefleet reads (ORL's PGM, TIFF) and
+cached as JPEG in ``cache/thumbs/<face id>-<image sha[:12]>.jpg``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facefleet.errors import FacefleetError
+from facefleet.vision.image import IMAGE_SUFFIXES as READABLE_SUFFIXES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MEDIA_TYPES = {
@@ -33,9 +35,9 @@ class PathRefusedError(FacefleetError):
     """A requested file is outside the workspace, not an image, or missing."""
 
 
-def inside(root: Path, candidate: Path | str) -> Path:
+def inside(root: Path, candidate: Path | str, suffixes: set[str] = IMAGE_SUFFIXES) -> Path:
     """``candidate`` (absolute, or relative to ``root``) resolved, when it stays inside
-    ``root`` and is an image file; ``PathRefusedError`` otherwise."""
+    ``root`` and is an image file (one of ``suffixes``); ``PathRefusedError`` otherwise."""
     base = Path(root).resolve()
     raw = Path(candidate)
     if not raw.is_absolute():
@@ -48,7 +50,7 @@ def inside(root: Path, candidate: Path | str) -> Path:
         raise PathRefusedError("no such file") from None
     if not real.is_relative_to(base):
         raise PathRefusedError("path leaves the workspace")
-    if real.suffix.lower() not in IMAGE_SUFFIXES or not real.is_file():
+    if real.suffix.lower() not in suffixes or not real.is_file():
         raise PathRefusedError("not an image file")
     return real
 
@@ -83,7 +85,7 @@ def thumbnail(root: Path, cache: Path, face_id: int, image_path: str, sha: str, 
         return out
     import cv2
 
-    source = inside(root, image_path)
+    source = inside(root, image_path, READABLE_SUFFIXES)
     bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if bgr is None:
         raise PathRefusedError("unreadable image")

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry import versions as reg
 from facefleet.registry.format import read_manifest
+from facefleet.registry.inference import MARGIN_RULE
 from facefleet.train.model import far_line
 from facefleet.web.console import auth
 from facefleet.web.console.app import console_of, writer
@@ -158,6 +159,19 @@ def diff(request: Request) -> Response:
     return c.render(request, "diff.html", d=d)
 
 
+def threshold_rule(open_set: dict[str, Any]) -> tuple[str, str]:
+    """The thresholds column's heading and the sentence saying what they bound: a score of
+    the centroid-margin rule, or (older bundles) the plain distance to the person."""
+    if open_set.get("rule") != MARGIN_RULE:
+        return "distance threshold", "A face is named when its distance to the person is at most this."
+    margin, far, most = (float(open_set[k]) for k in ("margin", "far_distance", "max_distance"))
+    return "score threshold", (
+        f"A face is named when its distance to the person's centroid minus {margin:g} x its "
+        f"distance to the next person's (counted as at most {far:g}) is at most this, and "
+        f"the distance itself at most {most:g}; lower is surer."
+    )
+
+
 @router.get("/models/{version}")
 def version(version: int, request: Request) -> Response:
     auth.current(request)
@@ -175,6 +189,7 @@ def version(version: int, request: Request) -> Response:
         summary=summary_metrics(info.metrics),
         estimate=far_line(info.metrics) if "far_trials" in info.metrics else None,
         thresholds=sorted((manifest.get("thresholds") or {}).items()),
+        threshold_rule=threshold_rule(manifest.get("open_set") or {}),
         plots=_plots(c, info),
         aliases=reg.ALIASES,
         history=history,
