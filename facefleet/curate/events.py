@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from facefleet.store import Store
+from facefleet.store import STRANGER_STATUSES, Store
 
 _WHEN = "COALESCE(json_extract(meta, '$.event_time'), created)"
 _IS_EVENT = "json_extract(meta, '$.origin') IS NOT NULL"  # collect records where a face came from
@@ -37,6 +37,11 @@ class Event:
     image_path: str
     image_sha256: str
     box: tuple[int, int, int, int]
+
+    @property
+    def reviewed_stranger(self) -> bool:
+        """A reviewer kept this face as nobody enrolled (whatever the device said)."""
+        return self.person is None and self.status in STRANGER_STATUSES
 
 
 @dataclass

@@ -5,6 +5,7 @@ from facefleet.clock import now_iso
 from facefleet.store.database import (
     NAME_RULE,
     STATUSES,
+    STRANGER_STATUSES,
     FaceRow,
     Person,
     Store,
@@ -15,6 +16,7 @@ from facefleet.store.database import (
 __all__ = [
     "NAME_RULE",
     "STATUSES",
+    "STRANGER_STATUSES",
     "FaceRow",
     "Person",
     "Store",

@@ -21,6 +21,9 @@ from facefleet.clock import now_iso
 from facefleet.errors import StoreError
 
 STATUSES = ("candidate", "selected", "in_use", "revoked")
+# A face with no person in one of these is a reviewed stranger: nobody enrolled, evidence
+# against everyone (Store.stranger_set); a candidate with no person is only unreviewed.
+STRANGER_STATUSES = ("selected", "in_use")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS people (
@@ -449,10 +452,10 @@ class Store:
             face_ids=[int(r["id"]) for r in rows],
         )
 
-    # The faces a reviewer marked as nobody enrolled: no person, status selected or in_use.
+    # The faces a reviewer marked as nobody enrolled (STRANGER_STATUSES, no person).
     _STRANGERS = (
         "FROM faces f JOIN embeddings e ON e.face_id = f.id AND e.embedder_id = ? "
-        "WHERE f.person_id IS NULL AND f.status IN ('selected', 'in_use')"
+        f"WHERE f.person_id IS NULL AND f.status IN {STRANGER_STATUSES!r}"
     )
 
     def stranger_fingerprint(self, embedder_id: str) -> tuple[int, int, int]:
