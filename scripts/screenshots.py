@@ -5,7 +5,8 @@
 The demo workspace is built with the library, the way a person would with the CLI: the
 knn_examples people and two five_celebrity people enrolled, v1 trained and promoted, the pbs
 clip recognised on a "camera" with v1, its unknown captures collected and clustered, 20
-captures of two ORL people collected from a second camera and kept as strangers, a second
+captures of two ORL people collected from a second camera and kept as strangers, five of
+madonna collected from it before she was enrolled (her cluster then looks like her), a second
 version trained, heartbeats of three devices (one with a snapshot from the clip) and a
 deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
 inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures each page,
@@ -72,6 +73,15 @@ def build(root: Path) -> None:
     emb = current_embedder_id(ws)
     with ws.open_store() as st:
         labels.stranger(st, [f.id for f in st.faces(status="candidate") if f.id not in before])
+        cl.update_clusters(st, emb)
+    # madonna at the door before she was enrolled: once she is (below), her cluster says so
+    visitor = root.parent / "door-cam-visitor"
+    shutil.rmtree(visitor, ignore_errors=True)
+    visitor.mkdir()
+    for photo in sorted((DATA / "faces/five_celebrity/val/madonna").iterdir()):
+        (visitor / f"visitor_{photo.name}").symlink_to(photo)
+    collect(ws, [visitor], device="door-cam")
+    with ws.open_store() as st:
         cl.update_clusters(st, emb)
     celeb = DATA / "faces/five_celebrity/train"
     items = [(p.name, f) for p in (celeb / "madonna", celeb / "mindy_kaling") for f in sorted(p.iterdir())]
@@ -153,14 +163,15 @@ def shoot(root: Path, out: Path) -> list[Path]:
         def grab(name: str, path: str, height: int | None = None) -> None:
             driver.get(url + path)
             time.sleep(0.6)
-            driver.execute_script(
-                "return Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
-                " new Promise(r => { i.onload = i.onerror = r; })))"
-            )
             full = driver.execute_script("return document.documentElement.scrollHeight")
+            # the whole shot in the viewport first, so that lazy thumbnails below the fold load
             driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
                 {"width": 1280, "height": min(height or full, 1800), "deviceScaleFactor": 1, "mobile": False},
+            )
+            driver.execute_script(
+                "return Promise.all(Array.from(document.images).map(i => i.complete ? 0 :"
+                " new Promise(r => { i.onload = i.onerror = r; setTimeout(r, 5000); })))"
             )
             time.sleep(0.3)
             target = out / f"{name}.png"

@@ -7,10 +7,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facefleet.cli.core_cmds import SCHEDULER_HELP
 from facefleet.errors import FacefleetError
 from facefleet.workspace import Workspace
+
+if TYPE_CHECKING:
+    from facefleet.curate.clusters import LooksLike
 
 
 def _store_and_embedder(args):
@@ -92,6 +96,15 @@ def _montage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _look(h: LooksLike) -> dict:
+    return {"person": h.person, "cluster": h.cluster, "distance": round(h.distance, 4), "face": h.face_id}
+
+
+def _look_text(h: LooksLike) -> str:
+    who = f"looks like {h.person}" if h.person else f"may be cluster {h.cluster}"
+    return f"{who} ({h.distance:.2f})"
+
+
 def _clusters(args: argparse.Namespace) -> int:
     from facefleet.curate import clusters as cl
 
@@ -100,16 +113,20 @@ def _clusters(args: argparse.Namespace) -> int:
         if args.action == "list":
             placed = cl.update_clusters(store, emb, args.distance)
             found = cl.clusters(store, emb, include_closed=args.all)
+            looks = cl.looks_like(store, emb, [c.id for c in found if c.state == "open"])
             if args.json:
-                print(json.dumps([c.as_dict() for c in found], indent=1))
+                out = [c.as_dict() | {"looks_like": [_look(h) for h in looks.get(c.id, [])]} for c in found]
+                print(json.dumps(out, indent=1))
                 return 0
             if placed:
                 print(f"{len(placed)} new capture(s) clustered")
-            print(f"{'cluster':>7s} {'state':9s} {'faces':>5s} {'spread':>6s}  devices / seen")
+            print(f"{'cluster':>7s} {'state':9s} {'faces':>5s} {'spread':>6s}  devices / seen  [looks like]")
             for c in found:
+                hint = "; ".join(_look_text(h) for h in looks.get(c.id, []))
                 print(
                     f"{c.id:7d} {c.state:9s} {len(c.faces):5d} {c.spread:6.3f}  "
                     f"{','.join(c.devices) or '-'}  {c.first_seen or ''} .. {c.last_seen or ''}"
+                    + (f"  [{hint}]" if hint else "")
                 )
             return 0
         if args.cluster is None:

@@ -4,7 +4,8 @@ Average-linkage clustering of the embeddings (``train.grouping``), cut at dlib's
 Cluster ids are stable: they live in the store (``curate_clusters``/``curate_cluster_members``);
 a re-clustering only places faces that have no cluster yet, joining the existing cluster most
 of their group already belongs to, or opening a new one. Existing clusters never split or
-merge under a reviewer's feet.
+merge under a reviewer's feet; instead each open cluster says which enrolled person and which
+other open cluster it looks like (:func:`looks_like`), for the reviewer to confirm or refuse.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facefleet.curate import labels
+from facefleet.curate.candidates import negatives_by_face
 from facefleet.errors import StoreError
 from facefleet.registry.inference import pairwise_distances
 from facefleet.store import FaceRow, Store, now_iso
 from facefleet.train.grouping import SAME_PERSON_DISTANCE, agglomerate
+
+# Closer than this (root-mean-square distance between the faces of two sets, see
+# :func:`set_distances`) a cluster is said to look like an enrolled person or another open
+# cluster. On lfw_dev (the first 3 photos of each of 452 people enrolled) a person's other
+# photos taken as one cluster came within it of their own person 96.7 % of the time and of
+# somebody else 0.2 %; one stranger's photo came within it of somebody 10.6 % of the time, and
+# one photo of an enrolled person within it of the right one 94.5 %, of somebody else 0.9 %.
+LOOKS_LIKE_DISTANCE = 0.55
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS curate_clusters (
@@ -81,6 +91,64 @@ def assign(groups: np.ndarray, existing: list[int | None], next_id: int) -> list
 
 def spread(X: np.ndarray) -> float:
     return float(pairwise_distances(X, X).max()) if len(X) > 1 else 0.0
+
+
+def set_stats(X: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (0..n-1, each with a face): the mean embedding and the mean squared distance
+    of its faces to that mean."""
+    X = np.asarray(X, dtype=np.float64)
+    groups = np.asarray(groups)
+    order = np.argsort(groups, kind="stable")
+    starts = np.searchsorted(groups[order], np.arange(n))
+    counts = np.bincount(groups, minlength=n).astype(np.float64)
+    mean = np.add.reduceat(X[order], starts, axis=0) / counts[:, None]
+    sq = ((X - mean[groups]) ** 2).sum(axis=1)
+    return mean, np.add.reduceat(sq[order], starts) / counts
+
+
+def set_distances(mean_a: np.ndarray, var_a: np.ndarray, mean_b: np.ndarray, var_b: np.ndarray) -> np.ndarray:
+    """A x B root-mean-square distances between every face of a set and every face of
+    another, ``sqrt(|mean_a - mean_b|^2 + var_a + var_b)``: exact from the sets' means and
+    spreads, so comparing clusters and people costs no face-by-face matrix."""
+    d2 = pairwise_distances(mean_a, mean_b) ** 2 + var_a[:, None] + var_b[None, :]
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+@dataclass(frozen=True)
+class LooksLike:
+    """The person (``cluster`` None) or the other open cluster a cluster is closest to."""
+
+    distance: float
+    face_id: int  # a face to show beside it: the one nearest its set's mean
+    person: str | None = None
+    cluster: int | None = None
+
+
+def nearest_sets(
+    dist: np.ndarray, limit: float, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the column nearest within ``limit`` (-1 if none) and its distance; ``exclude``
+    gives per row a column to skip (-1: none), the row's own set."""
+    d = np.array(dist, dtype=np.float64)
+    if exclude is not None and d.size:
+        rows = np.flatnonzero(exclude >= 0)
+        d[rows, exclude[rows]] = np.inf
+    if d.shape[1] == 0:
+        return np.full(len(d), -1), np.full(len(d), np.inf)
+    best = d.argmin(axis=1)
+    near = d[np.arange(len(d)), best]
+    return np.where(near < limit, best, -1), near
+
+
+def _typical_faces(X: np.ndarray, groups: np.ndarray, mean: np.ndarray, ids: list[int]) -> list[int]:
+    """Per group, the id of its face nearest the group's mean."""
+    d = np.linalg.norm(np.asarray(X, dtype=np.float64) - mean[groups], axis=1)
+    out = [0] * len(mean)
+    best = np.full(len(mean), np.inf)
+    for i, g in enumerate(groups):
+        if d[i] < best[g]:
+            best[g], out[g] = d[i], ids[i]
+    return out
 
 
 # -- against the store -----------------------------------------------------------------------
@@ -216,6 +284,117 @@ def reject_cluster(store: Store, embedder_id: str, cid: int, *, as_stranger: boo
             (labels.stranger if as_stranger else labels.discard)(store, ids)
         _close(store, cid, "rejected", None)
     return ids
+
+
+# faces a person is made of for the hints: named in review (selected) counts too, so that once
+# one cluster of a person is named the person's other clusters say so
+_KNOWN = ("selected", "in_use")
+
+
+def _member_rows(store: Store) -> list[tuple[int, int]]:
+    """(cluster id, face id) of every open face of an open cluster."""
+    store.ensure_schema(SCHEMA)
+    return [
+        (int(r[0]), int(r[1]))
+        for r in store.conn.execute(
+            "SELECT m.cluster_id, m.face_id FROM curate_cluster_members m "
+            "JOIN curate_clusters c ON c.id = m.cluster_id JOIN faces f ON f.id = m.face_id "
+            "WHERE c.state = 'open' AND f.status = 'candidate' ORDER BY m.face_id"
+        )
+    ]
+
+
+def _known_rows(store: Store) -> list[tuple[int, str]]:
+    """(face id, person name) of the faces :meth:`HintIndex.build` makes people of."""
+    query = (
+        "SELECT f.id, p.name FROM faces f JOIN people p ON p.id = f.person_id "
+        f"WHERE f.status IN ({','.join('?' * len(_KNOWN))}) ORDER BY f.id"
+    )
+    return [(int(r[0]), str(r[1])) for r in store.conn.execute(query, _KNOWN)]
+
+
+@dataclass
+class HintIndex:
+    """The means and spreads of every open cluster and every person, from which
+    :meth:`looks_like` answers for any page of clusters without reading an embedding."""
+
+    clusters: list[int]
+    faces_of: dict[int, list[int]]  # open faces per cluster
+    c_mean: np.ndarray
+    c_var: np.ndarray
+    c_face: list[int]
+    names: list[str]
+    p_mean: np.ndarray
+    p_var: np.ndarray
+    p_face: list[int]
+
+    @staticmethod
+    def signature(store: Store, embedder_id: str) -> int:
+        """Changes whenever a cluster's open faces or a person's faces change (a console keeps
+        one index while its signature holds)."""
+        return hash((embedder_id, tuple(_member_rows(store)), tuple(_known_rows(store))))
+
+    @classmethod
+    def build(cls, store: Store, embedder_id: str) -> HintIndex:
+        rows = _member_rows(store)
+        vectors = store.embeddings(embedder_id, [f for _, f in rows])
+        members = [(c, f) for c, f in rows if f in vectors]
+        faces_of: dict[int, list[int]] = {}
+        for c, f in members:
+            faces_of.setdefault(c, []).append(f)
+        cids = sorted(faces_of)
+        dim = next(iter(vectors.values())).shape[0] if vectors else 128
+        c_mean, c_var, c_face = np.zeros((0, dim)), np.zeros(0), []
+        if members:
+            index = {c: i for i, c in enumerate(cids)}
+            cg = np.array([index[c] for c, _ in members])
+            CX = np.stack([vectors[f] for _, f in members])
+            c_mean, c_var = set_stats(CX, cg, len(cids))
+            c_face = _typical_faces(CX, cg, c_mean, [f for _, f in members])
+        gallery = store.training_set(embedder_id, _KNOWN)
+        names = sorted(set(gallery.names))
+        p_mean, p_var, p_face = np.zeros((0, dim)), np.zeros(0), []
+        if len(gallery):
+            pg = np.searchsorted(names, gallery.names)
+            p_mean, p_var = set_stats(gallery.X, pg, len(names))
+            p_face = _typical_faces(gallery.X, pg, p_mean, gallery.face_ids)
+        return cls(cids, faces_of, c_mean, c_var, c_face, names, p_mean, p_var, p_face)
+
+    def looks_like(
+        self, cluster_ids: list[int], nots: dict[int, list[str]], limit: float = LOOKS_LIKE_DISTANCE
+    ) -> dict[int, list[LooksLike]]:
+        """See :func:`looks_like`; ``nots``: the names each face is marked "not"."""
+        out: dict[int, list[LooksLike]] = {cid: [] for cid in cluster_ids}
+        index = {c: i for i, c in enumerate(self.clusters)}
+        asked = [c for c in cluster_ids if c in index]
+        if not asked:
+            return out
+        rows = np.array([index[c] for c in asked])
+        mean, var = self.c_mean[rows], self.c_var[rows]
+        if self.names:
+            dp = set_distances(mean, var, self.p_mean, self.p_var)
+            for row, cid in enumerate(asked):
+                refused = set.intersection(*(set(nots.get(f, ())) for f in self.faces_of[cid]))
+                dp[row, np.searchsorted(self.names, sorted(refused & set(self.names)))] = np.inf
+            best, dist = nearest_sets(dp, limit)
+            for cid, b, d in zip(asked, best, dist, strict=True):
+                if b >= 0:
+                    out[cid].append(LooksLike(float(d), self.p_face[b], person=self.names[b]))
+        best, dist = nearest_sets(set_distances(mean, var, self.c_mean, self.c_var), limit, exclude=rows)
+        for cid, b, d in zip(asked, best, dist, strict=True):
+            if b >= 0:
+                out[cid].append(LooksLike(float(d), self.c_face[b], cluster=self.clusters[b]))
+        return out
+
+
+def looks_like(
+    store: Store, embedder_id: str, cluster_ids: list[int], *, limit: float = LOOKS_LIKE_DISTANCE
+) -> dict[int, list[LooksLike]]:
+    """Per cluster of ``cluster_ids``: the person (enrolled or named in review) and the other
+    open cluster its open faces are closest to (:func:`set_distances`), each only if within
+    ``limit``, person first; never a person all its open faces are marked "not". A hint for a
+    reviewer (the camera missed a known face, or one person was split in two), not a verdict."""
+    return HintIndex.build(store, embedder_id).looks_like(cluster_ids, negatives_by_face(store), limit)
 
 
 def open_clusters_page(

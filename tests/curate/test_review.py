@@ -305,3 +305,75 @@ def test_collect_bad_input_is_a_clear_error(fresh_ws, tmp_path):
     report = collect(fresh_ws, [bad])
     assert report.added == [] and "broken.jpg" in report.skipped[0][0]
     assert os.listdir(fresh_ws.images_dir) in ([], ["collected"])
+
+
+def test_set_distances_are_the_rms_of_every_pair():
+    from facefleet.curate.clusters import nearest_sets, set_distances, set_stats
+
+    rng = np.random.default_rng(3)
+    A, B = rng.normal(size=(7, 5)), rng.normal(size=(4, 5))
+    X = np.vstack([A, B])
+    mean, var = set_stats(X, np.array([0] * 7 + [1] * 4), 2)
+    brute = np.sqrt(((A[:, None, :] - B[None, :, :]) ** 2).sum(-1).mean())
+    assert set_distances(mean[:1], var[:1], mean[1:], var[1:])[0, 0] == pytest.approx(brute)
+    best, near = nearest_sets(np.array([[0.2, 0.1, 0.7], [0.9, 0.8, 0.3]]), 0.5, exclude=np.array([1, -1]))
+    assert best.tolist() == [0, 2] and near.tolist() == [0.2, 0.3]
+    assert nearest_sets(np.array([[0.6, 0.7]]), 0.5)[0].tolist() == [-1]
+
+
+def test_clusters_say_whom_they_look_like(fresh_ws, shared_data, tmp_path, capsys):
+    """ORL s5 enrolled from 5 photos; crops of s5's other photos and of s7 and s40 collected
+    and clustered with a cut tight enough to split a person: the s5 cluster looks like s5 (in
+    the library and in ``clusters list``) until a reviewer says "not s5", nobody else's does,
+    and a split person's clusters point at each other."""
+    from facefleet.curate import clusters as cl
+
+    orl = shared_data / "faces" / "orl"
+    s5 = sorted((orl / "s5").iterdir())
+    assert main(["-w", str(fresh_ws.root), "enroll", "s5", *map(str, s5[:5])]) == 0
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for photo in s5[5:]:
+        os.symlink(photo, crops / f"s5_{photo.name}")
+    for subject in ("s7", "s40"):
+        for photo in sorted((orl / subject).iterdir()):
+            os.symlink(photo, crops / f"{subject}_{photo.name}")
+    collect(fresh_ws, [crops])
+    emb = fresh_ws.engine().embedder.id
+    store = fresh_ws.open_store()
+    try:
+        cl.update_clusters(store, emb, threshold=0.3)
+        who = {}  # cluster id -> the subjects of its faces
+        for info in cl.clusters(store, emb):
+            who[info.id] = {Path(f.meta["source"]).name.split("_")[0] for f in info.faces}
+        assert all(len(s) == 1 for s in who.values()), who  # a tight cut mixes nobody
+        hints = cl.looks_like(store, emb, sorted(who))
+        enrolled = store.training_set(emb)
+    finally:
+        store.close()
+    subject = {cid: next(iter(s)) for cid, s in who.items()}
+    people = {cid: h.person for cid, hs in hints.items() for h in hs if h.person}
+    assert people and set(people.values()) == {"s5"}
+    assert {subject[cid] for cid in people} == {"s5"}  # only s5's own clusters look like s5
+    own = [cid for cid, s in subject.items() if s == "s5"]
+    assert own and all(cid in people for cid in own)  # and every one of them does
+    pairs = [(cid, h.cluster) for cid, hs in hints.items() for h in hs if h.cluster is not None]
+    assert pairs and all(subject[a] == subject[b] for a, b in pairs), (pairs, subject)
+    for hs in hints.values():
+        for h in hs:
+            assert h.distance < cl.LOOKS_LIKE_DISTANCE
+            if h.person:  # the face shown beside the name is one of the person's own
+                assert h.face_id in enrolled.face_ids
+    capsys.readouterr()
+    assert main(["-w", str(fresh_ws.root), "clusters", "list"]) == 0
+    rows = {int(line.split()[0]): line for line in capsys.readouterr().out.splitlines()[1:]}
+    for cid in own:
+        assert f"[looks like s5 ({hints[cid][0].distance:.2f})" in rows[cid]
+    a, b = pairs[0]
+    assert f"may be cluster {b} (" in rows[a]
+    # a reviewer said "not s5" of every face of one s5 cluster: it stops saying s5
+    with fresh_ws.open_store() as store:
+        refused = cl.cluster(store, emb, own[0])
+        labels.label_not(store, [f.id for f in refused.faces], "s5")
+        again = cl.looks_like(store, emb, [own[0]])[own[0]]
+    assert not any(h.person for h in again)

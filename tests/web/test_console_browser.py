@@ -121,6 +121,35 @@ def test_review_names_one_cluster_and_marks_another_not(browser, server, console
     assert not browser.find_elements(By.ID, f"cluster-{first.id}")
 
 
+def test_review_offers_the_person_a_cluster_looks_like(browser, server, console_ws):
+    """One face of a cluster named on its own (as on the candidates tab): the cluster's card
+    then shows that person's face and "It is door_guest", and one click names the rest."""
+    from facefleet.curate import clusters as cl
+    from facefleet.curate import labels
+    from facefleet.train.pipeline import current_embedder_id
+
+    emb = current_embedder_id(console_ws)
+    with console_ws.open_store() as st:
+        target = next(c for c in cl.clusters(st, emb) if len(c.faces) >= 3)
+        first, *rest = sorted(f.id for f in target.faces)
+        labels.label(st, [first], "door_guest")
+        hint = cl.looks_like(st, emb, [target.id])[target.id][0]
+    assert hint.person == "door_guest" and hint.face_id == first
+
+    sign_in(browser, server, "rita")
+    card = browser.find_element(By.ID, f"cluster-{target.id}")
+    looks = card.find_element(By.CSS_SELECTOR, ".looks")
+    assert f"looks like door_guest (distance {hint.distance:.2f})" in looks.text
+    img = looks.find_element(By.TAG_NAME, "img")
+    assert img.get_attribute("src").endswith(f"/thumbs/{first}.jpg")
+    wait(browser).until(lambda d: d.execute_script("return arguments[0].naturalWidth > 0", img))
+    looks.find_element(By.CSS_SELECTOR, "button.looks-yes").click()
+    wait(browser).until(lambda d: "named door_guest" in d.find_element(By.ID, f"cluster-{target.id}").text)
+    with console_ws.open_store() as st:
+        assert {(f.person_name, f.status) for f in st.faces_by_id(rest)} == {("door_guest", "selected")}
+        assert cl.cluster(st, emb, target.id).state == "labelled"
+
+
 def test_review_says_what_the_reviewed_strangers_do(browser, server, console_ws):
     from facefleet.train.pipeline import current_embedder_id
 

@@ -1,7 +1,9 @@
 """Review: unknown-face clusters and curation candidates as thumbnail strips, best first.
 
 Per cluster: name it (an existing person or a new one), "not <person>", discard, or keep as
-strangers; picking faces first limits the action to them. The verdicts go through
+strangers; picking faces first limits the action to them. A cluster that looks like a person
+or another open cluster says so (``clusters.looks_like``), with that person's face beside it
+and one-click "it is" / "not" buttons. The verdicts go through
 ``facefleet.curate.clusters`` and ``facefleet.curate.labels``, as ``facefleet clusters`` and
 ``facefleet label`` do.
 """
@@ -24,7 +26,9 @@ router = APIRouter()
 STRIP = 24  # thumbnails shown per cluster
 
 
-def _card(info: cl.ClusterInfo, nots: dict[int, list[str]]) -> dict[str, Any]:
+def _card(
+    info: cl.ClusterInfo, nots: dict[int, list[str]], looks: list[cl.LooksLike] | None = None
+) -> dict[str, Any]:
     faces = sorted(info.faces, key=lambda f: (-cand.quality_score(f.quality), f.id))
     not_names = sorted({n for f in info.faces for n in nots.get(f.id, [])})
     return {
@@ -37,6 +41,7 @@ def _card(info: cl.ClusterInfo, nots: dict[int, list[str]]) -> dict[str, Any]:
         "first_seen": info.first_seen,
         "last_seen": info.last_seen,
         "nots": not_names,
+        "looks": looks or [],
     }
 
 
@@ -71,7 +76,8 @@ def review(request: Request) -> Response:
             )
         infos, total = cl.open_clusters_page(st, emb, offset=offset, limit=size)
         nots = cand.negatives_by_face(st)
-        cards = [_card(i, nots) for i in infos]
+        looks = _looks_like(c, st, emb, [i.id for i in infos], nots)
+        cards = [_card(i, nots, looks.get(i.id)) for i in infos]
         strangers = _strangers_note(c, st, emb)
     return c.render(
         request,
@@ -111,6 +117,23 @@ def _strangers_note(c: Any, st: Any, emb: str) -> str:
     return labels.strangers_note(reviewed, labels.training_target(c.ws), people)
 
 
+def _looks_like(
+    c: Any, st: Any, emb: str, cluster_ids: list[int], nots: dict[int, list[str]]
+) -> dict[int, list[cl.LooksLike]]:
+    """``clusters.looks_like``, with the clusters' and people's means and spreads remembered
+    until a face joins or leaves an open cluster or a person (the signature changes)."""
+    key = cl.HintIndex.signature(st, emb)
+    with c.cache_lock:
+        hit = c.cache.get("looks-like")
+    if hit and hit[0] == key:
+        index = hit[1]
+    else:
+        index = cl.HintIndex.build(st, emb)
+        with c.cache_lock:
+            c.cache["looks-like"] = (key, index)
+    return index.looks_like(cluster_ids, nots)
+
+
 def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
     """``list_candidates`` (the best ``limit``), remembered until the store's candidates change:
     ranking every collected face on each page view is the costly part of this page."""
@@ -141,7 +164,10 @@ def _after(request: Request, st: Any, emb: str, cid: int, message: str) -> Respo
     if not is_htmx(request):
         return c.back("/review", msg=message)
     info = cl.cluster(st, emb, cid)
-    card = _card(info, cand.negatives_by_face(st)) if info.state == "open" and info.faces else None
+    card = None
+    if info.state == "open" and info.faces:
+        nots = cand.negatives_by_face(st)
+        card = _card(info, nots, _looks_like(c, st, emb, [cid], nots).get(cid))
     return c.render(request, "_cluster.html", cl=card, cid=cid, done=message, people=_names(st))
 
 
@@ -151,7 +177,8 @@ async def cluster_action(cid: int, action: str, request: Request) -> Response:
     c = console_of(request)
     form = await request.form()
     picked = _picked(form)
-    name = str(form.get("name") or "").strip()
+    # "as": the person a "looks like" button names, else the typed name
+    name = str(form.get("as") or form.get("name") or "").strip()
     emb = c.embedder_id()
     with c.store() as st:
         try:
