@@ -167,3 +167,38 @@ def test_device_api_keeps_bearer_tokens(server, console_ws):
     bad = {**beat, "snapshot": base64.b64encode(b"GIF89a not a jpeg").decode()}
     r = httpx.post(server + "/v1/heartbeat", json=bad, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 422 and "JPEG" in r.text
+
+
+def test_a_looks_like_button_names_the_person_it_shows(server, console_ws, shared_data, tmp_path):
+    """The "Not NAME" of a hint sends ``as=NAME``: it wins over whatever was typed in the name
+    field, and a viewer cannot send it at all. (A new cluster of its own: ORL s10's photos.)"""
+    from facefleet.curate import clusters as cl
+    from facefleet.curate.collect import collect
+    from facefleet.train.pipeline import current_embedder_id
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for photo in sorted((shared_data / "faces" / "orl" / "s10").iterdir())[:4]:
+        os.symlink(photo, crops / f"s10_{photo.name}")
+    added = set(collect(console_ws, [crops], device="door-cam").added)
+    emb = current_embedder_id(console_ws)
+    with console_ws.open_store() as st:
+        cl.update_clusters(st, emb)
+        target = next(c for c in cl.clusters(st, emb) if {f.id for f in c.faces} & added)
+        ids = {f.id for f in target.faces}
+    viewer, vcsrf = signed_in(server, "vic")
+    r = viewer.post(f"/review/clusters/{target.id}/not", data={"csrf": vcsrf, "as": "obama"})
+    assert r.status_code == 403
+    client, csrf = signed_in(server, "rita")
+    data = {"csrf": csrf, "as": "obama", "name": "typed_by_mistake"}
+    r = client.post(f"/review/clusters/{target.id}/not", data=data)
+    assert r.status_code == 303
+    with console_ws.open_store() as st:
+        negs = {
+            (int(f), n)
+            for f, n in st.conn.execute(
+                "SELECT n.face_id, p.name FROM negatives n JOIN people p ON p.id = n.person_id"
+            )
+        }
+        assert st.find_person("typed_by_mistake") is None
+    assert {(i, "obama") for i in ids} <= negs
