@@ -386,6 +386,16 @@ class HintIndex:
                 out[cid].append(LooksLike(float(d), self.c_face[b], cluster=self.clusters[b]))
         return out
 
+    def people_near(
+        self, X: np.ndarray, limit: float = LOOKS_LIKE_DISTANCE
+    ) -> list[tuple[str, float] | None]:
+        """Per face (a set of one): the person it looks like and the distance, or None."""
+        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        if not self.names or not len(X):
+            return [None] * len(X)
+        best, dist = nearest_sets(set_distances(X, np.zeros(len(X)), self.p_mean, self.p_var), limit)
+        return [(self.names[b], float(d)) if b >= 0 else None for b, d in zip(best, dist, strict=True)]
+
 
 def looks_like(
     store: Store, embedder_id: str, cluster_ids: list[int], *, limit: float = LOOKS_LIKE_DISTANCE

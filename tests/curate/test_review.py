@@ -364,6 +364,17 @@ def test_clusters_say_whom_they_look_like(fresh_ws, shared_data, tmp_path, capsy
             assert h.distance < cl.LOOKS_LIKE_DISTANCE
             if h.person:  # the face shown beside the name is one of the person's own
                 assert h.face_id in enrolled.face_ids
+    # one face at a time (the console's Candidates tab): s5's faces look like s5, no one else's do
+    with fresh_ws.open_store() as store:
+        index = cl.HintIndex.build(store, emb)
+        faces = store.faces(status="candidate")
+        vectors = store.embeddings(emb, [f.id for f in faces])
+    near = index.people_near(np.stack([vectors[f.id] for f in faces]))
+    for f, hit in zip(faces, near, strict=True):
+        if Path(f.meta["source"]).name.startswith("s5_"):
+            assert hit is not None and hit[0] == "s5" and hit[1] < cl.LOOKS_LIKE_DISTANCE
+        else:
+            assert hit is None, (f.meta["source"], hit)
     capsys.readouterr()
     assert main(["-w", str(fresh_ws.root), "clusters", "list"]) == 0
     rows = {int(line.split()[0]): line for line in capsys.readouterr().out.splitlines()[1:]}

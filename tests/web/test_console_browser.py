@@ -4,6 +4,7 @@ enrol by uploading photos (rejections with reasons), promote as an admin with a 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -122,8 +123,9 @@ def test_review_names_one_cluster_and_marks_another_not(browser, server, console
 
 
 def test_review_offers_the_person_a_cluster_looks_like(browser, server, console_ws):
-    """One face of a cluster named on its own (as on the candidates tab): the cluster's card
-    then shows that person's face and "It is door_guest", and one click names the rest."""
+    """One face of a cluster named on its own (as on the candidates tab): the Candidates tab
+    then captions the cluster's other faces "like door_guest", the cluster's card shows that
+    person's face and "It is door_guest", and one click names the rest."""
     from facefleet.curate import clusters as cl
     from facefleet.curate import labels
     from facefleet.train.pipeline import current_embedder_id
@@ -136,7 +138,12 @@ def test_review_offers_the_person_a_cluster_looks_like(browser, server, console_
         hint = cl.looks_like(st, emb, [target.id])[target.id][0]
     assert hint.person == "door_guest" and hint.face_id == first
 
-    sign_in(browser, server, "rita")
+    sign_in(browser, server, "rita", "/review?tab=candidates")
+    like = browser.find_elements(By.CSS_SELECTOR, ".candidates .cap.like")
+    assert like and {e.text for e in like} == {"like door_guest"}
+    titled = r"looks like door_guest \(distance 0\.\d\d\)"
+    assert all(re.match(titled, e.get_attribute("title")) for e in like)
+    browser.get(server + "/review")
     card = browser.find_element(By.ID, f"cluster-{target.id}")
     looks = card.find_element(By.CSS_SELECTOR, ".looks")
     assert f"looks like door_guest (distance {hint.distance:.2f})" in looks.text

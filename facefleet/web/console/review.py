@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
@@ -62,8 +63,11 @@ def review(request: Request) -> Response:
         if tab == "candidates":
             per = size * 4
             offset = (page - 1) * per
-            found = _candidates(c, st, emb, offset + per + 1)
-            items = [x.as_dict() | {"face": x.face} for x in found[offset : offset + per]]
+            found = _candidates(c, st, emb, offset + per + 1)[offset : offset + per]
+            unnamed = [x for x in found if x.vector is not None and not x.meta.get("name")]
+            near = _hints(c, st, emb).people_near(np.stack([x.vector for x in unnamed])) if unnamed else []
+            like = {x.face.id: hit for x, hit in zip(unnamed, near, strict=True) if hit}
+            items = [x.as_dict() | {"face": x.face, "like": like.get(x.face.id)} for x in found]
             return c.render(
                 request,
                 "review.html",
@@ -122,16 +126,20 @@ def _looks_like(
 ) -> dict[int, list[cl.LooksLike]]:
     """``clusters.looks_like``, with the clusters' and people's means and spreads remembered
     until a face joins or leaves an open cluster or a person (the signature changes)."""
+    return _hints(c, st, emb).looks_like(cluster_ids, nots)
+
+
+def _hints(c: Any, st: Any, emb: str) -> cl.HintIndex:
+    """The clusters' and people's means and spreads, remembered while their signature holds."""
     key = cl.HintIndex.signature(st, emb)
     with c.cache_lock:
         hit = c.cache.get("looks-like")
     if hit and hit[0] == key:
-        index = hit[1]
-    else:
-        index = cl.HintIndex.build(st, emb)
-        with c.cache_lock:
-            c.cache["looks-like"] = (key, index)
-    return index.looks_like(cluster_ids, nots)
+        return hit[1]
+    index = cl.HintIndex.build(st, emb)
+    with c.cache_lock:
+        c.cache["looks-like"] = (key, index)
+    return index
 
 
 def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
