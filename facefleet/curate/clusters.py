@@ -4,8 +4,9 @@ Average-linkage clustering of the embeddings (``train.grouping``), cut at dlib's
 Cluster ids are stable: they live in the store (``curate_clusters``/``curate_cluster_members``);
 a re-clustering only places faces that have no cluster yet, joining the existing cluster most
 of their group already belongs to, or opening a new one. Existing clusters never split or
-merge under a reviewer's feet; instead each open cluster says which enrolled person and which
-other open cluster it looks like (:func:`looks_like`), for the reviewer to confirm or refuse.
+merge under a reviewer's feet; instead each open cluster says which person (enrolled or named)
+and which other open cluster it looks like (:func:`looks_like`), for a reviewer to confirm or
+refuse.
 """
 
 from __future__ import annotations
@@ -336,6 +337,7 @@ class HintIndex:
 
     @classmethod
     def build(cls, store: Store, embedder_id: str) -> HintIndex:
+        """Read every open cluster's and every person's faces (``embedder_id``'s vectors)."""
         rows = _member_rows(store)
         vectors = store.embeddings(embedder_id, [f for _, f in rows])
         members = [(c, f) for c, f in rows if f in vectors]
