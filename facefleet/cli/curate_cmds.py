@@ -133,14 +133,17 @@ def _clusters(args: argparse.Namespace) -> int:
             raise FacefleetError(f"clusters {args.action} needs a cluster number")
         if args.action == "show":
             info = cl.cluster(store, emb, args.cluster)
+            hints = cl.looks_like(store, emb, [info.id]).get(info.id, []) if info.state == "open" else []
             if args.json:
-                print(json.dumps(info.as_dict(), indent=1))
+                print(json.dumps(info.as_dict() | {"looks_like": [_look(h) for h in hints]}, indent=1))
             else:
                 print(
                     f"cluster {info.id} ({info.state}{', ' + info.person if info.person else ''}):"
                     f" {len(info.faces)} open of {info.all_members} faces, spread "
                     f"{info.spread:.3f}"
                 )
+                for h in hints:
+                    print(f"  {_look_text(h)}: face {h.face_id}")
                 for f in info.faces:
                     m = f.meta or {}
                     print(

@@ -382,6 +382,9 @@ def test_clusters_say_whom_they_look_like(fresh_ws, shared_data, tmp_path, capsy
         assert f"[looks like s5 ({hints[cid][0].distance:.2f})" in rows[cid]
     a, b = pairs[0]
     assert f"may be cluster {b} (" in rows[a]
+    assert main(["-w", str(fresh_ws.root), "clusters", "show", str(own[0]), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["looks_like"]
+    assert shown[0]["person"] == "s5" and shown[0]["face"] in enrolled.face_ids
     # a reviewer said "not s5" of every face of one s5 cluster: it stops saying s5
     with fresh_ws.open_store() as store:
         refused = cl.cluster(store, emb, own[0])
