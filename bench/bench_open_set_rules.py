@@ -68,6 +68,24 @@ def embeddings(data: Path, cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def split(data: Path, paths: np.ndarray, enrol: str = "first"):
+    """The bench's split of the cached photos: masks of the enrolled ones (the first or last 3
+    of each person, sorted by name), the other photos of those people and the strangers, each
+    photo's class (-1: a stranger) and the people's names."""
+    paths = [Path(p) for p in paths]
+    stranger = np.array([p.parent.name == "strangers" for p in paths])
+    person = np.array(["" if s else p.parent.name for p, s in zip(paths, stranger)])
+    enrolled: set[str] = set()
+    for d in sorted((data / "people").iterdir()):
+        photos = sorted(d.iterdir())
+        enrolled.update(str(p) for p in (photos[:3] if enrol == "first" else photos[-3:]))
+    gal = np.array([str(p) in enrolled for p in paths])
+    labels = sorted(set(person[gal]))
+    index = {n: i for i, n in enumerate(labels)}
+    y = np.array([index.get(n, -1) for n in person])
+    return gal, ~gal & ~stranger, stranger, y, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "faces" / "lfw_dev")
@@ -85,20 +103,9 @@ def main() -> None:
     default_margin = OpenSetParams().margin
 
     z = embeddings(args.data, args.cache)
-    paths = [Path(p) for p in z["paths"]]
-    stranger = np.array([p.parent.name == "strangers" for p in paths])
-    person = np.array(["" if s else p.parent.name for p, s in zip(paths, stranger)])
-    first3: set[str] = set()
-    for d in sorted((args.data / "people").iterdir()):
-        photos = sorted(d.iterdir())
-        first3.update(str(p) for p in (photos[:3] if args.enrol == "first" else photos[-3:]))
-    gal = np.array([str(p) in first3 for p in paths])
-    known = ~gal & ~stranger
-    labels = sorted(set(person[gal]))
-    index = {n: i for i, n in enumerate(labels)}
+    gal, known, stranger, y, labels = split(args.data, z["paths"], args.enrol)
     K = len(labels)
-    yg = np.array([index[n] for n in person[gal]])
-    yk = np.array([index.get(n, -1) for n in person[known]])
+    yg, yk = y[gal], y[known]
     print(f"{gal.sum()} enrolled faces of {K} people, {known.sum()} known probes, {stranger.sum()} strangers")
 
     views = {"plain": z["E"].astype(np.float64), "flip-averaged": (z["E"] + z["F"]).astype(np.float64) / 2}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -34,36 +33,30 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / "bench" / "results" / "lfw_dev_embeddings.npz")
     args = parser.parse_args()
 
-    from bench_open_set_rules import embeddings
+    from bench_open_set_rules import embeddings, split
 
     from facefleet.curate.clusters import LOOKS_LIKE_DISTANCE, nearest_sets, set_distances, set_stats
     from facefleet.registry.inference import pairwise_distances
 
     z = embeddings(args.data, args.cache)
     E = z["E"].astype(np.float64)
-    people: dict[str, list[int]] = defaultdict(list)
-    strangers = []
-    for i, p in enumerate(z["paths"]):
-        parts = Path(str(p)).parts
-        (people[parts[-2]].append(i) if parts[-3] == "people" else strangers.append(i))
-    names = sorted(people)
-    gi, gy, pi, py = [], [], [], []
-    for k, n in enumerate(names):
-        ix = sorted(people[n], key=lambda i: str(z["paths"][i]))
-        gi += ix[:3]
-        gy += [k] * len(ix[:3])
-        pi += ix[3:]
-        py += [k] * len(ix[3:])
-    gy_a, py_a = np.array(gy), np.array(py)
-    g_mean, g_var = set_stats(E[gi], gy_a, len(names))
-    owners = np.unique(py_a)
-    c_mean, c_var = set_stats(E[pi], np.searchsorted(owners, py_a), len(owners))
+    gal, known, stranger, y, names = split(args.data, z["paths"])
+    yg, yk = y[gal], y[known]
+    g_mean, g_var = set_stats(E[gal], yg, len(names))
+    owners = np.unique(yk)
+    c_mean, c_var = set_stats(E[known], np.searchsorted(owners, yk), len(owners))
     sets = {
         "a person's other photos as one cluster": (set_distances(c_mean, c_var, g_mean, g_var), owners),
-        "one photo of an enrolled person": (set_distances(E[pi], np.zeros(len(pi)), g_mean, g_var), py_a),
-        "one stranger's photo": (set_distances(E[strangers], np.zeros(len(strangers)), g_mean, g_var), None),
+        "one photo of an enrolled person": (
+            set_distances(E[known], np.zeros(known.sum()), g_mean, g_var),
+            yk,
+        ),
+        "one stranger's photo": (set_distances(E[stranger], np.zeros(stranger.sum()), g_mean, g_var), None),
     }
-    print(f"{len(names)} people enrolled (3 photos each), {len(pi)} other photos, {len(strangers)} strangers")
+    print(
+        f"{len(names)} people enrolled (3 photos each), {known.sum()} other photos, "
+        f"{stranger.sum()} strangers"
+    )
     print(f"{'limit':>6s}  {'what':52s} {'right':>7s} {'wrong':>7s}")
     for limit in (0.5, LOOKS_LIKE_DISTANCE, 0.6):
         for what, (dist, truth) in sets.items():
@@ -75,13 +68,13 @@ def main() -> None:
             print(f"{limit:6.2f}  {what:52s} {100 * right.mean():6.1f}% {wrong:6.1f}%{mark}")
     # the peer: the nearest enrolled face within dlib's 0.6
     for what, X, truth in (
-        ("one photo of an enrolled person", E[pi], py_a),
-        ("one stranger's photo", E[strangers], None),
+        ("one photo of an enrolled person", E[known], yk),
+        ("one stranger's photo", E[stranger], None),
     ):
-        d = pairwise_distances(X, E[gi])
+        d = pairwise_distances(X, E[gal])
         near = d.argmin(axis=1)
         hinted = d.min(axis=1) < 0.6
-        right = hinted & (gy_a[near] == truth) if truth is not None else np.zeros(len(X), bool)
+        right = hinted & (yg[near] == truth) if truth is not None else np.zeros(len(X), bool)
         print(
             f"{'peer':>6s}  {what + ' (nearest face < 0.6)':52s} {100 * right.mean():6.1f}% "
             f"{100 * (hinted & ~right).mean():6.1f}%"

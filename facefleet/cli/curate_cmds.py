@@ -96,10 +96,6 @@ def _montage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _look(h: LooksLike) -> dict:
-    return {"person": h.person, "cluster": h.cluster, "distance": round(h.distance, 4), "face": h.face_id}
-
-
 def _look_text(h: LooksLike) -> str:
     who = f"looks like {h.person}" if h.person else f"may be cluster {h.cluster}"
     return f"{who} ({h.distance:.2f})"
@@ -113,16 +109,16 @@ def _clusters(args: argparse.Namespace) -> int:
         if args.action == "list":
             placed = cl.update_clusters(store, emb, args.distance)
             found = cl.clusters(store, emb, include_closed=args.all)
-            looks = cl.looks_like(store, emb, [c.id for c in found if c.state == "open"])
+            looks = cl.looks_like(store, emb, [c.id for c in found])  # closed ones get none
             if args.json:
-                out = [c.as_dict() | {"looks_like": [_look(h) for h in looks.get(c.id, [])]} for c in found]
+                out = [c.as_dict() | {"looks_like": [h.as_dict() for h in looks[c.id]]} for c in found]
                 print(json.dumps(out, indent=1))
                 return 0
             if placed:
                 print(f"{len(placed)} new capture(s) clustered")
             print(f"{'cluster':>7s} {'state':9s} {'faces':>5s} {'spread':>6s}  devices / seen  [looks like]")
             for c in found:
-                hint = "; ".join(_look_text(h) for h in looks.get(c.id, []))
+                hint = "; ".join(_look_text(h) for h in looks[c.id])
                 print(
                     f"{c.id:7d} {c.state:9s} {len(c.faces):5d} {c.spread:6.3f}  "
                     f"{','.join(c.devices) or '-'}  {c.first_seen or ''} .. {c.last_seen or ''}"
@@ -133,9 +129,9 @@ def _clusters(args: argparse.Namespace) -> int:
             raise FacefleetError(f"clusters {args.action} needs a cluster number")
         if args.action == "show":
             info = cl.cluster(store, emb, args.cluster)
-            hints = cl.looks_like(store, emb, [info.id]).get(info.id, []) if info.state == "open" else []
+            hints = cl.looks_like(store, emb, [info.id])[info.id]  # none once it is closed
             if args.json:
-                print(json.dumps(info.as_dict() | {"looks_like": [_look(h) for h in hints]}, indent=1))
+                print(json.dumps(info.as_dict() | {"looks_like": [h.as_dict() for h in hints]}, indent=1))
             else:
                 print(
                     f"cluster {info.id} ({info.state}{', ' + info.person if info.person else ''}):"

@@ -12,6 +12,7 @@ refuse.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from facefleet.errors import StoreError
 from facefleet.registry.inference import pairwise_distances
 from facefleet.store import FaceRow, Store, now_iso
 from facefleet.train.grouping import SAME_PERSON_DISTANCE, agglomerate
+from facefleet.train.thresholds import centroids
 
 # Closer than this (root-mean-square distance between the faces of two sets, see
 # :func:`set_distances`) a cluster is said to look like an enrolled person or another open
@@ -97,14 +99,9 @@ def spread(X: np.ndarray) -> float:
 def set_stats(X: np.ndarray, groups: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per group (0..n-1, each with a face): the mean embedding and the mean squared distance
     of its faces to that mean."""
-    X = np.asarray(X, dtype=np.float64)
-    groups = np.asarray(groups)
-    order = np.argsort(groups, kind="stable")
-    starts = np.searchsorted(groups[order], np.arange(n))
-    counts = np.bincount(groups, minlength=n).astype(np.float64)
-    mean = np.add.reduceat(X[order], starts, axis=0) / counts[:, None]
-    sq = ((X - mean[groups]) ** 2).sum(axis=1)
-    return mean, np.add.reduceat(sq[order], starts) / counts
+    mean = centroids(X, groups, n)
+    sq = ((np.asarray(X, dtype=np.float64) - mean[groups]) ** 2).sum(axis=1)
+    return mean, np.bincount(groups, weights=sq, minlength=n) / np.bincount(groups, minlength=n)
 
 
 def set_distances(mean_a: np.ndarray, var_a: np.ndarray, mean_b: np.ndarray, var_b: np.ndarray) -> np.ndarray:
@@ -123,6 +120,14 @@ class LooksLike:
     face_id: int  # a face to show beside it: the one nearest its set's mean
     person: str | None = None
     cluster: int | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "person": self.person,
+            "cluster": self.cluster,
+            "distance": round(self.distance, 4),
+            "face": self.face_id,
+        }
 
 
 def nearest_sets(
@@ -330,15 +335,16 @@ class HintIndex:
     p_face: list[int]
 
     @staticmethod
-    def signature(store: Store, embedder_id: str) -> int:
-        """Changes whenever a cluster's open faces or a person's faces change (a console keeps
-        one index while its signature holds)."""
-        return hash((embedder_id, tuple(_member_rows(store)), tuple(_known_rows(store))))
+    def signature(store: Store, embedder_id: str) -> tuple:
+        """What an index is built from, without a vector: it changes whenever a cluster's open
+        faces or a person's faces change (a console keeps one index while it holds)."""
+        return embedder_id, tuple(_member_rows(store)), tuple(_known_rows(store))
 
     @classmethod
-    def build(cls, store: Store, embedder_id: str) -> HintIndex:
-        """Read every open cluster's and every person's faces (``embedder_id``'s vectors)."""
-        rows = _member_rows(store)
+    def build(cls, store: Store, embedder_id: str, signature: tuple | None = None) -> HintIndex:
+        """Read every open cluster's and every person's faces (``embedder_id``'s vectors);
+        ``signature``: :meth:`signature` just read, so as not to read it twice."""
+        rows = list((signature or cls.signature(store, embedder_id))[1])
         vectors = store.embeddings(embedder_id, [f for _, f in rows])
         members = [(c, f) for c, f in rows if f in vectors]
         faces_of: dict[int, list[int]] = {}
@@ -389,12 +395,12 @@ class HintIndex:
         return out
 
     def people_near(
-        self, X: np.ndarray, limit: float = LOOKS_LIKE_DISTANCE
+        self, vectors: Sequence[np.ndarray], limit: float = LOOKS_LIKE_DISTANCE
     ) -> list[tuple[str, float] | None]:
         """Per face (a set of one): the person it looks like and the distance, or None."""
-        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-        if not self.names or not len(X):
-            return [None] * len(X)
+        if not self.names or not len(vectors):
+            return [None] * len(vectors)
+        X = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
         best, dist = nearest_sets(set_distances(X, np.zeros(len(X)), self.p_mean, self.p_var), limit)
         return [(self.names[b], float(d)) if b >= 0 else None for b, d in zip(best, dist, strict=True)]
 

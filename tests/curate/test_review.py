@@ -9,9 +9,7 @@ import json
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -244,8 +242,9 @@ def test_strangers_note_counts_people(fresh_ws, shared_data, tmp_path, capsys, m
     assert got and 2 <= int(got[1]) <= 4, note
     # the console remembers the grouping until a verdict changes which faces are strangers
     from facefleet.web.console import review
+    from facefleet.web.console.app import Console
 
-    console = SimpleNamespace(cache={}, cache_lock=threading.Lock(), ws=fresh_ws)
+    console = Console(fresh_ws)
     emb = fresh_ws.engine().embedder.id
     store = fresh_ws.open_store()
     try:

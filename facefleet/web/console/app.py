@@ -11,7 +11,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -65,6 +65,19 @@ class Console:
         self.jobs: Any = None  # facefleet.web.console.fleet.Jobs, set by that module
 
     # -- helpers pages use -------------------------------------------------------------
+    def remember(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or what it gave last time for ``name`` if ``key`` is unchanged."""
+        with self.cache_lock:
+            hit = self.cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute()
+        with self.cache_lock:
+            if len(self.cache) > 256:
+                self.cache.clear()
+            self.cache[name] = (key, value)
+        return value
+
     @contextlib.contextmanager
     def store(self) -> Iterator[Any]:
         st = self.ws.open_store()

@@ -94,18 +94,7 @@ def _memo(c: Any, name: str, compute: Any) -> Any:
     """``compute()``, remembered while the registry is unchanged (MLflow reads are the slow
     part of these pages; any promote, rollback or training changes the signature)."""
     key = _registry_key(c.ws)
-    if key is None:
-        return compute()
-    with c.cache_lock:
-        hit = c.cache.get(name)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    value = compute()
-    with c.cache_lock:
-        if len(c.cache) > 256:
-            c.cache.clear()
-        c.cache[name] = (key, value)
-    return value
+    return compute() if key is None else c.remember(name, key, compute)
 
 
 def _versions(c: Any) -> list[reg.ModelVersionInfo]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
@@ -65,7 +64,7 @@ def review(request: Request) -> Response:
             offset = (page - 1) * per
             found = _candidates(c, st, emb, offset + per + 1)[offset : offset + per]
             unnamed = [x for x in found if x.vector is not None and not x.meta.get("name")]
-            near = _hints(c, st, emb).people_near(np.stack([x.vector for x in unnamed])) if unnamed else []
+            near = _hints(c, st, emb).people_near([x.vector for x in unnamed])
             like = {x.face.id: hit for x, hit in zip(unnamed, near, strict=True) if hit}
             items = [x.as_dict() | {"face": x.face, "like": like.get(x.face.id)} for x in found]
             return c.render(
@@ -80,7 +79,7 @@ def review(request: Request) -> Response:
             )
         infos, total = cl.open_clusters_page(st, emb, offset=offset, limit=size)
         nots = cand.negatives_by_face(st)
-        looks = _looks_like(c, st, emb, [i.id for i in infos], nots)
+        looks = _hints(c, st, emb).looks_like([i.id for i in infos], nots)
         cards = [_card(i, nots, looks.get(i.id)) for i in infos]
         strangers = _strangers_note(c, st, emb)
     return c.render(
@@ -110,36 +109,15 @@ def _strangers_note(c: Any, st: Any, emb: str) -> str:
     0.2 s) remembered until a verdict changes which faces are strangers."""
     key = (emb, *st.stranger_fingerprint(emb))
     reviewed = key[1]
-    with c.cache_lock:
-        hit = c.cache.get("stranger-people")
-    if hit and hit[0] == key:
-        people = hit[1]
-    else:
-        people = labels.stranger_people(st, emb, reviewed)
-        with c.cache_lock:
-            c.cache["stranger-people"] = (key, people)
+    people = c.remember("stranger-people", key, lambda: labels.stranger_people(st, emb, reviewed))
     return labels.strangers_note(reviewed, labels.training_target(c.ws), people)
 
 
-def _looks_like(
-    c: Any, st: Any, emb: str, cluster_ids: list[int], nots: dict[int, list[str]]
-) -> dict[int, list[cl.LooksLike]]:
-    """``clusters.looks_like``, with the clusters' and people's means and spreads remembered
-    until a face joins or leaves an open cluster or a person (the signature changes)."""
-    return _hints(c, st, emb).looks_like(cluster_ids, nots)
-
-
 def _hints(c: Any, st: Any, emb: str) -> cl.HintIndex:
-    """The clusters' and people's means and spreads, remembered while their signature holds."""
+    """The clusters' and people's means and spreads, remembered until a face joins or leaves an
+    open cluster or a person (the index's signature changes)."""
     key = cl.HintIndex.signature(st, emb)
-    with c.cache_lock:
-        hit = c.cache.get("looks-like")
-    if hit and hit[0] == key:
-        return hit[1]
-    index = cl.HintIndex.build(st, emb)
-    with c.cache_lock:
-        c.cache["looks-like"] = (key, index)
-    return index
+    return c.remember("looks-like", key, lambda: cl.HintIndex.build(st, emb, key))
 
 
 def _candidates(c: Any, st: Any, emb: str, limit: int) -> list[cand.Candidate]:
@@ -175,7 +153,7 @@ def _after(request: Request, st: Any, emb: str, cid: int, message: str) -> Respo
     card = None
     if info.state == "open" and info.faces:
         nots = cand.negatives_by_face(st)
-        card = _card(info, nots, _looks_like(c, st, emb, [cid], nots).get(cid))
+        card = _card(info, nots, _hints(c, st, emb).looks_like([cid], nots).get(cid))
     return c.render(request, "_cluster.html", cl=card, cid=cid, done=message, people=_names(st))
 
 
