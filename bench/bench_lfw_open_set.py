@@ -110,6 +110,8 @@ def run(data: Path, workers: int, reviewed: int = 0) -> dict:
             "faces_s": res.metrics["n_faces"] / took,
             "method": res.method,
             "metrics": res.metrics,
+            # the pairs of enrolled people behind the estimate (older source trees: none)
+            "lookalikes": [la.as_dict() for la in getattr(res, "lookalikes", []) if la.named],
         }
         # what identify does: analyse every photo once, then match (here with two matchers)
         engine = ws.engine()
@@ -248,6 +250,12 @@ def print_table(mine: dict, other: dict | None) -> None:
     print(f"\n{'':32}" + "".join(f"{name:>{width}}" for name, *_ in cols))
     for label, fn in rows:
         print(f"{label:32}" + "".join(f"{fn(c, t, r):>{width}}" for _, c, t, r in cols))
+    pairs = mine["train"].get("lookalikes") or []
+    if pairs:
+        both = sum(1 for la in pairs if la["both_ways"])
+        some = "; ".join(f"{la['person']} as {la['taken_for']} ({la['distance']:.2f})" for la in pairs[:4])
+        print(f"\nlook-alikes behind the estimate: {len(pairs)} pairs of enrolled people ({both} both ways)")
+        print(f"  e.g. {some}")
     named = m.get("named_strangers")
     if named is not None and len(named) <= 20:
         print("\nstrangers the trained model named: " + ("; ".join(named) or "none"))

@@ -7,8 +7,9 @@ knn_examples people and two five_celebrity people enrolled, v1 trained and promo
 clip recognised on a "camera" with v1, its unknown captures collected and clustered, 20
 captures of two ORL people collected from a second camera and kept as strangers, five of
 madonna collected from it before she was enrolled (her cluster then looks like her), a second
-version trained, heartbeats of three devices (one with a snapshot from the clip) and a
-deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
+version trained, a third after mindy_kaling was also enrolled as "mindy" by mistake (its page
+shows the pair among its look-alikes), heartbeats of three devices (one with a snapshot from
+the clip) and a deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
 inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures each page,
 and last a deployment started from the fleet page while it runs. Needs ../shared/data beside
 the repository, and sshd.
@@ -89,6 +90,12 @@ def build(root: Path) -> None:
     config.name = "beta"
     second = train(ws, config)
     promote(ws, second.version, "validated", why="adds madonna and mindy_kaling")
+    # then a slip: three more photos of mindy_kaling enrolled as "mindy"; the third version's
+    # page shows the pair first among its look-alikes, and the diff its thresholds falling
+    val = sorted((DATA / "faces/five_celebrity/val/mindy_kaling").iterdir())[:3]
+    enroll(ws, [("mindy", f) for f in val])
+    config.name = "gamma"
+    train(ws, config)
     # the fleet (its inventory: start_cameras): heartbeats, a snapshot, a deployment on record
     cap = cv2.VideoCapture(str(clip))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 200)
@@ -190,8 +197,8 @@ def shoot(root: Path, out: Path) -> list[Path]:
         link = driver.find_element(By.LINK_TEXT, "madonna").get_attribute("href")
         grab("person", link.replace(url, ""))
         grab("models", "/models")
-        grab("version", "/models/2", 1300)
-        grab("diff", "/models/diff?a=1&b=2", 1200)
+        grab("version", "/models/3", 1300)
+        grab("diff", "/models/diff?a=2&b=3", 1200)
         grab("fleet", "/fleet")
         grab("events", "/events", 1100)
         # a deployment of @production to every host, caught while the dock's slow restart runs

@@ -49,6 +49,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from facefleet.registry import versions
+    from facefleet.train import lookalikes
 
     ws = Workspace.find(args.workspace)
     info = versions.resolve_version(ws, args.ref)
@@ -63,6 +64,11 @@ def _show(args: argparse.Namespace) -> int:
         from facefleet.train.model import far_line
 
         print(f"  open set: {far_line(info.metrics)}")
+    found = lookalikes.of_version(ws, info)
+    if found:
+        print("  look-alikes (enrolled people played as strangers, the closest pairs):")
+        for la in found:
+            print(f"    {lookalikes.describe(la)}")
     for title, mapping in (("tags", info.tags), ("params", info.params), ("metrics", info.metrics)):
         if mapping:
             print(f"  {title}:")

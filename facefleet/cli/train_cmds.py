@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facefleet.train.config import load_config
+    from facefleet.train.lookalikes import summary
     from facefleet.train.model import far_line
     from facefleet.train.pipeline import train
 
@@ -91,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "thresholds": res.thresholds,
                     "plots": res.plots,
                     "report": str(res.report) if res.report else None,
+                    "lookalikes": [la.as_dict() for la in res.lookalikes],
                 },
                 indent=1,
             )
@@ -112,6 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "stranger_far" in m and m.get("far_reviewed_share", 0.0) < 1.0:  # else the estimate is theirs
         line += f"; reviewed strangers named {100 * m['stranger_far']:.2f} % of {int(m['stranger_trials'])}"
     print(line + f"; thresholds {m['threshold_min']:.3f}..{m['threshold_max']:.3f}")
+    for text in summary(res.lookalikes):
+        print("  " + text)
     print(f"  bundle {res.bundle_dir} (+ {res.tar_path.name}), MLflow run {res.run_id}, alias @experimental")
     if res.plots:
         print(f"  plots {res.plots}")

@@ -544,13 +544,25 @@ def bundle_manifest(ws: Workspace, info: ModelVersionInfo) -> dict[str, Any] | N
                 break
     if not found:
         return None
+    data = _artifact_json(client, info.run_id, found)
+    return data if isinstance(data, dict) else None
+
+
+def _artifact_json(client: Any, run_id: str, path: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(info.run_id, found, tmp)
-            data = json.loads(Path(local).read_text(encoding="utf-8"))
+            local = client.download_artifacts(run_id, path, tmp)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
         except (MlflowException, OSError, ValueError):
             return None
-    return data if isinstance(data, dict) else None
+
+
+def run_json(ws: Workspace, info: ModelVersionInfo, path: str) -> Any:
+    """A JSON artifact of the version's training run (``None`` when the run has none, e.g. it
+    was trained before that artifact existed)."""
+    return _artifact_json(_client(ws), info.run_id, path) if info.run_id else None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 from facefleet.registry.inference import pairwise_distances
 from facefleet.train.classifier import Fitted, SearchSpace, cv_predictions, fit_classifier, svm_arrays
 from facefleet.train.grouping import agglomerate
+from facefleet.train.lookalikes import LookAlike, look_alikes
 from facefleet.train.thresholds import (
     RULE,
     OpenSetFit,
@@ -40,6 +41,7 @@ class TrainedModel:
     cv_pred: np.ndarray  # cross-validated label index per training face
     y: np.ndarray  # label index per training face
     counts: dict[str, int] = field(default_factory=dict)
+    lookalikes: list[LookAlike] = field(default_factory=list)  # faces as training-set indices
 
 
 def encode(names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -85,6 +87,14 @@ def build_model(
         stranger_groups=agglomerate(strangers) if len(sdist) else None,
     )
     thr = fit.thresholds
+    gal = fit.gallery
+    lookalikes = (
+        look_alikes(
+            X, y, labels, gal.candidate, gal.score, gal.distance, fit.gallery_named, open_set.max_threshold
+        )
+        if gal is not None
+        else []
+    )
     temperature = fit_temperature(loo_class_distances(X, y, k), y)
     arrays: dict[str, np.ndarray] = {
         "gallery": X,
@@ -150,6 +160,7 @@ def build_model(
             "negatives": 0 if neg is None else len(neg[1]),
             "strangers": len(sdist),
         },
+        lookalikes=lookalikes,
     )
 
 

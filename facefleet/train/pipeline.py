@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,8 @@ from facefleet.errors import ModelError
 from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import ensure_keypair, load_private_key, private_key_path
 from facefleet.registry.versions import BUNDLE_TAG, COMPLETE, PENDING
+from facefleet.train.lookalikes import ARTIFACT as LOOKALIKES
+from facefleet.train.lookalikes import LookAlike, with_face_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.train.config import TrainConfig
@@ -51,6 +53,7 @@ class TrainResult:
     thresholds: dict[str, float]
     plots: str | None = None  # where the run's plots were logged
     report: Path | None = None  # the executed report notebook (``--report``)
+    lookalikes: list[LookAlike] = field(default_factory=list)  # faces as the store's face ids
 
 
 def model_name(ws: Workspace, override: str | None = None) -> str:
@@ -119,6 +122,7 @@ def train(
             negatives=negatives,
             strangers=strangers,
             report=report,
+            face_ids=ts.face_ids,
         )
 
 
@@ -132,8 +136,10 @@ def train_arrays(
     negatives: tuple[np.ndarray, list[str]] | None = None,
     strangers: np.ndarray | None = None,
     report: bool = False,
+    face_ids: list[int] | None = None,
 ) -> TrainResult:
-    """Train on given embeddings and publish: MLflow run, model version, signed bundle."""
+    """Train on given embeddings and publish: MLflow run, model version, signed bundle
+    (``face_ids``: the store's id of each face, for the look-alikes' faces)."""
     from facefleet.progress import progress
     from facefleet.registry import tracking
     from facefleet.train.model import build_model
@@ -143,6 +149,7 @@ def train_arrays(
     steps = iter(progress(["fit", "publish"], total=2, desc="train"))
     next(steps)
     trained = build_model(X, names, config.search, config.open_set, negatives=negatives, strangers=strangers)
+    trained.lookalikes = with_face_ids(trained.lookalikes, face_ids)
     next(steps, None)
     human = config.name or f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = tracking.configure(ws)
@@ -213,6 +220,7 @@ def train_arrays(
         trained.metrics,
         trained.thresholds,
         plots=plots,
+        lookalikes=trained.lookalikes,
     )
     if report:
         result.report = run_training_report(ws, result, config)
@@ -355,3 +363,4 @@ def _log_training(mlflow, config: TrainConfig, trained: TrainedModel) -> None:
         )
         mlflow.log_artifact(str(png), "plots")
     mlflow.log_dict(fit.curve, "strangers_vs_missed_train.json")
+    mlflow.log_dict([la.as_dict() for la in trained.lookalikes], LOOKALIKES)

@@ -274,6 +274,8 @@ class OpenSetFit:
     frr: float  # gallery faces (leave-one-out) not named correctly
     genuine_trials: int
     curve: dict[str, list[float]]  # threshold, strangers named, known missed
+    gallery: Scores | None = None  # each gallery face as a stranger (its own person removed)
+    gallery_named: np.ndarray | None = None  # ... and whether the estimate counts it named
 
 
 def fit_open_set(
@@ -363,6 +365,8 @@ def fit_open_set(
         frr=frr,
         genuine_trials=int(ok.sum()),
         curve={"threshold": grid.tolist(), "strangers_named": sn, "known_missed": gm},
+        gallery=gal if n_g else None,
+        gallery_named=gal_named if n_g else None,
     )
 
 

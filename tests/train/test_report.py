@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from facefleet.registry import tracking
 from facefleet.train import report
+from facefleet.train.lookalikes import ARTIFACT, LookAlike
 from facefleet.workspace import Workspace
 
 
@@ -82,9 +84,11 @@ def test_report_shows_the_stranger_estimate_and_its_plot(tmp_path_factory):
     metrics.update(target_far=0.01, frr=0.108)
     png = tmp_path_factory.mktemp("png") / "strangers_vs_missed_train.png"
     png.write_bytes(strangers_missed_png([0.5, 0.2, 0.1], [0.0, 0.01, 0.05], (0.108, 0.0115)))
+    pair = LookAlike("orl_s1", "orl_s1_again", 6, 7, -0.034, 0.30, 12, 283, both_ways=True)
     with tracking.start_run(ws, "train-far") as run:
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(png), "plots")
+        mlflow.log_dict([pair.as_dict()], ARTIFACT)
     out = report.run_report(ws, run.info.run_id, {})
     nb = nbformat.read(out, as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
@@ -94,3 +98,6 @@ def test_report_shows_the_stranger_estimate_and_its_plot(tmp_path_factory):
     ) in text
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) == 2  # the training's curve and the metrics plot
+    # the look-alikes table, as pandas shows it
+    table = "".join(o.get("data", {}).get("text/plain", "") for c in nb.cells for o in c.get("outputs", []))
+    assert re.search(r"orl_s1\s+orl_s1_again\s+6\s+7\s+0\.3\s+-0\.034\s+True", table), table

@@ -15,6 +15,7 @@ from facefleet.errors import BundleError, FacefleetError
 from facefleet.registry import versions as reg
 from facefleet.registry.format import read_manifest
 from facefleet.registry.inference import MARGIN_RULE
+from facefleet.train import lookalikes
 from facefleet.train.model import far_line
 from facefleet.web.console import auth
 from facefleet.web.console.app import console_of, writer
@@ -171,6 +172,7 @@ def version(version: int, request: Request) -> Response:
         raise HTTPException(404, str(exc)) from None
     manifest = _manifest(c, info)
     history = [e for e in reversed(reg.audit_log(c.ws)) if e.get("to_version") == info.version]
+    pairs = _memo(c, f"registry:lookalikes:{info.version}", lambda: lookalikes.of_version(c.ws, info)) or []
     return c.render(
         request,
         "version.html",
@@ -182,7 +184,19 @@ def version(version: int, request: Request) -> Response:
         plots=_plots(c, info),
         aliases=reg.ALIASES,
         history=history,
+        lookalikes=pairs,
+        shown_faces=_faces_still_there(c, pairs),
     )
+
+
+def _faces_still_there(c: Any, pairs: list[lookalikes.LookAlike]) -> set[int]:
+    """Of the look-alikes' faces, those the store still holds (a face removed since training
+    gets no thumbnail)."""
+    ids = {f for la in pairs for f in (la.face, la.other_face) if f is not None}
+    if not ids:
+        return set()
+    with c.store() as st:
+        return {f.id for f in st.faces_by_id(ids)}
 
 
 def _why(form: Any) -> str:
