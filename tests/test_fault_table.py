@@ -317,6 +317,16 @@ def test_rename_to_bad_person_name(table_ws, label):
     assert rc == 2 and one_line_error(err) and "invalid person name" in err
 
 
+@pytest.mark.parametrize("into", ["seed person", "nobody enrolled"])
+def test_merge_into_itself_or_nobody(table_ws, into):
+    before = store_counts(table_ws)
+    rc, _, err = run_cli("-w", table_ws.root, "people", "merge", "seed person", into)
+    what = "a person into itself" if into == "seed person" else "into a name nobody has"
+    record(f"merge {what}", "people merge", err.strip().removeprefix("facefleet: error: "), rc)
+    assert rc == 2 and one_line_error(err) and store_counts(table_ws) == before
+    assert ("same person" if into == "seed person" else "no person 'nobody enrolled'") in err
+
+
 def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
     """All the files in one ``enroll --folder`` over the worker pool, with one worker made to
     really crash (SIGABRT) on a good photo: every file gets its outcome, nothing else is lost."""

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome of every photo as JSON")
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("people", help="list, show, rename or remove enrolled people (default: list)")
+    p = sub.add_parser("people", help="list, show, rename, merge or remove enrolled people (default: list)")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_people_list)
     psub = p.add_subparsers(dest="people_cmd", metavar="ACTION")
@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("person", help="id or name")
     q.add_argument("new_name", help="the new name")
     q.set_defaults(func=cmd_people_rename)
+    q = psub.add_parser(
+        "merge", help="one person enrolled under two names: move PERSON's faces to INTO, PERSON goes"
+    )
+    q.add_argument("person", help="id or name of the one that goes")
+    q.add_argument("into", help="id or name of the one that stays")
+    q.set_defaults(func=cmd_people_merge)
     q = psub.add_parser("remove", help="delete a person and their faces")
     q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_remove)
@@ -152,6 +158,15 @@ def cmd_people_rename(args: argparse.Namespace) -> int:
     with ws.open_store() as store:
         person = store.rename_person(args.person, args.new_name)
     print(f"{person.id}\t{person.name}")
+    return 0
+
+
+def cmd_people_merge(args: argparse.Namespace) -> int:
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        src, dst = store.person(args.person), store.person(args.into)
+        count = store.merge_person(src.id, dst.id)
+    print(f"merged {src.name} into {dst.name}: {count} faces moved; train again to use them")
     return 0
 
 

@@ -82,6 +82,35 @@ def test_same_image_hash_is_one_row(store):
     assert first == (first[0], True) and again == (first[0], False)
 
 
+def test_merge_moves_one_name_into_the_other(store):
+    from facefleet.curate import clusters as cl
+
+    a1, a2, b1 = _face(store, "ann", 1), _face(store, "ann", 2), _face(store, "ann_again", 3)
+    other = _face(store, "bob", 4)
+    ann, again, bob = (store.person(n).id for n in ("ann", "ann_again", "bob"))
+    store.add_negative(b1, ann)  # a reviewer once said this face was not ann: wrong, it is
+    store.add_negative(a1, again)  # the same mark both ways: a duplicate once merged
+    store.add_negative(a1, ann)  # ... already there under the name that stays
+    store.add_negative(other, again)  # bob's face is not ann: still true after the merge
+    store.ensure_schema(cl.SCHEMA)
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO curate_clusters (id, created, state, person_id) VALUES (1, 'x', 'labelled', ?)",
+            (again,),
+        )
+    with pytest.raises(StoreError, match="same person"):
+        store.merge_person("ann", ann)
+    assert store.merge_person("ann_again", "ann") == 1
+    assert [p.name for p in store.people()] == ["ann", "bob"]
+    assert sorted(f.id for f in store.faces(person=ann)) == [a1, a2, b1]
+    negs = store.conn.execute("SELECT face_id, person_id FROM negatives ORDER BY face_id").fetchall()
+    assert [tuple(r) for r in negs] == [(other, ann)]
+    assert store.conn.execute("SELECT person_id FROM curate_clusters").fetchone()[0] == ann
+    assert store.training_set("emb-a").names == ["ann", "ann", "ann", "bob"]
+    with pytest.raises(StoreError, match="no person"):
+        store.merge_person("ann_again", "ann")
+
+
 def test_remove_person_deletes_their_faces(store):
     _face(store, "a", 1)
     _face(store, "b", 2)

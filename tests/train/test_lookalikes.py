@@ -108,6 +108,17 @@ def test_a_person_enrolled_twice_is_listed_by_train_and_models_show(
     for p in pairs:
         assert describe(LookAlike.from_dict(p)) in shown
 
+    # the fix: one name merged into the other, trained again; the pair is gone and the
+    # threshold it held down comes back up
+    assert main(["-w", str(ws.root), "people", "merge", "orl_s1_again", "orl_s1"]) == 0
+    assert "merged orl_s1_again into orl_s1: 3 faces moved" in capsys.readouterr().out
+    assert main(["-w", str(ws.root), "train", "--method", "centroid", "--json"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert "orl_s1_again" not in fixed["thresholds"]
+    assert not any("orl_s1_again" in (p["person"], p["taken_for"]) for p in fixed["lookalikes"])
+    assert fixed["metrics"]["system_threshold"] > res["metrics"]["system_threshold"] + 0.1
+    assert fixed["metrics"]["frr"] < res["metrics"]["frr"] / 4
+
 
 def test_a_run_that_logged_none_has_none(tmp_path):
     import mlflow

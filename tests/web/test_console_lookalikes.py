@@ -1,6 +1,7 @@
 """The version page's look-alikes in a real headless Chromium against a real ``facefleet serve``:
 ORL's 40 subjects enrolled (photos 1-7), subject 1 a second time under another name (photos
-8-10), trained; the page shows that pair first, both ways, with a face of each."""
+8-10), trained; the page shows that pair first, both ways, with a face of each, and links to
+the person's page, where a reviewer merges the two names (a viewer may not)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def twice(tmp_path_factory, faces_dir):
     result = train(ws, config)
     with ws.open_store() as st:
         accounts.add_user(st, "vic", "viewer", PASSWORDS["vic"])
+        accounts.add_user(st, "rita", "reviewer", PASSWORDS["rita"])
     with serving(ws.root, tmp_path_factory.mktemp("twice-serve") / "serve.log") as url:
         yield ws, result, url
 
@@ -64,3 +66,38 @@ def test_the_version_page_shows_the_person_enrolled_twice(browser, twice):
     with ws.open_store() as st:
         people = {f.id: f.person_name for f in st.faces_by_id([la.face for la in result.lookalikes])}
     assert all(people[la.face] == la.person for la in result.lookalikes)
+
+
+def test_the_pair_is_merged_from_the_person_page(browser, twice):
+    from console_helpers import signed_in
+
+    ws, result, url = twice
+    with ws.open_store() as st:
+        again = st.person("orl_s1_again")
+    # a viewer sees no merge form and is refused one
+    sign_in(browser, url, "vic", f"/people/{again.id}")
+    assert not browser.find_elements(By.ID, "merge-form")
+    client, token = signed_in(url, "vic")
+    try:
+        r = client.post(f"/people/{again.id}/merge", data={"into": "orl_s1", "csrf": token})
+        assert r.status_code == 403
+    finally:
+        client.close()
+    # a reviewer follows the look-alikes' link and merges
+    sign_in(browser, url, "rita", f"/models/{result.version}")
+    browser.find_element(By.LINK_TEXT, "orl_s1_again").click()
+    wait(browser).until(lambda d: d.current_url.endswith(f"/people/{again.id}"))
+    form = browser.find_element(By.ID, "merge-form")
+    form.find_element(By.NAME, "into").send_keys("orl_s1")
+    form.find_element(By.ID, "merge").click()
+    wait(browser).until(lambda d: "merged orl_s1_again into orl_s1" in d.page_source)
+    with ws.open_store() as st:
+        assert st.find_person("orl_s1_again") is None
+        s1 = st.person("orl_s1")
+        assert len(st.faces(person=s1.id)) == 10
+    assert browser.current_url.split("?")[0].endswith(f"/people/{s1.id}")
+    # the version page still lists the pair it was trained with, now without a link for the
+    # name that went
+    browser.get(f"{url}/models/{result.version}")
+    assert not browser.find_elements(By.LINK_TEXT, "orl_s1_again")
+    assert browser.find_elements(By.LINK_TEXT, "orl_s1")

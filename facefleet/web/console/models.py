@@ -185,18 +185,22 @@ def version(version: int, request: Request) -> Response:
         aliases=reg.ALIASES,
         history=history,
         lookalikes=pairs,
-        shown_faces=_faces_still_there(c, pairs),
+        shown=_still_there(c, pairs),
     )
 
 
-def _faces_still_there(c: Any, pairs: list[lookalikes.LookAlike]) -> set[int]:
+def _still_there(c: Any, pairs: list[lookalikes.LookAlike]) -> tuple[set[int], dict[str, str]]:
     """Of the look-alikes' faces, those the store still holds (a face removed since training
-    gets no thumbnail)."""
+    gets no thumbnail), and the ids of their people still enrolled under those names (a link
+    to the person's page, where two names of one person are merged)."""
+    if not pairs:
+        return set(), {}
     ids = {f for la in pairs for f in (la.face, la.other_face) if f is not None}
-    if not ids:
-        return set()
     with c.store() as st:
-        return {f.id for f in st.faces_by_id(ids)}
+        faces = {f.id for f in st.faces_by_id(ids)}
+        people = {p.name: p.id for p in st.people()}
+    names = {n for la in pairs for n in (la.person, la.taken_for)}
+    return faces, {n: people[n] for n in names if n in people}
 
 
 def _why(form: Any) -> str:

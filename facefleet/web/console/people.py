@@ -68,7 +68,8 @@ def person(pid: str, request: Request) -> Response:
         except FacefleetError as exc:
             raise HTTPException(404, str(exc)) from None
         faces = st.faces(person=who.id)
-    return c.render(request, "person.html", person=who, faces=faces)
+        others = [p.name for p in st.people() if p.id != who.id]
+    return c.render(request, "person.html", person=who, faces=faces, other_names=others)
 
 
 async def _save_uploads(c, form) -> tuple[Path, list[tuple[str, Path]], list[tuple[str, str]]]:
@@ -155,6 +156,23 @@ async def revoke(pid: str, request: Request) -> Response:
     except FacefleetError as exc:
         raise HTTPException(400, str(exc)) from None
     return c.back(f"/people/{pid}", msg=f"revoked {count} face(s): they are no longer trained on")
+
+
+@router.post("/people/{pid}/merge")
+async def merge(pid: str, request: Request) -> Response:
+    """One person enrolled under two names: this one's faces go to ``into``, this one goes."""
+    await writer(request, "reviewer")
+    c = console_of(request)
+    into = str((await request.form()).get("into") or "").strip()
+    if not into:
+        raise HTTPException(400, "say whom to merge into")
+    with c.store() as st:
+        try:
+            src, dst = st.person(pid), st.person(into)
+            count = st.merge_person(src.id, dst.id)
+        except FacefleetError as exc:
+            raise HTTPException(400, str(exc)) from None
+    return c.back(f"/people/{dst.id}", msg=f"merged {src.name} into {dst.name}: {count} face(s) moved")
 
 
 @router.post("/faces/{face_id}/remove")
