@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from facefleet.registry.inference import pairwise_distances
+from facefleet.train.thresholds import Scores
 
 ARTIFACT = "lookalikes.json"
 ROWS = 10  # pairs kept besides the named ones: the closest of the rest
@@ -50,27 +51,25 @@ def look_alikes(
     X: np.ndarray,
     y: np.ndarray,
     labels: list[str],
-    candidate: np.ndarray,
-    score: np.ndarray,
-    distance: np.ndarray,
+    trials: Scores,
     named: np.ndarray,
     max_distance: float,
     rows: int = ROWS,
 ) -> list[LookAlike]:
     """The look-alike pairs of a gallery (pure).
 
-    ``X``, ``y``: the gallery's faces and classes; ``candidate``, ``score``, ``distance``: each
-    face's stranger trial (its own person removed); ``named``: whether the estimate counts the
+    ``X``, ``y``: the gallery's faces and classes; ``trials``: each face's stranger trial (its
+    own person removed, ``OpenSetFit.gallery``); ``named``: whether the estimate counts the
     trial as named. Returns every pair with a named trial and the ``rows`` closest others, by
     their closest trial's score. Trials further than ``max_distance`` can never be named and
     are left out.
     """
     y = np.asarray(y, dtype=np.int64)
-    candidate = np.asarray(candidate, dtype=np.int64)
-    score = np.asarray(score, dtype=np.float64)
-    distance = np.asarray(distance, dtype=np.float64)
+    candidate = np.asarray(trials.candidate, dtype=np.int64)
+    score = np.asarray(trials.score, dtype=np.float64)
+    distance = np.asarray(trials.distance, dtype=np.float64)
     named = np.asarray(named, dtype=bool)
-    trials = np.bincount(y, minlength=len(labels))
+    faces = np.bincount(y, minlength=len(labels))
     near = np.flatnonzero(distance <= max_distance)
     best: dict[tuple[int, int], int] = {}  # pair -> its closest trial
     hits: dict[tuple[int, int], int] = {}
@@ -93,7 +92,7 @@ def look_alikes(
                 person=labels[a],
                 taken_for=labels[b],
                 named=hits[(a, b)],
-                trials=int(trials[a]),
+                trials=int(faces[a]),
                 score=float(score[i]),
                 distance=float(distance[i]),
                 face=int(i),

@@ -87,12 +87,9 @@ def build_model(
         stranger_groups=agglomerate(strangers) if len(sdist) else None,
     )
     thr = fit.thresholds
-    gal = fit.gallery
     lookalikes = (
-        look_alikes(
-            X, y, labels, gal.candidate, gal.score, gal.distance, fit.gallery_named, open_set.max_threshold
-        )
-        if gal is not None
+        look_alikes(X, y, labels, fit.gallery, fit.gallery_named, open_set.max_threshold)
+        if fit.gallery is not None
         else []
     )
     temperature = fit_temperature(loo_class_distances(X, y, k), y)

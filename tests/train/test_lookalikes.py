@@ -34,10 +34,7 @@ def test_the_person_enrolled_twice_comes_first_and_both_ways():
     X, y, labels = _gallery()
     params = OpenSetParams(target_far=0.05)
     fit = fit_open_set(pairwise_distances(X, centroids(X, y, 30)), y, params)
-    g = fit.gallery
-    found = look_alikes(
-        X, y, labels, g.candidate, g.score, g.distance, fit.gallery_named, params.max_threshold, rows=3
-    )
+    found = look_alikes(X, y, labels, fit.gallery, fit.gallery_named, params.max_threshold, rows=3)
     assert {(found[0].person, found[0].taken_for), (found[1].person, found[1].taken_for)} == {
         ("p00", "p01"),
         ("p01", "p00"),
