@@ -9,10 +9,11 @@ captures of two ORL people collected from a second camera and kept as strangers,
 madonna collected from it before she was enrolled (her cluster then looks like her), a second
 version trained, a third after mindy_kaling was also enrolled as "mindy" by mistake (its page
 shows the pair among its look-alikes), heartbeats of three devices (one with a snapshot from
-the clip) and a deployment on record. The three devices are real sshd "cameras" on 127.0.0.1 in the
-inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures each page,
-and last a deployment started from the fleet page while it runs. Needs ../shared/data beside
-the repository, and sshd.
+the clip) and a deployment on record. The three devices are real sshd "cameras" on 127.0.0.1
+in the inventory. Then ``facefleet serve`` runs on 127.0.0.1 and headless Chromium captures
+each page, then "mindy" is merged into mindy_kaling from the person page (which then offers
+the undo), and last a deployment is started from the fleet page while it runs. Needs
+../shared/data beside the repository, and sshd.
 """
 
 from __future__ import annotations
@@ -199,6 +200,14 @@ def shoot(root: Path, out: Path) -> list[Path]:
         grab("models", "/models")
         grab("version", "/models/3", 1300)
         grab("diff", "/models/diff?a=2&b=3", 1200)
+        # the slip mended: "mindy" merged into mindy_kaling from her page, which offers the undo
+        driver.get(url + "/people")
+        driver.find_element(By.LINK_TEXT, "mindy").click()
+        form = driver.find_element(By.ID, "merge-form")
+        form.find_element(By.NAME, "into").send_keys("mindy_kaling")
+        form.find_element(By.ID, "merge").click()
+        time.sleep(0.5)
+        grab("person-merged", driver.current_url.replace(url, ""), 900)
         grab("fleet", "/fleet")
         grab("events", "/events", 1100)
         # a deployment of @production to every host, caught while the dock's slow restart runs

@@ -327,6 +327,31 @@ def test_merge_into_itself_or_nobody(table_ws, into):
     assert ("same person" if into == "seed person" else "no person 'nobody enrolled'") in err
 
 
+@pytest.mark.parametrize("other", ["seed person", "nobody enrolled"])
+def test_accept_a_look_alike_of_oneself_or_nobody(table_ws, other):
+    before = store_counts(table_ws)
+    rc, _, err = run_cli("-w", table_ws.root, "people", "accept-alike", "seed person", other)
+    what = "with oneself" if other == "seed person" else "with a name nobody has"
+    record(
+        f"accept a look-alike pair {what}",
+        "people accept-alike",
+        err.strip().removeprefix("facefleet: error: "),
+        rc,
+    )
+    assert rc == 2 and one_line_error(err) and store_counts(table_ws) == before
+    assert ("same person" if other == "seed person" else "no person 'nobody enrolled'") in err
+
+
+@pytest.mark.parametrize("ref", ["nobody merged", "99"])
+def test_unmerge_what_was_never_merged(table_ws, ref):
+    before = store_counts(table_ws)
+    rc, _, err = run_cli("-w", table_ws.root, "people", "unmerge", ref)
+    what = "a name never merged" if ref == "nobody merged" else "a merge number that does not exist"
+    record(f"undo the merge of {what}", "people unmerge", err.strip().removeprefix("facefleet: error: "), rc)
+    assert rc == 2 and one_line_error(err) and store_counts(table_ws) == before
+    assert f"no merge {ref!r} to undo" in err
+
+
 def test_one_batch_of_every_bad_file(table_ws, bad_dir, examples, tmp_path):
     """All the files in one ``enroll --folder`` over the worker pool, with one worker made to
     really crash (SIGABRT) on a good photo: every file gets its outcome, nothing else is lost."""

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome of every photo as JSON")
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("people", help="list, show, rename, merge or remove enrolled people (default: list)")
+    p = sub.add_parser(
+        "people", help="list, show, rename, merge, unmerge or remove enrolled people (default: list)"
+    )
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=cmd_people_list)
     psub = p.add_subparsers(dest="people_cmd", metavar="ACTION")
@@ -50,6 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("person", help="id or name of the one that goes")
     q.add_argument("into", help="id or name of the one that stays")
     q.set_defaults(func=cmd_people_merge)
+    q = psub.add_parser(
+        "accept-alike", help="a look-alike pair is two people (compared): mark it so in look-alike lists"
+    )
+    q.add_argument("person", help="id or name")
+    q.add_argument("other", help="id or name")
+    q.add_argument("--undo", action="store_true", help="take the mark back")
+    q.set_defaults(func=cmd_people_accept_alike)
+    q = psub.add_parser("merges", help="the merges made, newest first, and who has the faces now")
+    q.add_argument("--json", action="store_true", help="print as JSON")
+    q.set_defaults(func=cmd_people_merges)
+    q = psub.add_parser("unmerge", help="undo a merge: the person is back with the faces it moved")
+    q.add_argument("merge", help="the name of the person that went (their newest merge), or a merge number")
+    q.set_defaults(func=cmd_people_unmerge)
     q = psub.add_parser("remove", help="delete a person and their faces")
     q.add_argument("person", help="id or name")
     q.set_defaults(func=cmd_people_remove)
@@ -162,11 +177,56 @@ def cmd_people_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_people_merge(args: argparse.Namespace) -> int:
+    from facefleet.store import merges
+
     ws = Workspace.find(args.workspace)
     with ws.open_store() as store:
-        src, dst = store.person(args.person), store.person(args.into)
-        count = store.merge_person(src.id, dst.id)
-    print(f"merged {src.name} into {dst.name}: {count} faces moved; train again to use them")
+        m = merges.merge(store, args.person, args.into)
+    print(
+        f"merged {m.name} into {m.into_name}: {m.faces} faces moved; train again to use them "
+        f"(merge {m.id}: 'facefleet people unmerge {m.id}' undoes it)"
+    )
+    return 0
+
+
+def cmd_people_accept_alike(args: argparse.Namespace) -> int:
+    from facefleet.train.lookalikes import accept
+
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        one, other = accept(store, args.person, args.other, by="cli", undo=args.undo)
+    if args.undo:
+        print(f"{one.name} and {other.name}: no longer accepted as two people")
+    else:
+        print(f"{one.name} and {other.name} accepted as two people: look-alike lists mark the pair")
+    return 0
+
+
+def cmd_people_merges(args: argparse.Namespace) -> int:
+    from facefleet.store import merges
+
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        done = merges.merges(store)
+    if args.json:
+        print(json.dumps([m.as_dict() for m in done], indent=2))
+        return 0
+    if not done:
+        print("no merges")
+    for m in done:
+        now = f"undone {m.undone}" if m.undone else f"faces with {m.holder_name or 'nobody (removed)'}"
+        print(f"{m.id:4}  {m.created}  {m.name} into {m.into_name}: {m.faces} faces; {now}")
+    return 0
+
+
+def cmd_people_unmerge(args: argparse.Namespace) -> int:
+    from facefleet.store import merges
+
+    ws = Workspace.find(args.workspace)
+    with ws.open_store() as store:
+        m = merges.unmerge(store, args.merge)
+    came = f"from {m.holder_name}" if m.holder_name else "(whom it was merged into has gone)"
+    print(f"{m.name} ({m.person_id}) is back: {m.faces} faces moved back {came}; train again to use them")
     return 0
 
 

@@ -66,6 +66,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  open set: {far_line(info.metrics)}")
     found = lookalikes.of_version(ws, info)
     if found:
+        with ws.open_store() as store:
+            found = lookalikes.mark_accepted(found, lookalikes.accepted_pairs(store))
         print("  look-alikes (enrolled people played as strangers, the closest pairs):")
         for la in found:
             print(f"    {lookalikes.describe(la)}")

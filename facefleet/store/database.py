@@ -236,32 +236,6 @@ class Store:
             conn.execute("UPDATE people SET name = ? WHERE id = ?", (new_name, person.id))
         return Person(person.id, new_name, person.created)
 
-    def merge_person(self, ref: str, into: str) -> int:
-        """Make ``ref`` and ``into`` one person, named ``into``: every face of ``ref``, and every
-        row of any table that points at it (review clusters, ...), moves to ``into``, and
-        ``ref`` goes. A "not ``into``" mark on a face that is now ``into``'s is dropped.
-        Returns how many faces moved."""
-        src, dst = self.person(ref), self.person(into)
-        if src.id == dst.id:
-            raise StoreError(f"{src.name!r} and {dst.name!r} are the same person")
-        with self.transaction() as conn:
-            moved = conn.execute("SELECT COUNT(*) FROM faces WHERE person_id = ?", (src.id,)).fetchone()[0]
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in tables:
-                for fk in conn.execute(f'PRAGMA foreign_key_list("{table}")').fetchall():
-                    if fk["table"] == "people":  # a row left (its key taken) goes with the person
-                        col = fk["from"]
-                        conn.execute(
-                            f'UPDATE OR IGNORE "{table}" SET "{col}" = ? WHERE "{col}" = ?', (dst.id, src.id)
-                        )
-            conn.execute(
-                "DELETE FROM negatives WHERE person_id = ?1 "
-                "AND face_id IN (SELECT id FROM faces WHERE person_id = ?1)",
-                (dst.id,),
-            )
-            conn.execute("DELETE FROM people WHERE id = ?", (src.id,))
-        return moved
-
     def remove_person(self, ref: str) -> int:
         """Delete a person and their faces; returns how many faces went."""
         person = self.person(ref)

@@ -8,6 +8,10 @@ two people the embedder finds alike (more photos of each, or accept it). This mo
 those pairs out, one row per (person, taken for), with a face of each to compare. ``train``,
 ``models show``, the training report and the console's version page show them; training logs
 them with the run as :data:`ARTIFACT`.
+
+A pair a person has compared and found to be two people is *accepted* (``accept``, kept in
+the store): it stays listed, since it still holds the thresholds down, but marked, and the
+advice to act on it no longer counts it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from facefleet.clock import now_iso
+from facefleet.errors import StoreError
 from facefleet.registry.inference import pairwise_distances
+from facefleet.store import Person, Store
 from facefleet.train.thresholds import Scores
 
 ARTIFACT = "lookalikes.json"
 ROWS = 10  # pairs kept besides the named ones: the closest of the rest
+# One row per pair, either way round (a merge may leave it in any order).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lookalike_accepts (
+    person_id TEXT NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    other_id TEXT NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    by TEXT,
+    created TEXT NOT NULL,
+    PRIMARY KEY (person_id, other_id)
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class LookAlike:
     face: int | None  # that trial's face: its index in the training set, or the store's face id
     other_face: int | None  # the face of ``taken_for`` nearest to it
     both_ways: bool = False  # ``taken_for`` is also listed as taken for ``person``
+    accepted: bool = False  # somebody has compared the two and found two people
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +131,44 @@ def with_face_ids(found: list[LookAlike], face_ids: list[int] | None) -> list[Lo
     return [replace(la, face=fid(la.face), other_face=fid(la.other_face)) for la in found]
 
 
+def accept(
+    store: Store, a: str, b: str, *, by: str | None = None, undo: bool = False
+) -> tuple[Person, Person]:
+    """Mark two enrolled people (ids or names) as two people, compared and found alike only to
+    the model; ``undo`` takes the mark back. Returns the two."""
+    one, other = store.person(a), store.person(b)
+    if one.id == other.id:
+        raise StoreError(f"{one.name!r} and {other.name!r} are the same person: nothing to accept")
+    store.ensure_schema(SCHEMA)
+    with store.transaction() as conn:
+        conn.execute(
+            "DELETE FROM lookalike_accepts WHERE (person_id = ?1 AND other_id = ?2) "
+            "OR (person_id = ?2 AND other_id = ?1)",
+            (one.id, other.id),
+        )
+        if not undo:
+            conn.execute(
+                "INSERT INTO lookalike_accepts (person_id, other_id, by, created) VALUES (?, ?, ?, ?)",
+                (*sorted((one.id, other.id)), by, now_iso()),
+            )
+    return one, other
+
+
+def accepted_pairs(store: Store) -> set[frozenset[str]]:
+    """The accepted pairs, each as the two people's names."""
+    store.ensure_schema(SCHEMA)
+    rows = store.conn.execute(
+        "SELECT a.name, b.name FROM lookalike_accepts "
+        "JOIN people a ON a.id = person_id JOIN people b ON b.id = other_id"
+    ).fetchall()
+    return {frozenset(r) for r in rows}
+
+
+def mark_accepted(found: list[LookAlike], pairs: set[frozenset[str]]) -> list[LookAlike]:
+    """The pairs with ``accepted`` as ``pairs`` (from ``accepted_pairs``) says now."""
+    return [replace(la, accepted=frozenset((la.person, la.taken_for)) in pairs) for la in found]
+
+
 def describe(la: LookAlike) -> str:
     """One pair as a person reads it."""
     if la.named:
@@ -120,8 +176,10 @@ def describe(la: LookAlike) -> str:
     else:
         what = f"not named ({la.trials} photos)"
     way = ", both ways" if la.both_ways else ""
+    ok = "; accepted as two people" if la.accepted else ""
     return (
-        f"{la.person} taken for {la.taken_for}: {what}; closest {la.distance:.2f} (score {la.score:.3f}){way}"
+        f"{la.person} taken for {la.taken_for}: {what}; closest {la.distance:.2f} "
+        f"(score {la.score:.3f}){way}{ok}"
     )
 
 
@@ -129,13 +187,18 @@ def summary(found: list[LookAlike], shown: int = 5) -> list[str]:
     """The lines ``train`` prints: the pairs behind the estimate first, then the closest."""
     if not found:
         return []
-    named = sum(1 for la in found if la.named)
+    named = sum(1 for la in found if la.named and not la.accepted)
+    accepted = sum(1 for la in found if la.named and la.accepted)
     if named:
         head = (
             f"look-alikes: {named} pair(s) of enrolled people named as one another in the estimate, "
-            "which also hold every threshold down (one person under two names? merge them; "
-            "else add photos of both, or accept)"
+            "which also hold every threshold down (one person under two names? "
+            "'facefleet people merge'; else add photos of both, or 'facefleet people accept-alike')"
         )
+        if accepted:
+            head += f"; {accepted} more accepted as two people"
+    elif accepted:
+        head = f"look-alikes: {accepted} pair(s) named as one another, all accepted as two people"
     else:
         head = "look-alikes: no enrolled person is named as another; the closest pairs"
     lines = [head]

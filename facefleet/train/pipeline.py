@@ -26,7 +26,7 @@ from facefleet.registry.format import build_manifest, pack_bundle, write_bundle
 from facefleet.registry.keys import ensure_keypair, load_private_key, private_key_path
 from facefleet.registry.versions import BUNDLE_TAG, COMPLETE, PENDING
 from facefleet.train.lookalikes import ARTIFACT as LOOKALIKES
-from facefleet.train.lookalikes import LookAlike, with_face_ids
+from facefleet.train.lookalikes import LookAlike, accepted_pairs, mark_accepted, with_face_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from facefleet.train.config import TrainConfig
@@ -103,6 +103,7 @@ def train(
         ts = store.training_set(embedder_id, config.statuses)
         negatives = store.negative_set(embedder_id) if config.use_negatives else None
         strangers = store.stranger_set(embedder_id) if config.use_strangers else None
+        accepted = accepted_pairs(store)
     finally:
         store.close()
     if len(ts.names) == 0:
@@ -123,6 +124,7 @@ def train(
             strangers=strangers,
             report=report,
             face_ids=ts.face_ids,
+            accepted=accepted,
         )
 
 
@@ -137,9 +139,11 @@ def train_arrays(
     strangers: np.ndarray | None = None,
     report: bool = False,
     face_ids: list[int] | None = None,
+    accepted: set[frozenset[str]] | None = None,
 ) -> TrainResult:
     """Train on given embeddings and publish: MLflow run, model version, signed bundle
-    (``face_ids``: the store's id of each face, for the look-alikes' faces)."""
+    (``face_ids``: the store's id of each face, for the look-alikes' faces; ``accepted``: the
+    look-alike pairs accepted as two people, by name)."""
     from facefleet.progress import progress
     from facefleet.registry import tracking
     from facefleet.train.model import build_model
@@ -149,7 +153,7 @@ def train_arrays(
     steps = iter(progress(["fit", "publish"], total=2, desc="train"))
     next(steps)
     trained = build_model(X, names, config.search, config.open_set, negatives=negatives, strangers=strangers)
-    trained.lookalikes = with_face_ids(trained.lookalikes, face_ids)
+    trained.lookalikes = mark_accepted(with_face_ids(trained.lookalikes, face_ids), accepted or set())
     next(steps, None)
     human = config.name or f"train-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = tracking.configure(ws)

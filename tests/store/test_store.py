@@ -82,8 +82,22 @@ def test_same_image_hash_is_one_row(store):
     assert first == (first[0], True) and again == (first[0], False)
 
 
-def test_merge_moves_one_name_into_the_other(store):
+def _state(store) -> tuple:
+    """Everything a merge touches, by name: people, faces' owners, "not" marks, clusters."""
+    q = store.conn.execute
+    return (
+        sorted(tuple(r) for r in q("SELECT id, name, created FROM people")),
+        sorted(tuple(r) for r in q("SELECT id, person_id FROM faces")),
+        sorted(tuple(r) for r in q("SELECT face_id, person_id, created FROM negatives")),
+        sorted(tuple(r) for r in q("SELECT id, person_id FROM curate_clusters")),
+        sorted(tuple(r) for r in q("SELECT person_id, other_id, created FROM lookalike_accepts")),
+    )
+
+
+def test_merge_moves_one_name_into_the_other_and_unmerge_takes_it_back(store):
     from facefleet.curate import clusters as cl
+    from facefleet.store import merges
+    from facefleet.train import lookalikes
 
     a1, a2, b1 = _face(store, "ann", 1), _face(store, "ann", 2), _face(store, "ann_again", 3)
     other = _face(store, "bob", 4)
@@ -98,17 +112,53 @@ def test_merge_moves_one_name_into_the_other(store):
             "INSERT INTO curate_clusters (id, created, state, person_id) VALUES (1, 'x', 'labelled', ?)",
             (again,),
         )
+    lookalikes.accept(store, "ann_again", "bob")  # two people, compared: still true after the merge
+    before = _state(store)
     with pytest.raises(StoreError, match="same person"):
-        store.merge_person("ann", ann)
-    assert store.merge_person("ann_again", "ann") == 1
+        merges.merge(store, "ann", ann)
+    m = merges.merge(store, "ann_again", "ann")
+    assert (m.faces, m.name, m.into_name, m.holder_id) == (1, "ann_again", "ann", ann)
     assert [p.name for p in store.people()] == ["ann", "bob"]
     assert sorted(f.id for f in store.faces(person=ann)) == [a1, a2, b1]
     negs = store.conn.execute("SELECT face_id, person_id FROM negatives ORDER BY face_id").fetchall()
     assert [tuple(r) for r in negs] == [(other, ann)]
     assert store.conn.execute("SELECT person_id FROM curate_clusters").fetchone()[0] == ann
     assert store.training_set("emb-a").names == ["ann", "ann", "ann", "bob"]
+    assert lookalikes.accepted_pairs(store) == {frozenset({"ann", "bob"})}
     with pytest.raises(StoreError, match="no person"):
-        store.merge_person("ann_again", "ann")
+        merges.merge(store, "ann_again", "ann")
+    assert [x.id for x in merges.merges(store, held_by=ann)] == [m.id]
+
+    # undone: every face, mark and cluster is back where it was, under the old id and name
+    back = merges.unmerge(store, "ann_again")
+    assert (back.faces, back.holder_name) == (1, "ann") and back.undone
+    assert _state(store) == before
+    assert merges.merges(store, held_by=ann) == []
+    with pytest.raises(StoreError, match="no merge 'ann_again'"):
+        merges.unmerge(store, "ann_again")
+    with pytest.raises(StoreError, match="was undone"):
+        merges.unmerge(store, str(m.id))
+
+
+def test_unmerge_follows_later_merges_and_leaves_what_moved_since(store):
+    from facefleet.store import merges
+
+    a, b, c = _face(store, "a", 1), _face(store, "b", 2), _face(store, "c", 3)
+    a2, d = _face(store, "a", 4), _face(store, "d", 5)
+    merges.merge(store, "a", "b")
+    merges.merge(store, "b", "c")  # a's faces are now c's
+    store.set_person([a2], store.person("d").id)  # a reviewer gave one of them to d since
+    assert [m.holder_name for m in merges.merges(store)] == ["c", "c"]
+    back = merges.unmerge(store, "a")
+    assert (back.faces, back.holder_name) == (1, "c")
+    owner = {f.id: f.person_name for f in store.faces()}
+    assert owner == {a: "a", b: "c", c: "c", a2: "d", d: "d"}
+    # a name taken again must be renamed first
+    merges.merge(store, "a", "d")
+    store.add_person("a")
+    with pytest.raises(StoreError, match="named 'a' again"):
+        merges.unmerge(store, "a")
+    assert store.face(a).person_name == "d"
 
 
 def test_remove_person_deletes_their_faces(store):

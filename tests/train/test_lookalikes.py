@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from facefleet.cli.main import main
 from facefleet.registry.inference import pairwise_distances
@@ -65,6 +66,42 @@ def test_the_person_enrolled_twice_comes_first_and_both_ways():
     assert LookAlike.from_dict({**found[0].as_dict(), "added_later": 1}) == found[0]
 
 
+def test_an_accepted_pair_stays_listed_but_is_no_longer_advice(tmp_path):
+    from facefleet.errors import StoreError
+    from facefleet.store import Store
+    from facefleet.train.lookalikes import accept, accepted_pairs, mark_accepted
+
+    X, y, labels = _gallery()
+    params = OpenSetParams(target_far=0.05)
+    fit = fit_open_set(pairwise_distances(X, centroids(X, y, 30)), y, params)
+    found = look_alikes(X, y, labels, fit.gallery, fit.gallery_named, params.max_threshold, rows=3)
+    store = Store(tmp_path / "store.db")
+    for name in labels:
+        store.add_person(name)
+    accept(store, "p01", "p00", by="test")  # either way round: one pair
+    assert accepted_pairs(store) == {frozenset({"p00", "p01"})}
+    marked = mark_accepted(found, accepted_pairs(store))
+    assert [la.accepted for la in marked] == [{la.person, la.taken_for} == {"p00", "p01"} for la in found]
+    assert sum(la.accepted for la in marked) == 2 and len(marked) == len(found)
+    assert describe(marked[0]).endswith("; accepted as two people")
+    others = sum(1 for la in found if la.named) - 2
+    head = summary(marked)[0]
+    if others:
+        assert head.startswith(f"look-alikes: {others} pair(s)") and head.endswith(
+            "; 2 more accepted as two people"
+        )
+    else:
+        assert head == "look-alikes: 2 pair(s) named as one another, all accepted as two people"
+    with pytest.raises(StoreError, match="same person"):
+        accept(store, "p00", "p00")
+    accept(store, "p00", "p01", undo=True)
+    assert accepted_pairs(store) == set()
+    accept(store, "p00", "p01")
+    store.remove_person("p01")  # the mark goes with either person
+    assert accepted_pairs(store) == set()
+    assert store.conn.execute("SELECT COUNT(*) FROM lookalike_accepts").fetchone()[0] == 0
+
+
 def test_a_person_enrolled_twice_is_listed_by_train_and_models_show(
     celebrity_orl_workspace, copy_workspace, faces_dir, capsys
 ):
@@ -105,6 +142,27 @@ def test_a_person_enrolled_twice_is_listed_by_train_and_models_show(
     for p in pairs:
         assert describe(LookAlike.from_dict(p)) in shown
 
+    # compared and found to be two people (they are not): marked, live in models show and in
+    # the next training, and taken back
+    version = res["version"]
+    assert main(["-w", str(ws.root), "people", "accept-alike", "orl_s1", "orl_s1_again"]) == 0
+    assert "accepted as two people" in capsys.readouterr().out
+    assert main(["-w", str(ws.root), "models", "show", str(version)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    marked = [line for line in shown if line.endswith("; accepted as two people")]
+    assert len(marked) == 2 and all("orl_s1_again" in line for line in marked)
+    assert main(["-w", str(ws.root), "train", "--method", "centroid", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["lookalikes"]
+    assert [p["accepted"] for p in again] == [
+        {p["person"], p["taken_for"]} == {"orl_s1", "orl_s1_again"} for p in again
+    ]
+    assert main(["-w", str(ws.root), "people", "accept-alike", "orl_s1", "orl_s1_again", "--undo"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws.root), "models", "show", str(version)]) == 0
+    assert "accepted as two people" not in capsys.readouterr().out
+
+    with ws.open_store() as st:
+        twice = {f.id for f in st.faces(person=st.person("orl_s1_again").id)}
     # the fix: one name merged into the other, trained again; the pair is gone and the
     # threshold it held down comes back up
     assert main(["-w", str(ws.root), "people", "merge", "orl_s1_again", "orl_s1"]) == 0
@@ -115,6 +173,15 @@ def test_a_person_enrolled_twice_is_listed_by_train_and_models_show(
     assert not any("orl_s1_again" in (p["person"], p["taken_for"]) for p in fixed["lookalikes"])
     assert fixed["metrics"]["system_threshold"] > res["metrics"]["system_threshold"] + 0.1
     assert fixed["metrics"]["frr"] < res["metrics"]["frr"] / 4
+
+    # and taken back: the name and its three faces return, and training finds the pair again
+    assert main(["-w", str(ws.root), "people", "merges"]) == 0
+    assert "orl_s1_again into orl_s1: 3 faces; faces with orl_s1" in capsys.readouterr().out
+    assert main(["-w", str(ws.root), "people", "unmerge", "orl_s1_again"]) == 0
+    assert "orl_s1_again" in capsys.readouterr().out
+    with ws.open_store() as st:
+        assert {f.id for f in st.faces(person=st.person("orl_s1_again").id)} == twice
+        assert len(st.faces(person=st.person("orl_s1").id)) == 7
 
 
 def test_a_run_that_logged_none_has_none(tmp_path):

@@ -184,23 +184,48 @@ def version(version: int, request: Request) -> Response:
         plots=_plots(c, info),
         aliases=reg.ALIASES,
         history=history,
-        lookalikes=pairs,
-        shown=_still_there(c, pairs),
+        **_as_the_store_has_it(c, pairs),
     )
 
 
-def _still_there(c: Any, pairs: list[lookalikes.LookAlike]) -> tuple[set[int], dict[str, str]]:
-    """Of the look-alikes' faces, those the store still holds (a face removed since training
-    gets no thumbnail), and the ids of their people still enrolled under those names (a link
-    to the person's page, where two names of one person are merged)."""
+def _as_the_store_has_it(c: Any, pairs: list[lookalikes.LookAlike]) -> dict[str, Any]:
+    """The look-alikes as the store has them now: ``lookalikes`` marked accepted or not, the
+    ``shown`` faces still held (a face removed since training gets no thumbnail), and the
+    ``person_ids`` of their people still enrolled under those names (a link to the person's
+    page, where two names of one person are merged)."""
     if not pairs:
-        return set(), {}
+        return {"lookalikes": [], "shown": set(), "person_ids": {}}
     ids = {f for la in pairs for f in (la.face, la.other_face) if f is not None}
     with c.store() as st:
         faces = {f.id for f in st.faces_by_id(ids)}
         people = {p.name: p.id for p in st.people()}
+        accepted = lookalikes.accepted_pairs(st)
     names = {n for la in pairs for n in (la.person, la.taken_for)}
-    return faces, {n: people[n] for n in names if n in people}
+    return {
+        "lookalikes": lookalikes.mark_accepted(pairs, accepted),
+        "shown": faces,
+        "person_ids": {n: people[n] for n in names if n in people},
+    }
+
+
+@router.post("/lookalikes/accept")
+async def accept_lookalike(request: Request) -> Response:
+    """Two people the model takes for one another, compared and found to be two people (or,
+    with ``undo``, not any more)."""
+    session = await writer(request, "reviewer")
+    c = console_of(request)
+    form = await request.form()
+    person, other = str(form.get("person") or ""), str(form.get("other") or "")
+    undo = bool(form.get("undo"))
+    with c.store() as st:
+        try:
+            one, two = lookalikes.accept(st, person, other, by=f"{session.user.name} (console)", undo=undo)
+        except FacefleetError as exc:
+            raise HTTPException(400, str(exc)) from None
+    version = str(form.get("version") or "")
+    back = f"/models/{int(version)}" if version.isdigit() else "/models"
+    what = "no longer accepted as two people" if undo else "accepted as two people"
+    return c.back(back, msg=f"{one.name} and {two.name}: {what}")
 
 
 def _why(form: Any) -> str:

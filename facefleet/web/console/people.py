@@ -1,6 +1,7 @@
 """People: everyone enrolled, their photos and faces in use; enrol or add photos by upload
 (``facefleet.enrol.enroll``, the same reasons as ``facefleet enroll``), remove a photo,
-revoke a person.
+revoke a person; merge a person enrolled under two names into the other, and undo a merge
+(``facefleet.store.merges``).
 
 Uploads land in a temporary folder under ``cache/uploads/`` that is deleted afterwards; a
 file that is not a readable image is refused before enrolment, so it writes nothing.
@@ -18,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from facefleet import enrol
 from facefleet.errors import FacefleetError, ImageError
+from facefleet.store import merges
 from facefleet.vision.image import load_image
 from facefleet.web.console import auth, files
 from facefleet.web.console.app import console_of, page_args, writer
@@ -69,7 +71,8 @@ def person(pid: str, request: Request) -> Response:
             raise HTTPException(404, str(exc)) from None
         faces = st.faces(person=who.id)
         others = [p.name for p in st.people() if p.id != who.id]
-    return c.render(request, "person.html", person=who, faces=faces, other_names=others)
+        merged = merges.merges(st, held_by=who.id)
+    return c.render(request, "person.html", person=who, faces=faces, other_names=others, merged=merged)
 
 
 async def _save_uploads(c, form) -> tuple[Path, list[tuple[str, Path]], list[tuple[str, str]]]:
@@ -168,11 +171,24 @@ async def merge(pid: str, request: Request) -> Response:
         raise HTTPException(400, "say whom to merge into")
     with c.store() as st:
         try:
-            src, dst = st.person(pid), st.person(into)
-            count = st.merge_person(src.id, dst.id)
+            m = merges.merge(st, pid, into)
         except FacefleetError as exc:
             raise HTTPException(400, str(exc)) from None
-    return c.back(f"/people/{dst.id}", msg=f"merged {src.name} into {dst.name}: {count} face(s) moved")
+    msg = f"merged {m.name} into {m.into_name}: {m.faces} face(s) moved (undo it below)"
+    return c.back(f"/people/{m.into_id}", msg=msg)
+
+
+@router.post("/merges/{mid}/undo")
+async def unmerge(mid: int, request: Request) -> Response:
+    """Take a merge back: the person that went is back with the faces it moved."""
+    await writer(request, "reviewer")
+    c = console_of(request)
+    with c.store() as st:
+        try:
+            m = merges.unmerge(st, str(mid))
+        except FacefleetError as exc:
+            raise HTTPException(400, str(exc)) from None
+    return c.back(f"/people/{m.person_id}", msg=f"{m.name} is back: {m.faces} face(s) moved back")
 
 
 @router.post("/faces/{face_id}/remove")
