@@ -179,6 +179,11 @@ class Store:
                 if statement.strip():
                     self.conn.execute(statement)
 
+    def has_table(self, name: str) -> bool:
+        """Whether a stage's table exists yet (a read path need not create it)."""
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return row.fetchone() is not None
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """All writes inside commit together or not at all (nested calls join the outer one)."""

@@ -161,7 +161,8 @@ def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> Merge:
 def merges(store: Store, *, held_by: str | None = None) -> list[Merge]:
     """Every merge, newest first; with ``held_by`` (a person id), the ones not undone whose
     faces that person has now."""
-    store.ensure_schema(SCHEMA)
+    if not store.has_table("person_merges"):
+        return []
     rows = store.conn.execute("SELECT * FROM person_merges ORDER BY id DESC").fetchall()
     out = [_record(store.conn, r) for r in rows]
     return [m for m in out if m.holder_id == held_by] if held_by is not None else out
@@ -170,9 +171,10 @@ def merges(store: Store, *, held_by: str | None = None) -> list[Merge]:
 def find_merge(store: Store, ref: str) -> Merge:
     """A merge by its number (``3`` or ``#3``), or the newest one not undone of the person
     named ``ref``."""
-    store.ensure_schema(SCHEMA)
     number = ref.removeprefix("#")
-    if number.isdigit():
+    if not store.has_table("person_merges"):
+        row = None
+    elif number.isdigit():
         row = store.conn.execute("SELECT * FROM person_merges WHERE id = ?", (int(number),)).fetchone()
     else:
         row = store.conn.execute(

@@ -156,7 +156,8 @@ def accept(
 
 def accepted_pairs(store: Store) -> set[frozenset[str]]:
     """The accepted pairs, each as the two people's names."""
-    store.ensure_schema(SCHEMA)
+    if not store.has_table("lookalike_accepts"):
+        return set()
     rows = store.conn.execute(
         "SELECT a.name, b.name FROM lookalike_accepts "
         "JOIN people a ON a.id = person_id JOIN people b ON b.id = other_id"
