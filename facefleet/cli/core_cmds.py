@@ -225,8 +225,7 @@ def cmd_people_unmerge(args: argparse.Namespace) -> int:
     ws = Workspace.find(args.workspace)
     with ws.open_store() as store:
         m = merges.unmerge(store, args.merge)
-    came = f"from {m.holder_name}" if m.holder_name else "(whom it was merged into has gone)"
-    print(f"{m.name} ({m.person_id}) is back: {m.faces} faces moved back {came}; train again to use them")
+    print(f"{m.name} ({m.person_id}) is back: {m.faces} faces moved back from {m.holder_name}; train again")
     return 0
 
 

@@ -199,13 +199,18 @@ def unmerge(store: Store, ref: str) -> Merge:
             raise StoreError(f"somebody is named {m.name!r} again: rename them before undoing merge {m.id}")
         row = conn.execute("SELECT * FROM person_merges WHERE id = ?", (m.id,)).fetchone()
         holder = _holder(conn, m.into_id)
+        if holder is None:
+            raise StoreError(
+                f"{m.into_name} has been removed since, and with them the faces merge {m.id} "
+                f"moved: there is nothing of {m.name} to take back"
+            )
         conn.execute(
             "INSERT INTO people (id, name, created) VALUES (?, ?, ?)",
             (m.person_id, m.name, row["person_created"]),
         )
         keys = {(t, c): k for t, c, k in _references(conn)}
         back = 0
-        for table, col, values in json.loads(row["moved"]) if holder else []:
+        for table, col, values in json.loads(row["moved"]):
             key = keys.get((table, col))
             if key is None or len(key) != len(values):
                 continue  # the table has changed shape since
@@ -229,7 +234,7 @@ def unmerge(store: Store, ref: str) -> Merge:
                     f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({", ".join("?" * len(full))})',
                     list(full.values()),
                 )
-        for face_id, created in json.loads(row["dropped"]) if holder else []:
+        for face_id, created in json.loads(row["dropped"]):
             with suppress(sqlite3.Error):  # the face has gone since
                 conn.execute(
                     "INSERT OR IGNORE INTO negatives (face_id, person_id, created) VALUES (?, ?, ?)",
@@ -237,5 +242,4 @@ def unmerge(store: Store, ref: str) -> Merge:
                 )
         when = now_iso()
         conn.execute("UPDATE person_merges SET undone = ? WHERE id = ?", (when, m.id))
-    holder_id, holder_name = holder or (None, None)
-    return replace(m, faces=back, undone=when, holder_id=holder_id, holder_name=holder_name)
+    return replace(m, faces=back, undone=when, holder_id=holder[0], holder_name=holder[1])

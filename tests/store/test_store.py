@@ -159,6 +159,13 @@ def test_unmerge_follows_later_merges_and_leaves_what_moved_since(store):
     with pytest.raises(StoreError, match="named 'a' again"):
         merges.unmerge(store, "a")
     assert store.face(a).person_name == "d"
+    # whom it went into removed since, faces and all: nothing to take back, nothing changed
+    store.remove_person("a")
+    store.remove_person("d")
+    with pytest.raises(StoreError, match="d has been removed since"):
+        merges.unmerge(store, "a")
+    assert store.find_person("a") is None
+    assert [m.holder_name for m in merges.merges(store)][0] is None
 
 
 def test_remove_person_deletes_their_faces(store):
