@@ -1,5 +1,6 @@
 """CLI for the fleet: ``deploy``, ``package``, ``serve``, ``fleet status|history``,
-``tokens create|revoke|list`` and ``edge sync`` (the device's pull client)."""
+``tokens create|revoke|list``, ``edge sync`` (the device's pull client) and ``edge notify``
+(its webhook)."""
 
 from __future__ import annotations
 
@@ -152,6 +153,39 @@ def cmd_edge_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge_notify(args: argparse.Namespace) -> int:
+    from facefleet.edge import notify
+
+    events = args.events
+    if events is None:
+        try:
+            events = Workspace.find(args.workspace).output_dir / "events.jsonl"
+        except FacefleetError:
+            events = Path.cwd() / "output" / "events.jsonl"  # where recognize writes outside one
+    kinds = notify.KINDS if args.kind == "all" else (args.kind,)
+    receiver = notify.Receiver(
+        args.url, token=args.token or os.environ.get("FACEFLEET_WEBHOOK_TOKEN"), with_crop=args.with_crop
+    )
+    if not args.once:
+        print(f"following {events}: {', '.join(kinds)} events to {args.url}", file=sys.stderr)
+    stats = notify.follow(
+        Path(events),
+        receiver,
+        kinds=kinds,
+        state=args.state,
+        from_start=args.from_start,
+        once=args.once,
+        max_seconds=args.max_seconds,
+    )
+    print(
+        f"{stats.sent} event(s) sent, {len(stats.skipped)} refused by the receiver, "
+        f"{stats.filtered} of other kinds, {stats.bad_lines} unreadable line(s), {stats.retries} retries"
+    )
+    for why in stats.skipped:
+        print(f"  refused: {why}", file=sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "deploy",
@@ -224,3 +258,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps-file", type=Path, help="benchmark JSON with an 'fps' key to report")
     p.add_argument("--snapshot", type=Path, help="a small JPEG (<= 256 KB) to send with the heartbeat")
     p.set_defaults(func=cmd_edge_sync)
+    p = esub.add_parser(
+        "notify",
+        help="post each recognition event to a webhook URL as recognize records it",
+        description="Follow events.jsonl (as tail -F does) and POST each event as JSON to URL, "
+        "at least once: where it stopped is kept in EVENTS.notify.json, and an event is retried "
+        "until the receiver takes it (a 4xx other than 408/429 skips it).",
+    )
+    p.add_argument("--url", required=True, help="the webhook, e.g. http://homeassistant:8123/api/webhook/ID")
+    p.add_argument(
+        "--events", type=Path, help="events.jsonl (default: in the workspace's output/, or ./output/)"
+    )
+    p.add_argument(
+        "--kind", choices=["all", "named", "unknown"], default="all", help="which events (default all)"
+    )
+    p.add_argument("--token", help="bearer token for the receiver (default $FACEFLEET_WEBHOOK_TOKEN)")
+    p.add_argument("--with-crop", action="store_true", help="add the face crop as base64 JPEG (crop_jpeg)")
+    p.add_argument("--state", type=Path, help="where it keeps its place (default EVENTS.notify.json)")
+    p.add_argument("--from-start", action="store_true", help="on a first run, send the events already there")
+    p.add_argument("--once", action="store_true", help="send what is there, then exit (for cron)")
+    p.add_argument("--max-seconds", type=float, help="stop following after this long")
+    p.set_defaults(func=cmd_edge_notify)
