@@ -211,10 +211,13 @@ def follow(
                     chunk = fh.read(st.st_size - offset)
                 whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
                 for line in whole.splitlines(keepends=True):
+                    posted = stats.sent + len(stats.skipped)
                     if not handle(line):
                         return stats  # not delivered: the next run starts with it
                     offset += len(line)
-                    remember(offset, st.st_ino)
+                    if stats.sent + len(stats.skipped) > posted:  # lines not posted: noted below
+                        remember(offset, st.st_ino)
+                remember(offset, st.st_ino)
         if once or left() <= 0:
             return stats
         sleep(min(poll, left()))

@@ -171,6 +171,10 @@ def merges(store: Store, *, held_by: str | None = None) -> list[Merge]:
 def find_merge(store: Store, ref: str) -> Merge:
     """A merge by its number (``3`` or ``#3``), or the newest one not undone of the person
     named ``ref``."""
+    return _record(store.conn, _merge_row(store, ref))
+
+
+def _merge_row(store: Store, ref: str) -> sqlite3.Row:
     number = ref.removeprefix("#")
     if not store.has_table("person_merges"):
         row = None
@@ -184,7 +188,7 @@ def find_merge(store: Store, ref: str) -> Merge:
         ).fetchone()
     if row is None:
         raise StoreError(f"no merge {ref!r} to undo (see 'facefleet people merges')")
-    return _record(store.conn, row)
+    return row
 
 
 def unmerge(store: Store, ref: str) -> Merge:
@@ -192,12 +196,12 @@ def unmerge(store: Store, ref: str) -> Merge:
     and name with the rows the merge moved, as far as they are still where it left them.
     Returns the merge with ``faces`` = how many faces came back."""
     with store.transaction() as conn:
-        m = find_merge(store, ref)
+        row = _merge_row(store, ref)
+        m = _record(conn, row)
         if m.undone:
             raise StoreError(f"merge {m.id} ({m.name} into {m.into_name}) was undone on {m.undone}")
         if store.find_person(m.person_id) or store.find_person(m.name):
             raise StoreError(f"somebody is named {m.name!r} again: rename them before undoing merge {m.id}")
-        row = conn.execute("SELECT * FROM person_merges WHERE id = ?", (m.id,)).fetchone()
         holder = _holder(conn, m.into_id)
         if holder is None:
             raise StoreError(
